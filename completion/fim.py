@@ -1,0 +1,272 @@
+"""Prompt layouts: fill-in-the-middle templates per model family, and token budgets.
+
+The family is detected from the tokenizer's vocabulary, never from the model's name:
+a fine-tune keeps its tokens. Models without FIM tokens (SmolLM2) get the prefix only.
+
+Document text is data, not control tokens: it is tokenized with
+``split_special_tokens=True`` and the template's special tokens are added as ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Tokenizer(Protocol):
+    """The part of a transformers tokenizer the prompt builder uses."""
+
+    def __call__(self, text: str, **kwargs: Any) -> Any:
+        """Tokenize ``text``; the result has ``input_ids``."""
+
+    def get_vocab(self) -> dict[str, int]:
+        """Token string -> id."""
+
+
+@dataclass(frozen=True)
+class FimTemplate:
+    """Special tokens of one FIM family, in PSM order (prefix, suffix, middle)."""
+
+    name: str
+    prefix: str
+    suffix: str
+    middle: str
+    stops: tuple[str, ...]
+    bos: bool = False
+    """Whether the family expects the tokenizer's BOS token first."""
+
+
+FAMILIES: tuple[FimTemplate, ...] = (
+    FimTemplate(
+        "qwen",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        (
+            "<|endoftext|>",
+            "<|fim_pad|>",
+            "<|file_sep|>",
+            "<|repo_name|>",
+            "<|im_end|>",
+            "<|im_start|>",
+            "<|fim_prefix|>",
+            "<|fim_suffix|>",
+            "<|fim_middle|>",
+        ),
+    ),
+    FimTemplate(
+        "starcoder",
+        "<fim_prefix>",
+        "<fim_suffix>",
+        "<fim_middle>",
+        (
+            "<|endoftext|>",
+            "<file_sep>",
+            "<fim_prefix>",
+            "<fim_suffix>",
+            "<fim_middle>",
+            "<fim_pad>",
+        ),
+    ),
+    FimTemplate(
+        "deepseek",
+        "<｜fim▁begin｜>",
+        "<｜fim▁hole｜>",
+        "<｜fim▁end｜>",
+        ("<｜end▁of▁sentence｜>", "<|EOT|>", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),
+        bos=True,
+    ),
+    FimTemplate(
+        "codellama",
+        "▁<PRE>",
+        "▁<SUF>",
+        "▁<MID>",
+        ("▁<EOT>", "</s>"),
+        bos=True,
+    ),
+)
+
+# Tokens that end a prefix-only completion for models without FIM.
+GENERIC_STOPS = ("<|endoftext|>", "<|im_end|>", "<|im_start|>", "<file_sep>", "<|file_sep|>")
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How prompts are laid out for one model, with the ids resolved."""
+
+    template: FimTemplate | None
+    """None: prefix-only prompts."""
+    special_ids: tuple[int, ...] = ()
+    """Ids of the template's prefix, suffix and middle tokens (FIM only)."""
+    bos_id: int | None = None
+    stop_ids: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def fim(self) -> bool:
+        """Whether prompts are fill-in-the-middle."""
+        return self.template is not None
+
+    @property
+    def name(self) -> str:
+        """Family name, or "prefix-only"."""
+        return self.template.name if self.template else "prefix-only"
+
+
+def _lookup(vocab: dict[str, int], token: str) -> int | None:
+    if token in vocab:
+        return vocab[token]
+    if token.startswith("▁") and token[1:] in vocab:
+        return vocab[token[1:]]
+    return None
+
+
+def detect_format(
+    tokenizer: Tokenizer, eos_ids: list[int] | None = None, *, fim: bool | None = None
+) -> PromptFormat:
+    """Detect the FIM family from the tokenizer vocabulary.
+
+    ``fim=False`` forces prefix-only prompts; ``fim=True`` fails if no family matches.
+    """
+    vocab = tokenizer.get_vocab()
+    extra = set(eos_ids or [])
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eos, int):
+        extra.add(eos)
+    if fim is not False:
+        for fam in FAMILIES:
+            ids = [_lookup(vocab, t) for t in (fam.prefix, fam.suffix, fam.middle)]
+            if all(i is not None for i in ids):
+                stops = {i for t in fam.stops if (i := _lookup(vocab, t)) is not None}
+                bos = getattr(tokenizer, "bos_token_id", None) if fam.bos else None
+                return PromptFormat(
+                    template=fam,
+                    special_ids=tuple(i for i in ids if i is not None),
+                    bos_id=bos if isinstance(bos, int) else None,
+                    stop_ids=frozenset(stops | extra),
+                )
+        if fim:
+            raise ValueError("the tokenizer has no known fill-in-the-middle tokens")
+    stops = {i for t in GENERIC_STOPS if (i := _lookup(vocab, t)) is not None}
+    return PromptFormat(template=None, stop_ids=frozenset(stops | extra))
+
+
+##### Token budgets #####
+
+
+def encode(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of document text, special-token look-alikes kept as plain text."""
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
+def _chars_per_token_guess() -> int:
+    # Source code averages 3-4 characters per token; 8 leaves room for long tokens so a
+    # character window cut before tokenizing never holds fewer tokens than the budget.
+    return 8
+
+
+def fit_prefix(tokenizer: Tokenizer, prefix: str, budget: int) -> tuple[int, list[int]]:
+    """Keep the end of ``prefix`` that fits ``budget`` tokens, cut at a line start.
+
+    Returns the str offset in ``prefix`` where the kept text starts, and its token ids.
+    Cutting at a line start keeps the window's first tokens stable while the user types,
+    which the prompt cache relies on.
+    """
+    if budget <= 0:
+        return len(prefix), []
+    start = max(0, len(prefix) - budget * _chars_per_token_guess())
+    if start > 0:
+        nl = prefix.find("\n", start)
+        start = nl + 1 if nl != -1 else len(prefix)
+    ids = encode(tokenizer, prefix[start:])
+    while len(ids) > budget:
+        # Drop whole lines from the top until it fits (estimate how many from the excess).
+        excess = len(ids) - budget
+        cut = start + max(1, int((len(prefix) - start) * excess / max(1, len(ids))))
+        nl = prefix.find("\n", cut)
+        start = nl + 1 if nl != -1 else len(prefix)
+        ids = encode(tokenizer, prefix[start:])
+    return start, ids
+
+
+def fit_suffix(tokenizer: Tokenizer, suffix: str, budget: int) -> tuple[int, list[int]]:
+    """Keep the start of ``suffix`` that fits ``budget`` tokens, cut at a line end.
+
+    Returns the str offset in ``suffix`` where the kept text ends, and its token ids.
+    """
+    if budget <= 0 or not suffix:
+        return 0, []
+    end = min(len(suffix), budget * _chars_per_token_guess())
+    if end < len(suffix):
+        nl = suffix.rfind("\n", 0, end)
+        end = nl + 1 if nl != -1 else 0
+    ids = encode(tokenizer, suffix[:end])
+    while len(ids) > budget and end > 0:
+        excess = len(ids) - budget
+        cut = end - max(1, int(end * excess / max(1, len(ids))))
+        nl = suffix.rfind("\n", 0, max(0, cut))
+        end = nl + 1 if nl != -1 else 0
+        ids = encode(tokenizer, suffix[:end])
+    return end, ids
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt ready to encode, and where its text came from."""
+
+    ids: list[int]
+    prefix_start: int
+    """Str offset in the document where the prompt's prefix starts."""
+    suffix_end: int
+    """Str offset in the document where the prompt's suffix ends (= cursor if none)."""
+    healed: str
+    """Whitespace cut from the end of the prefix; the completion must re-create it."""
+    fim: bool
+
+
+def heal_split(prefix: str) -> tuple[str, str]:
+    """Split trailing spaces/tabs off the prefix's last line.
+
+    BPE vocabularies attach a space to the word after it (and merge runs of indentation),
+    so a prompt ending in spaces is out of distribution. The model re-generates them and
+    :func:`completion.stops.strip_healed` drops them again.
+    """
+    line = prefix[prefix.rfind("\n") + 1 :]
+    stripped = line.rstrip(" \t")
+    if stripped == line:
+        return prefix, ""
+    cut = len(line) - len(stripped)
+    return prefix[:-cut], prefix[-cut:]
+
+
+def build_prompt(
+    tokenizer: Tokenizer,
+    fmt: PromptFormat,
+    text: str,
+    cursor: int,
+    context_tokens: int,
+    suffix_share: float = 0.25,
+) -> Prompt:
+    """Lay out the prompt for a completion at str offset ``cursor`` of ``text``.
+
+    FIM prompts give the suffix up to ``suffix_share`` of the budget; what one side does
+    not use goes to the other. Prefix-only prompts spend it all on the prefix.
+    """
+    prefix, healed = heal_split(text[:cursor])
+    if not fmt.fim:
+        start, pre_ids = fit_prefix(tokenizer, prefix, context_tokens)
+        return Prompt(pre_ids, start, cursor, healed, fim=False)
+    fixed = 3 + (1 if fmt.bos_id is not None else 0)
+    budget = max(8, context_tokens - fixed)
+    suffix = text[cursor:]
+    suffix_budget = int(budget * suffix_share)
+    end, suf_ids = fit_suffix(tokenizer, suffix, suffix_budget)
+    start, pre_ids = fit_prefix(tokenizer, prefix, budget - len(suf_ids))
+    if start == 0 and len(pre_ids) < budget - len(suf_ids) and end < len(suffix):
+        # Short prefix: give the unused budget to the suffix.
+        end, suf_ids = fit_suffix(tokenizer, suffix, budget - len(pre_ids))
+    p, s, m = fmt.special_ids
+    head = [fmt.bos_id] if fmt.bos_id is not None else []
+    ids = [*head, p, *pre_ids, s, *suf_ids, m]
+    return Prompt(ids, start, cursor + end, healed, fim=True)

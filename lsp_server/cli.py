@@ -1,0 +1,272 @@
+"""Command line: serve LSP (default), complete one position, demo, models, bench.
+
+stdout belongs to the protocol when serving: every log line goes to stderr or a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+SUBCOMMANDS = ("serve", "complete", "demo", "models", "bench")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model", help='"default", "qwen2.5-coder-0.5b", a hub id, a directory or a .gguf'
+    )
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    g.add_argument("--dtype", help="auto | float32 | float16 | bfloat16 (default auto)")
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    p.add_argument("--log-file", metavar="PATH", help="log here instead of stderr")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: protocol)"
+    )
+    _add_model_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (``pie-lsp --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="pie-lsp",
+        description="Local code completion over LSP. With no command, serves LSP on stdio.",
+    )
+    parser.add_argument("--version", action="version", version=f"pie-lsp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve LSP (stdio by default; the default command)")
+    _add_serve_options(serve)
+
+    complete = sub.add_parser("complete", help="print one completion for a file position")
+    complete.add_argument("file", type=Path)
+    complete.add_argument("--line", type=int, required=True, help="0-based line")
+    complete.add_argument("--character", type=int, required=True, help="0-based column")
+    complete.add_argument(
+        "--encoding",
+        default="utf-32",
+        choices=("utf-8", "utf-16", "utf-32"),
+        help="units of --character (default utf-32: code points)",
+    )
+    complete.add_argument("--max-tokens", type=int, default=64)
+    complete.add_argument("--multiline", default="auto", choices=("auto", "always", "never"))
+    complete.add_argument("--context-tokens", type=int, default=2048)
+    complete.add_argument(
+        "--json", action="store_true", help="print the result with timings as JSON"
+    )
+    _add_model_options(complete)
+
+    demo = sub.add_parser("demo", help="the main job: real server, real edits, real completions")
+    demo.add_argument("--file", type=Path, help="a Python file to use instead of the sample")
+    _add_model_options(demo)
+
+    models = sub.add_parser("models", help="list, prepare or install models")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    msub.add_parser("list", help="known models and whether they are ready")
+    prep = msub.add_parser("prepare", help="convert a model now (the server does it on first use)")
+    prep.add_argument("name", nargs="?", default="default")
+    inst = msub.add_parser("install", help="download an opt-in model (hash-verified)")
+    inst.add_argument("name", choices=("qwen2.5-coder-0.5b",))
+
+    bench = sub.add_parser("bench", help="benchmarks (figures go to stdout and a JSON file)")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="SUITE", required=True)
+    base = bsub.add_parser("baseline", help="first completion, latency, prefill and decode speed")
+    base.add_argument("--out", type=Path, default=Path("bench-results"))
+    base.add_argument("--repeats", type=int, default=20, help="single-line completions to time")
+    base.add_argument("--file", type=Path, help="source file (default: a ~2,000-token stdlib file)")
+    _add_model_options(base)
+    return parser
+
+
+def setup_logging(verbose: int, log_file: str | None = None) -> None:
+    """Log to stderr (or a file); never to stdout."""
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    if verbose < 2:
+        logging.getLogger("pygls").setLevel(logging.WARNING)
+    for noisy in ("transformers", "accelerate", "urllib3", "filelock", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except Exception:  # transformers missing is reported when the model loads
+        pass
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k in ("model", "device", "dtype") if (v := getattr(args, k, None))}
+
+
+class CliProgress:
+    """A progress bar on stderr fed by the model loader's progress callback."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, file=sys.stderr, bar_format="{desc} {bar} {n:.0f}%", leave=False)
+
+    def __call__(self, message: str, percent: float | None) -> None:
+        """Update the bar."""
+        self.bar.set_description_str(message[:60].ljust(60))
+        if percent is not None:
+            self.bar.n = percent
+        self.bar.refresh()
+
+    def close(self) -> None:
+        """Remove the bar."""
+        self.bar.close()
+
+
+def load_with_progress(model: str, device: str, dtype: str) -> Any:
+    """Load a model for a CLI command, with a progress bar on stderr."""
+    from completion.models import load_model
+
+    _quiet_transformers()
+    bar = CliProgress()
+    try:
+        return load_model(model, device, dtype, progress=bar)
+    finally:
+        bar.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve LSP on stdio or TCP."""
+    from .config import Config
+    from .server import create_server
+
+    setup_logging(args.verbose, args.log_file)
+    _quiet_transformers()
+    server = create_server(Config(**{**Config().__dict__, **_model_overrides(args)}))
+    log = logging.getLogger("pie-lsp")
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        if not port.isdigit():
+            print(f"pie-lsp: --tcp wants HOST:PORT, got {args.tcp!r}", file=sys.stderr)
+            return 2
+        log.info("pie-lsp %s listening on %s:%s", __version__, host or "127.0.0.1", port)
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        log.info("pie-lsp %s serving on stdio", __version__)
+        server.start_io()
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    """Print one completion."""
+    from completion.engine import CompletionOptions, CompletionRequest, Engine
+    from completion.models import ModelLoadError
+
+    from .positions import LineIndex, PositionError
+
+    setup_logging(0)
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"pie-lsp: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cursor = LineIndex.of(text).offset(args.line, args.character, args.encoding, strict=True)
+    except PositionError as exc:
+        print(f"pie-lsp: {exc}", file=sys.stderr)
+        return 2
+    o = _model_overrides(args)
+    try:
+        loaded = load_with_progress(
+            o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
+        )
+    except ModelLoadError as exc:
+        print(f"pie-lsp: {exc}", file=sys.stderr)
+        return 1
+    engine = Engine(loaded)
+    options = CompletionOptions(
+        max_tokens=args.max_tokens, multiline=args.multiline, context_tokens=args.context_tokens
+    )
+    result = engine.complete(CompletionRequest(str(args.file), text, cursor, options))
+    if args.json:
+        print(
+            json.dumps(
+                {"text": result.text, **{k: v for k, v in result.__dict__.items() if k != "text"}}
+            )
+        )
+    else:
+        print(result.text)
+        print(
+            f"[{result.mode}, {result.total_ms:.0f} ms: prefill {result.prompt_tokens} tokens "
+            f"{result.prefill_ms:.0f} ms, {result.generated_tokens} tokens {result.decode_ms:.0f} ms]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List, prepare or install models."""
+    from completion import install
+    from completion.models import ModelLoadError
+
+    setup_logging(0)
+    logging.getLogger().setLevel(logging.WARNING)
+    _quiet_transformers()
+    try:
+        if args.models_command == "list":
+            for row in install.list_models():
+                print(f"{row['name']:<22} {row['status']:<14} {row['detail']}")
+            return 0
+        bar = CliProgress()
+        try:
+            if args.models_command == "install":
+                path = install.install_qwen(progress=bar)
+            else:
+                from completion.models import resolve
+
+                path = Path(resolve(args.name, progress=bar))
+        finally:
+            bar.close()
+        print(f"ready: {path}")
+        return 0
+    except ModelLoadError as exc:
+        print(f"pie-lsp: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pie-lsp`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["serve", *argv]
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return cmd_serve(args)
+    if args.command == "complete":
+        return cmd_complete(args)
+    if args.command == "models":
+        return cmd_models(args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.file, _model_overrides(args))
+    if args.command == "bench":
+        from .bench import run_baseline
+
+        return run_baseline(args)
+    return 2

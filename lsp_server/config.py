@@ -1,0 +1,152 @@
+"""Server configuration: typed, defaulted, validated, in one place.
+
+Keys are camelCase on the wire (``initializationOptions`` and
+``workspace/didChangeConfiguration``), as the editor clients send them::
+
+    {
+      "model": "default",            # "default", "qwen2.5-coder-0.5b", a hub id, a dir or a .gguf
+      "device": "auto",              # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
+      "dtype": "auto",               # "auto" | "float32" | "float16" | "bfloat16"
+      "trustRemoteCode": false,
+      "completion": {
+        "maxTokens": 64,
+        "temperature": 0.0,          # 0 = greedy, deterministic
+        "multiline": "auto",         # "auto" | "always" | "never"
+        "contextTokens": 2048        # prompt budget in tokens
+      },
+      "cache": {"strategy": "prefix", "maxDocuments": 8}
+    }
+
+An invalid value never stops the server: it is reported and its default is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from cache import STRATEGIES
+
+MULTILINE = ("auto", "always", "never")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class CompletionConfig:
+    """``completion.*``."""
+
+    maxTokens: int = 64
+    """Most tokens generated for one completion (1-1024)."""
+    temperature: float = 0.0
+    """0 is greedy and deterministic; above 0 samples (0-2)."""
+    multiline: str = "auto"
+    """auto: one line inside a line, a block on an empty line; always; never."""
+    contextTokens: int = 2048
+    """Prompt budget in tokens, split between the text before and after the cursor."""
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """``cache.*``."""
+
+    strategy: str = "prefix"
+    """How a document's cached prompt is brought up to date: prefix | recompute."""
+    maxDocuments: int = 8
+    """Documents whose prompt caches are kept; the least recently used is evicted."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a client can set."""
+
+    model: str = "default"
+    device: str = "auto"
+    dtype: str = "auto"
+    trustRemoteCode: bool = False
+    completion: CompletionConfig = field(default_factory=CompletionConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+    def model_key(self) -> tuple[str, str, str, bool]:
+        """The settings whose change means loading another model."""
+        return (self.model, self.device, self.dtype, self.trustRemoteCode)
+
+
+def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str | None]:
+    """Validate one leaf value; returns (value to use, problem or None)."""
+    key = f"{section}.{name}" if section else name
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value, None
+        return default, f"{key} must be true or false, got {value!r}"
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            return default, f"{key} must be an integer, got {value!r}"
+        value = int(value)
+        bounds = {"maxTokens": (1, 1024), "contextTokens": (64, 131072), "maxDocuments": (1, 256)}
+        lo, hi = bounds.get(name, (0, 2**31))
+        if not lo <= value <= hi:
+            return default, f"{key} must be between {lo} and {hi}, got {value}"
+        return value, None
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return default, f"{key} must be a number, got {value!r}"
+        if not 0.0 <= float(value) <= 2.0:
+            return default, f"{key} must be between 0 and 2, got {value}"
+        return float(value), None
+    if not isinstance(value, str) or not value.strip():
+        return default, f"{key} must be a non-empty string, got {value!r}"
+    choices = {
+        "multiline": MULTILINE,
+        "strategy": STRATEGIES,
+        "dtype": DTYPES,
+    }.get(name)
+    if choices and value not in choices:
+        return default, f"{key} must be one of {', '.join(choices)}; got {value!r}"
+    if name == "device" and not (
+        value in ("auto", "cpu", "mps", "cuda") or value.startswith("cuda:")
+    ):
+        return default, f"device must be auto, cpu, cuda, cuda:N or mps; got {value!r}"
+    return value, None
+
+
+def _parse_section(section: str, raw: Any, base: Any) -> tuple[Any, list[str]]:
+    problems: list[str] = []
+    if raw is None:
+        return base, problems
+    if not isinstance(raw, dict):
+        return base, [f"{section or 'options'} must be an object, got {raw!r}"]
+    known = {f.name: f for f in fields(base)}
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in known:
+            where = f"{section}.{name}" if section else name
+            problems.append(f"unknown setting {where!r} (ignored)")
+            continue
+        current = getattr(base, name)
+        if hasattr(current, "__dataclass_fields__"):
+            sub, sub_problems = _parse_section(name, value, current)
+            changes[name] = sub
+            problems.extend(sub_problems)
+            continue
+        default = getattr(type(base)(), name)
+        checked, problem = _check(section, name, value, default)
+        if problem:
+            problems.append(problem)
+        changes[name] = checked
+    return replace(base, **changes), problems
+
+
+def parse_config(raw: Any, base: Config | None = None) -> tuple[Config, list[str]]:
+    """Build a :class:`Config` from client options on top of ``base`` (or the defaults).
+
+    Returns the config and a list of human-readable problems: an invalid value falls
+    back to its default and is listed, unknown keys are listed and ignored.
+    """
+    return _parse_section("", raw, base or Config())
+
+
+def settings_from_did_change(settings: Any) -> Any:
+    """``workspace/didChangeConfiguration`` settings: ours, under ``pie`` if nested."""
+    if isinstance(settings, dict) and isinstance(settings.get("pie"), dict):
+        return settings["pie"]
+    return settings

@@ -1,0 +1,151 @@
+"""The server's own copy of every open document, kept in step edit by edit.
+
+pygls applies all ``contentChanges`` of a ``didChange`` before our handler runs, so we
+replay each change, in order, against our own pre-edit copy and derive one
+:class:`TextEdit` per change (str offsets, UTF-8 byte offsets and tree-sitter points).
+That record is what the syntax tree (and, later, the token alignment and the KV cache)
+are updated from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tree_sitter import Parser, Tree
+
+from completion.syntax import make_parser
+
+from .positions import Encoding, LineIndex, advance_point, byte_offset, point_at
+
+
+@dataclass(frozen=True)
+class TextEdit:
+    """One replayed content change, in every coordinate system we use."""
+
+    start: int
+    """Str offset where the replaced range starts."""
+    old_end: int
+    """Str offset where the replaced range ended, in the old text."""
+    new_end: int
+    """Str offset where the inserted text ends, in the new text."""
+    start_byte: int
+    old_end_byte: int
+    new_end_byte: int
+    start_point: tuple[int, int]
+    old_end_point: tuple[int, int]
+    new_end_point: tuple[int, int]
+    inserted: str
+
+
+@dataclass
+class Document:
+    """Text, version, language and syntax tree of one open document."""
+
+    uri: str
+    text: str
+    version: int
+    language_id: str
+    parser: Parser | None = field(default=None, repr=False)
+    tree: Tree | None = field(default=None, repr=False)
+    _index: LineIndex | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, uri: str, text: str, version: int, language_id: str) -> Document:
+        """Open a document and parse it from scratch."""
+        doc = cls(uri=uri, text=text, version=version, language_id=language_id)
+        doc.parser = make_parser(language_id)
+        if doc.parser is not None:
+            doc.tree = doc.parser.parse(text.encode("utf-8", "surrogatepass"))
+        return doc
+
+    @property
+    def index(self) -> LineIndex:
+        """Line table of the current text (built lazily, once per version)."""
+        if self._index is None or self._index.text is not self.text:
+            self._index = LineIndex.of(self.text)
+        return self._index
+
+    def replace_all(self, text: str) -> TextEdit:
+        """Apply a full-text change."""
+        return self._replace(0, len(self.text), text)
+
+    def apply_change(
+        self,
+        start: tuple[int, int],
+        end: tuple[int, int],
+        text: str,
+        encoding: Encoding,
+    ) -> TextEdit:
+        """Apply one ranged content change (LSP positions in ``encoding``).
+
+        Positions past the end of a line or of the document are clamped, as the LSP
+        specification asks.
+        """
+        index = self.index
+        a = index.offset(*start, encoding, strict=False)
+        b = index.offset(*end, encoding, strict=False)
+        if b < a:
+            a, b = b, a
+        return self._replace(a, b, text)
+
+    def _replace(self, a: int, b: int, inserted: str) -> TextEdit:
+        old = self.text
+        start_point = point_at(old, a)
+        edit = TextEdit(
+            start=a,
+            old_end=b,
+            new_end=a + len(inserted),
+            start_byte=byte_offset(old, a),
+            old_end_byte=byte_offset(old, b),
+            new_end_byte=byte_offset(old, a) + len(inserted.encode("utf-8", "surrogatepass")),
+            start_point=start_point,
+            old_end_point=point_at(old, b),
+            new_end_point=advance_point(start_point, inserted),
+            inserted=inserted,
+        )
+        self.text = old[:a] + inserted + old[b:]
+        if self.tree is not None and self.parser is not None:
+            self.tree.edit(
+                edit.start_byte,
+                edit.old_end_byte,
+                edit.new_end_byte,
+                edit.start_point,
+                edit.old_end_point,
+                edit.new_end_point,
+            )
+            self.tree = self.parser.parse(self.text.encode("utf-8", "surrogatepass"), self.tree)
+        return edit
+
+
+class UnknownDocumentError(KeyError):
+    """A request named a document that is not open."""
+
+
+class DocumentStore:
+    """All open documents by URI."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, Document] = {}
+
+    def open(self, uri: str, text: str, version: int, language_id: str) -> Document:
+        """Open (or re-open) a document."""
+        doc = Document.open(uri, text, version, language_id)
+        self._docs[uri] = doc
+        return doc
+
+    def get(self, uri: str) -> Document:
+        """The open document at ``uri``; raises :class:`UnknownDocumentError`."""
+        try:
+            return self._docs[uri]
+        except KeyError:
+            raise UnknownDocumentError(f"document not open: {uri}") from None
+
+    def close(self, uri: str) -> None:
+        """Forget a document."""
+        self._docs.pop(uri, None)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self._docs.values()))
+
+    def __len__(self) -> int:
+        return len(self._docs)

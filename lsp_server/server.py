@@ -1,0 +1,434 @@
+"""The language server: thin handlers around the document store and the engine.
+
+Threading model: the asyncio loop handles the protocol and never blocks; the model
+(loading and every forward pass) runs on one worker thread. A completion holds a
+:class:`completion.engine.CancelToken` that ``$/cancelRequest``, a newer request for the
+same document, or a ``didChange`` of it sets; the worker checks it between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from lsprotocol import types
+from pygls.capabilities import get_capability
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
+from completion.engine import (
+    Cancelled,
+    CancelToken,
+    CompletionOptions,
+    CompletionRequest,
+    CompletionResult,
+    Engine,
+)
+from completion.models import load_model
+
+from . import __version__
+from .config import Config, parse_config, settings_from_did_change
+from .documents import Document, DocumentStore, UnknownDocumentError
+from .positions import Encoding, PositionError
+
+log = logging.getLogger(__name__)
+
+STATS = "pie/stats"
+DOCUMENT_SYNCED = "$/pie/documentSynced"
+REQUEST_FAILED = types.LSPErrorCodes.RequestFailed.value
+_WORD_TAIL = re.compile(r"[\w$]+$")
+
+
+class RequestFailed(JsonRpcException):
+    """LSP ``RequestFailed``: the request was valid but could not be served."""
+
+    CODE = REQUEST_FAILED
+    MESSAGE = "Request failed"
+
+
+class PieProtocol(LanguageServerProtocol):
+    """pygls' protocol, answering custom requests sent without ``params``.
+
+    pygls 2.1 structures unknown requests into a class whose ``params`` field is
+    required, so ``{"method": "pie/stats", "id": 1}`` failed to deserialize and was
+    never answered. Editors send such requests without params.
+    """
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """Default ``params`` to null for methods lsprotocol does not know."""
+        if (
+            isinstance(data, dict)
+            and "method" in data
+            and "params" not in data
+            and self.get_message_type(data["method"]) is None
+        ):
+            data = {**data, "params": None}
+        return super().structure_message(data)
+
+
+class PieServer(LanguageServer):
+    """pie-lsp: documents, configuration, the model and its worker thread."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(
+            "pie-lsp",
+            __version__,
+            protocol_cls=PieProtocol,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+        )
+        self.base_config = config or Config()
+        self.config = self.base_config
+        self.documents = DocumentStore()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pie-model")
+        self.engine: Engine | None = None
+        self.model_error: str | None = None
+        self._load_task: asyncio.Task[Engine] | None = None
+        self._loaded_key: tuple[str, str, str, bool] | None = None
+        self.inflight: dict[str, CancelToken] = {}
+        self.pending_problems: list[str] = []
+        self.started = time.time()
+        self.counters = {"cancelled": 0, "superseded": 0, "errors": 0}
+
+    ##### Helpers for handlers #####
+
+    @property
+    def encoding(self) -> Encoding:
+        """The negotiated position encoding."""
+        enc = str(self.workspace.position_encoding or "utf-16")
+        return enc if enc in ("utf-8", "utf-16", "utf-32") else "utf-16"  # type: ignore[return-value]
+
+    def show(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        """``window/showMessage`` plus a log line."""
+        log.warning("%s", message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"pie-lsp: {message}"))
+
+    def apply_config(self, raw: Any, *, base: Config | None = None) -> None:
+        """Parse client settings; report problems; reload the model if it changed."""
+        config, problems = parse_config(raw, base or self.config)
+        for problem in problems:
+            self.show(f"configuration: {problem}")
+        old = self.config
+        self.config = config
+        if config.cache.strategy != old.cache.strategy and self.engine is not None:
+            self.engine.caches.clear()
+        if self.engine is not None:
+            self.engine.caches.max_entries = config.cache.maxDocuments
+        if self._loaded_key is not None and config.model_key() != self._loaded_key:
+            log.info("model settings changed: reloading")
+            self.start_loading()
+
+    def options(self) -> CompletionOptions:
+        """Per-request options from the current configuration."""
+        c = self.config
+        return CompletionOptions(
+            max_tokens=c.completion.maxTokens,
+            temperature=c.completion.temperature,
+            multiline=c.completion.multiline,  # type: ignore[arg-type]
+            context_tokens=c.completion.contextTokens,
+            strategy=c.cache.strategy,  # type: ignore[arg-type]
+        )
+
+    ##### Model lifecycle #####
+
+    def start_loading(self) -> asyncio.Task[Engine]:
+        """Load (or reload) the configured model in the background, with progress."""
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        self.engine = None
+        self.model_error = None
+        self._loaded_key = self.config.model_key()
+        self._load_task = asyncio.ensure_future(self._load(self.config))
+        return self._load_task
+
+    async def _load(self, config: Config) -> Engine:
+        loop = asyncio.get_running_loop()
+        token: str | None = None
+        if get_capability(self.client_capabilities, "window.work_done_progress", False):
+            token = f"pie-load-{uuid.uuid4().hex[:8]}"
+            try:
+                await asyncio.wait_for(self.work_done_progress.create_async(token), 10)
+                self.work_done_progress.begin(
+                    token,
+                    types.WorkDoneProgressBegin(
+                        title="pie-lsp", message=f"loading {config.model}", percentage=0
+                    ),
+                )
+            except Exception:  # a client may refuse progress; loading goes on without it
+                log.debug("work done progress refused", exc_info=True)
+                token = None
+
+        def progress(message: str, percent: float | None) -> None:
+            log.info("%s", message)
+            if token is not None:
+                report = types.WorkDoneProgressReport(
+                    message=message, percentage=None if percent is None else int(percent)
+                )
+                loop.call_soon_threadsafe(self.work_done_progress.report, token, report)
+
+        def work() -> Engine:
+            loaded = load_model(
+                config.model,
+                config.device,
+                config.dtype,
+                trust_remote_code=config.trustRemoteCode,
+                progress=progress,
+            )
+            return Engine(loaded, max_documents=config.cache.maxDocuments)
+
+        try:
+            engine = await loop.run_in_executor(self.worker, work)
+        except Exception as exc:
+            self.model_error = str(exc)
+            log.error("model failed to load: %s", exc, exc_info=True)
+            self.show(f"the model failed to load: {exc}", types.MessageType.Error)
+            if token is not None:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message="failed"))
+            raise
+        self.engine = engine
+        if token is not None:
+            self.work_done_progress.end(
+                token,
+                types.WorkDoneProgressEnd(
+                    message=f"{config.model} ready on {engine.loaded.device.type}"
+                ),
+            )
+        log.info("model ready: %s", engine.describe())
+        return engine
+
+    async def ready_engine(self) -> Engine:
+        """The engine, waiting for a load in progress; raises RequestFailed on failure."""
+        if self.engine is not None:
+            return self.engine
+        task = self._load_task or self.start_loading()
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():  # superseded by a reload: wait for the new one
+                return await self.ready_engine()
+            raise
+        except Exception:
+            raise RequestFailed(f"no model: {self.model_error}") from None
+
+    ##### Completion #####
+
+    def locate(
+        self, uri: str, position: types.Position, *, strict: bool = True
+    ) -> tuple[Document, int]:
+        """The document and str offset of an LSP position; InvalidParams if impossible."""
+        try:
+            doc = self.documents.get(uri)
+        except UnknownDocumentError as exc:
+            raise JsonRpcInvalidParams(str(exc.args[0])) from None
+        try:
+            offset = doc.index.offset(
+                position.line, position.character, self.encoding, strict=strict
+            )
+        except PositionError as exc:
+            raise JsonRpcInvalidParams(f"bad position for {uri}: {exc}") from None
+        return doc, offset
+
+    async def complete(
+        self, uri: str, position: types.Position
+    ) -> tuple[Document, int, CompletionResult | None]:
+        """Run one completion for a document position; None if superseded."""
+        doc, offset = self.locate(uri, position)
+        text = doc.text  # the snapshot this completion decodes against
+        engine = await self.ready_engine()
+        token = CancelToken()
+        previous = self.inflight.get(uri)
+        if previous is not None:
+            previous.cancel("superseded")
+            self.counters["superseded"] += 1
+        self.inflight[uri] = token
+        request = CompletionRequest(uri, text, offset, self.options())
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.worker, engine.complete, request, token)
+        except asyncio.CancelledError:
+            token.cancel()
+            self.counters["cancelled"] += 1
+            raise
+        except Cancelled:
+            return doc, offset, None
+        except Exception as exc:
+            self.counters["errors"] += 1
+            log.exception("completion failed")
+            raise RequestFailed(f"completion failed: {exc}") from exc
+        finally:
+            if self.inflight.get(uri) is token:
+                del self.inflight[uri]
+        log.info(
+            "completion %s:%d,%d %s %.0f ms (prefill %d/%d tokens %.0f ms, %d generated %.0f ms): %r",
+            uri.rsplit("/", 1)[-1],
+            position.line,
+            position.character,
+            result.mode,
+            result.total_ms,
+            result.encoded_tokens,
+            result.prompt_tokens,
+            result.prefill_ms,
+            result.generated_tokens,
+            result.decode_ms,
+            result.text[:60],
+        )
+        return doc, offset, result
+
+    def stats(self) -> dict[str, Any]:
+        """The ``pie/stats`` payload."""
+        engine = self.engine
+        if engine is not None:
+            model: dict[str, Any] = {"status": "ready", **engine.describe()}
+            totals: dict[str, Any] = asdict(engine.totals)
+        else:
+            status = "error" if self.model_error else "loading"
+            model = {"status": status, "id": self.config.model, "device": None, "dtype": None}
+            if self.model_error:
+                model["error"] = self.model_error
+            totals = {
+                "completions": 0,
+                "promptTokens": 0,
+                "prefillMs": 0.0,
+                "generatedTokens": 0,
+                "decodeMs": 0.0,
+            }
+        totals["prefillMs"] = round(totals["prefillMs"], 1)
+        totals["decodeMs"] = round(totals["decodeMs"], 1)
+        totals.update(self.counters)
+        docs = [
+            {
+                "uri": d.uri,
+                "version": d.version,
+                "languageId": d.language_id,
+                "tokens": engine.cached_tokens(d.uri) if engine else 0,
+            }
+            for d in self.documents
+        ]
+        return {
+            "server": {
+                "version": __version__,
+                "positionEncoding": self.encoding,
+                "uptimeSeconds": round(time.time() - self.started, 1),
+            },
+            "model": model,
+            "documents": docs,
+            "totals": totals,
+            "cacheBytes": engine.caches.nbytes() if engine else 0,
+        }
+
+
+def create_server(config: Config | None = None) -> PieServer:
+    """Build the server with every handler registered."""
+    server = PieServer(config)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: PieServer, params: types.InitializeParams) -> None:
+        config, problems = parse_config(params.initialization_options, ls.base_config)
+        ls.config = config
+        ls.pending_problems = problems
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: PieServer, params: types.InitializedParams) -> None:
+        for problem in ls.pending_problems:
+            ls.show(f"configuration: {problem}")
+        ls.pending_problems = []
+        ls.start_loading()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: PieServer, params: types.DidOpenTextDocumentParams) -> None:
+        td = params.text_document
+        ls.documents.open(td.uri, td.text, td.version, td.language_id)
+        ls.protocol.notify(DOCUMENT_SYNCED, {"uri": td.uri, "version": td.version})
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: PieServer, params: types.DidChangeTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        try:
+            doc = ls.documents.get(uri)
+        except UnknownDocumentError:
+            ls.show(f"didChange for a document that is not open: {uri}")
+            return
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                r = change.range
+                doc.apply_change(
+                    (r.start.line, r.start.character),
+                    (r.end.line, r.end.character),
+                    change.text,
+                    ls.encoding,
+                )
+            else:
+                doc.replace_all(change.text)
+        doc.version = params.text_document.version
+        running = ls.inflight.get(uri)
+        if running is not None:
+            running.cancel("document changed")
+        ls.protocol.notify(DOCUMENT_SYNCED, {"uri": uri, "version": doc.version})
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: PieServer, params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        ls.documents.close(uri)
+        if ls.engine is not None:
+            ls.engine.forget(uri)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(
+        ls: PieServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList:
+        _, _, result = await ls.complete(params.text_document.uri, params.position)
+        if result is None or not result.text:
+            return types.InlineCompletionList(items=[])
+        here = types.Range(start=params.position, end=params.position)
+        return types.InlineCompletionList(
+            items=[types.InlineCompletionItem(insert_text=result.text, range=here)]
+        )
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
+    async def completion(ls: PieServer, params: types.CompletionParams) -> types.CompletionList:
+        doc, offset, result = await ls.complete(params.text_document.uri, params.position)
+        if result is None or not result.text:
+            return types.CompletionList(is_incomplete=True, items=[])
+        # Clients filter items by the word before the cursor: replace that word too.
+        line_start = doc.text.rfind("\n", 0, offset) + 1
+        match = _WORD_TAIL.search(doc.text[line_start:offset])
+        word = match.group(0) if match else ""
+        start = types.Position(*doc.index.position(offset - len(word), ls.encoding))
+        new_text = word + result.text
+        first_line = new_text.strip().split("\n", 1)[0]
+        item = types.CompletionItem(
+            label=first_line[:80] or new_text.strip()[:80],
+            kind=types.CompletionItemKind.Text,
+            detail="pie-lsp",
+            filter_text=new_text,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(
+                range=types.Range(start=start, end=params.position), new_text=new_text
+            ),
+            sort_text="0",
+        )
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: PieServer, params: types.DidChangeConfigurationParams) -> None:
+        settings = settings_from_did_change(params.settings)
+        if settings is None:
+            return
+        ls.apply_config(settings)
+
+    @server.feature(STATS)
+    def stats(ls: PieServer, params: Any) -> dict[str, Any]:
+        return ls.stats()
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: PieServer, params: Any) -> None:
+        for token in list(ls.inflight.values()):
+            token.cancel("shutdown")
+
+    return server

@@ -1,0 +1,285 @@
+"""End to end: the real server, the real default model, two real editors' capabilities.
+
+Neovim negotiates utf-8 positions and VS Code utf-16, so every test runs in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from .conftest import CLIENTS, DATA, SERVER, end_position, server_env, units, uri_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_lsp.fixture(
+    scope="module",
+    params=CLIENTS,
+    config=ClientServerConfig(server_command=SERVER, server_env=server_env()),
+)
+async def client(request: pytest.FixtureRequest, lsp_client: LanguageClient):
+    params = types.InitializeParams(
+        capabilities=client_capabilities(request.param),
+        initialization_options={"completion": {"maxTokens": 24}},
+    )
+    result = await lsp_client.initialize_session(params)
+    lsp_client.server_caps = result.capabilities  # type: ignore[attr-defined]
+    yield
+    await lsp_client.shutdown_session()
+
+
+def encoding_of(client: LanguageClient) -> str:
+    return str(client.server_caps.position_encoding or "utf-16")  # type: ignore[attr-defined]
+
+
+async def open_doc(client: LanguageClient, name: str, text: str, version: int = 1) -> str:
+    uri = uri_for(name)
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=version, text=text
+            )
+        )
+    )
+    return uri
+
+
+def change(
+    client: LanguageClient,
+    uri: str,
+    version: int,
+    start: types.Position,
+    end: types.Position,
+    text: str,
+) -> None:
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=start, end=end), text=text
+                )
+            ],
+        )
+    )
+
+
+async def inline(
+    client: LanguageClient, uri: str, pos: types.Position
+) -> types.InlineCompletionList:
+    result = await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=pos,
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Invoked
+            ),
+        )
+    )
+    assert isinstance(result, types.InlineCompletionList)
+    return result
+
+
+async def test_server_advertises_features(client: LanguageClient) -> None:
+    caps = client.server_caps  # type: ignore[attr-defined]
+    assert caps.inline_completion_provider is not None
+    assert caps.completion_provider is not None
+    assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
+    assert str(caps.position_encoding) in ("utf-8", "utf-16")
+
+
+async def test_incremental_edits_then_inline_completion(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = (DATA / "sample_unicode.py").read_text(encoding="utf-8")
+    uri = await open_doc(client, "edits_unicode.py", text)
+    # Type a new function keystroke by keystroke after the emoji/CJK content.
+    typed = '\n\ndef multiply(a: int, b: int) -> int:\n    """Return the product of a and b."""\n    return '
+    version = 1
+    for ch in typed:
+        pos = end_position(text, enc)
+        version += 1
+        change(client, uri, version, pos, pos, ch)
+        text += ch
+    # An edit above the cursor that replaces a CJK string (range over multi-unit chars).
+    line_no = 2
+    line = text.split("\n")[line_no]
+    a = line.index("你好")
+    start = types.Position(line=line_no, character=units(line[:a], enc))
+    end = types.Position(line=line_no, character=units(line[: a + 2], enc))
+    version += 1
+    change(client, uri, version, start, end, "您好🙂")
+    lines = text.split("\n")
+    lines[line_no] = line[:a] + "您好🙂" + line[a + 2 :]
+    text = "\n".join(lines)
+
+    pos = end_position(text, enc)
+    result = await inline(client, uri, pos)
+    assert result.items, "expected a completion after 'return '"
+    item = result.items[0]
+    insert = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+    assert insert.strip()
+    assert "\n" not in insert  # single-line mode inside a line
+    assert item.range is not None
+    assert item.range.start == pos and item.range.end == pos
+
+    # The server's copy equals ours: stats reports the document and its cached tokens.
+    stats = await client.protocol.send_request_async("pie/stats", None)
+    docs = {d["uri"] if isinstance(d, dict) else d.uri: d for d in _docs(stats)}
+    assert uri in docs
+
+
+def _docs(stats: object) -> list:
+    return stats["documents"] if isinstance(stats, dict) else stats.documents  # type: ignore[attr-defined]
+
+
+async def test_completion_does_not_repeat_text_after_cursor(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = 'def greet(name):\n    print("Hello, " + name)\n\n\ndef shout(name):\n    print("HELLO, " + name.upper())\n'
+    uri = await open_doc(client, "no_repeat.py", text)
+    # Cursor inside a line: after 'print(' on the last function's line.
+    line_no = 5
+    line = text.split("\n")[line_no]
+    col = line.index("(") + 1
+    pos = types.Position(line=line_no, character=units(line[:col], enc))
+    result = await inline(client, uri, pos)
+    rest = line[col:]
+    for item in result.items:
+        insert = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+        assert insert.strip()
+        assert not rest.lstrip().startswith(insert.strip()), insert
+        assert item.range is not None and item.range.start == pos
+
+
+async def test_text_document_completion_returns_same_suggestion(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = "def add(a, b):\n    return "
+    uri = await open_doc(client, "classic_completion.py", text)
+    pos = end_position(text, enc)
+    inline_result = await inline(client, uri, pos)
+    result = await client.text_document_completion_async(
+        types.CompletionParams(text_document=types.TextDocumentIdentifier(uri=uri), position=pos)
+    )
+    assert isinstance(result, types.CompletionList)
+    assert result.items
+    item = result.items[0]
+    assert isinstance(item.text_edit, types.TextEdit)
+    assert item.text_edit.range.end == pos
+    expected = inline_result.items[0].insert_text
+    assert item.text_edit.new_text == expected  # no word before the cursor here
+
+
+async def test_crlf_document(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = (DATA / "sample_crlf.py").read_bytes().decode("utf-8")
+    uri = await open_doc(client, "crlf.py", text)
+    # Cursor after "    return " on the line before the final CRLF.
+    lines = text.split("\r\n")
+    line_no = len(lines) - 2
+    pos = types.Position(line=line_no, character=units(lines[line_no], enc))
+    result = await inline(client, uri, pos)
+    for item in result.items:
+        insert = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+        assert "\r" not in insert and "\n" not in insert
+        assert item.range is not None and item.range.start == pos
+
+
+async def test_bad_position_unknown_document_and_server_keeps_serving(
+    client: LanguageClient,
+) -> None:
+    uri = await open_doc(client, "bad_input.py", "x = 1\n")
+    with pytest.raises(Exception) as err:
+        await inline(client, uri, types.Position(line=40, character=0))
+    assert "line 40" in str(err.value)
+    with pytest.raises(Exception) as err:
+        await inline(client, uri, types.Position(line=0, character=99))
+    assert "past the end" in str(err.value)
+    with pytest.raises(Exception) as err:
+        await inline(client, uri_for("never_opened.py"), types.Position(line=0, character=0))
+    assert "not open" in str(err.value)
+    # Still serving.
+    text = "def double(x):\n    return "
+    uri2 = await open_doc(client, "after_errors.py", text)
+    result = await inline(client, uri2, end_position(text, encoding_of(client)))
+    assert result.items
+
+
+async def test_cancel_request_then_next_succeeds(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = "import os\n\n\ndef list_python_files(path):\n    \n"
+    uri = await open_doc(client, "cancel.py", text)
+    pos = types.Position(line=4, character=4)
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=pos,
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Automatic
+        ),
+    )
+    task = asyncio.ensure_future(
+        client.protocol.send_request_async(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="cancel-me"
+        )
+    )
+    await asyncio.sleep(0.05)  # let the request go out before the cancel
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(Exception) as err:
+        await asyncio.wait_for(task, 30)
+    assert "cancel" in str(err.value).lower() or "RequestCancelled" in type(err.value).__name__
+    assert loop.time() - t0 < 10
+    text2 = "def double(x):\n    return "
+    uri2 = await open_doc(client, "after_cancel.py", text2)
+    result = await inline(client, uri2, end_position(text2, enc))
+    assert result.items
+
+
+async def test_newer_request_supersedes_older(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = "def triple(x):\n    return "
+    uri = await open_doc(client, "supersede.py", text)
+    pos = end_position(text, enc)
+    first = asyncio.ensure_future(inline(client, uri, pos))
+    await asyncio.sleep(0.05)
+    second = await inline(client, uri, pos)
+    older = await asyncio.wait_for(first, 30)
+    assert second.items
+    assert not older.items or older.items[0].insert_text == second.items[0].insert_text
+
+
+async def test_stats_with_and_without_params(client: LanguageClient) -> None:
+    with_null = await client.protocol.send_request_async("pie/stats", None)
+    with_obj = await client.protocol.send_request_async("pie/stats", {})
+    for stats in (with_null, with_obj):
+        s = _as_dict(stats)
+        assert set(s["model"]) >= {"id", "device", "dtype"}
+        assert set(s["totals"]) >= {
+            "completions",
+            "promptTokens",
+            "prefillMs",
+            "generatedTokens",
+            "decodeMs",
+        }
+        assert isinstance(s["documents"], list)
+        for d in s["documents"]:
+            assert set(d) >= {"uri", "tokens"}
+
+
+def _as_dict(obj: object) -> dict:
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "_asdict"):
+        return {
+            k: _as_dict(v)
+            if hasattr(v, "_asdict")
+            else [_as_dict(x) if hasattr(x, "_asdict") else x for x in v]
+            if isinstance(v, list)
+            else v
+            for k, v in obj._asdict().items()
+        }  # type: ignore[attr-defined]
+    raise TypeError(type(obj))

@@ -1,0 +1,79 @@
+"""Raw JSON-RPC over the server's stdio: requests without params, stdout hygiene.
+
+Editors send ``pie/stats`` with no ``params`` member at all; pygls 2.1 was seen to drop
+such requests unanswered. This speaks the wire protocol by hand to be sure of the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.e2e]
+
+
+def frame(obj: dict[str, Any]) -> bytes:
+    body = json.dumps(obj).encode()
+    return f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def read_message(stream: Any) -> dict[str, Any]:
+    headers: dict[str, str] = {}
+    while True:
+        line = stream.readline()
+        assert line, "server closed stdout"
+        if line in (b"\r\n", b"\n"):
+            break
+        key, _, value = line.decode("ascii").partition(":")  # non-ASCII here means stdout pollution
+        headers[key.strip().lower()] = value.strip()
+    return json.loads(stream.read(int(headers["content-length"])))
+
+
+def read_response(stream: Any, msg_id: int) -> dict[str, Any]:
+    for _ in range(200):
+        msg = read_message(stream)
+        if msg.get("id") == msg_id and "method" not in msg:
+            return msg
+        if "method" in msg and "id" in msg:  # a server->client request (progress create)
+            continue
+    raise AssertionError(f"no response to {msg_id}")
+
+
+def test_stats_without_params_member_and_with_null() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsp_server"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        proc.stdin.write(
+            frame(
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+            )
+        )
+        proc.stdin.flush()
+        init = read_response(proc.stdout, 1)
+        assert "capabilities" in init["result"]
+        proc.stdin.write(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
+        proc.stdin.write(frame({"jsonrpc": "2.0", "id": 2, "method": "pie/stats"}))
+        proc.stdin.write(frame({"jsonrpc": "2.0", "id": 3, "method": "pie/stats", "params": None}))
+        proc.stdin.flush()
+        for msg_id in (2, 3):
+            response = read_response(proc.stdout, msg_id)
+            assert "error" not in response, response
+            assert {"model", "documents", "totals"} <= set(response["result"])
+        proc.stdin.write(frame({"jsonrpc": "2.0", "id": 4, "method": "shutdown"}))
+        proc.stdin.flush()
+        assert read_response(proc.stdout, 4).get("result") is None
+        proc.stdin.write(frame({"jsonrpc": "2.0", "method": "exit"}))
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
