@@ -184,7 +184,8 @@ def fit_prefix(tokenizer: Tokenizer, prefix: str, budget: int) -> tuple[int, lis
         # Drop whole lines from the top until it fits (estimate how many from the excess).
         excess = len(ids) - budget
         cut = start + max(1, int((len(prefix) - start) * excess / max(1, len(ids))))
-        nl = prefix.find("\n", cut)
+        # From cut - 1: a cut that lands on a line start keeps that line.
+        nl = prefix.find("\n", cut - 1)
         start = nl + 1 if nl != -1 else len(prefix)
         ids = encode(tokenizer, prefix[start:])
     return start, ids
@@ -225,16 +226,18 @@ class Prompt:
     fim: bool
 
 
-def heal_split(prefix: str) -> tuple[str, str]:
+def heal_split(prefix: str, *, blank_lines: bool = True) -> tuple[str, str]:
     """Split trailing spaces/tabs off the prefix's last line.
 
     BPE vocabularies attach a space to the word after it (and merge runs of indentation),
     so a prompt ending in spaces is out of distribution. The model re-generates them and
-    :func:`completion.stops.strip_healed` drops them again.
+    :func:`completion.stops.strip_healed` drops them again. With ``blank_lines=False`` a
+    line of nothing but indentation is left alone: FIM models read a prefix that ends at a
+    line break, followed by a suffix that starts with one, as "this line stays empty".
     """
     line = prefix[prefix.rfind("\n") + 1 :]
     stripped = line.rstrip(" \t")
-    if stripped == line:
+    if stripped == line or (not stripped and not blank_lines):
         return prefix, ""
     cut = len(line) - len(stripped)
     return prefix[:-cut], prefix[-cut:]
@@ -253,7 +256,7 @@ def build_prompt(
     FIM prompts give the suffix up to ``suffix_share`` of the budget; what one side does
     not use goes to the other. Prefix-only prompts spend it all on the prefix.
     """
-    prefix, healed = heal_split(text[:cursor])
+    prefix, healed = heal_split(text[:cursor], blank_lines=not fmt.fim)
     if not fmt.fim:
         start, pre_ids = fit_prefix(tokenizer, prefix, context_tokens)
         return Prompt(pre_ids, start, cursor, healed, fim=False)

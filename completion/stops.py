@@ -22,6 +22,23 @@ Mode = Literal["line", "block"]
 Multiline = Literal["auto", "always", "never"]
 
 
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def _may_drop(text: str, overlap: str) -> bool:
+    """Whether ``text`` may lose its ending ``overlap`` (which the line already has).
+
+    Closing brackets are only dropped when ``text`` closes more than it opens: after an
+    editor auto-closes ``print(|)``, a completion ``len(x)`` keeps its own ``)`` while
+    ``len(x))`` loses the extra one.
+    """
+    for close, open_ in _PAIRS.items():
+        need = overlap.count(close)
+        if need and text.count(close) - text.count(open_) < need:
+            return False
+    return True
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
@@ -90,7 +107,7 @@ class StopRules:
         if nl != -1:
             return lead + body[:nl].rstrip("\r"), True
         tail = self.rest_of_line.strip()
-        if tail and body.rstrip().endswith(tail):
+        if tail and body.rstrip().endswith(tail) and _may_drop(body.rstrip(), tail):
             return lead + body.rstrip()[: -len(tail)], True
         return lead + body, False
 
@@ -131,7 +148,7 @@ class StopRules:
         """Drop the longest end of ``text`` that the rest of the line already starts with."""
         rest = self.rest_of_line.strip()
         for k in range(min(len(text), len(rest)), 0, -1):
-            if text.endswith(rest[:k]):
+            if text.endswith(rest[:k]) and _may_drop(text, rest[:k]):
                 return text[:-k]
         return text
 

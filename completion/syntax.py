@@ -1,12 +1,14 @@
 """tree-sitter grammars: which language a document is, and a parser for it.
 
-Python is always available (``tree-sitter-python``). Other languages come from
-``tree-sitter-language-pack`` when it is installed (``pip install 'pie-lsp[languages]'``).
+Python is always available (``tree-sitter-python``). JavaScript, TypeScript, Rust and Go
+come with ``pip install 'pie-lsp[languages]'``; any other ``tree-sitter-<name>`` package
+or ``tree-sitter-language-pack`` is picked up when installed.
 A language without a grammar still gets completions, just no syntax tree.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from functools import cache
 
@@ -60,22 +62,40 @@ def language_for_path(path: str) -> str:
     return "plaintext"
 
 
+# languageId -> (module, function) for grammars shipped as their own PyPI packages.
+_PACKAGES = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "rust": ("tree_sitter_rust", "language"),
+    "go": ("tree_sitter_go", "language"),
+}
+
+
 @cache
 def get_language(language_id: str) -> Language | None:
-    """The tree-sitter grammar for an LSP languageId, or None if none is installed."""
-    name = _ALIASES.get(language_id, language_id)
-    if name == "python":
-        import tree_sitter_python
+    """The tree-sitter grammar for an LSP languageId, or None if none is installed.
 
-        return Language(tree_sitter_python.language())
+    Per-language packages (``tree-sitter-python``, ``-javascript``, ...) come first; then
+    ``tree-sitter-language-pack`` if installed (recent versions of it download grammars
+    on first use, which fails offline: that is logged, not raised).
+    """
+    name = _ALIASES.get(language_id, language_id)
+    module_name, func = _PACKAGES.get(name, (f"tree_sitter_{name}", "language"))
+    try:
+        module = importlib.import_module(module_name)
+        return Language(getattr(module, func)())
+    except (ImportError, AttributeError):
+        pass
     try:
         from tree_sitter_language_pack import get_language as pack_get_language
     except ImportError:
         return None
     try:
         return pack_get_language(name)  # type: ignore[arg-type]
-    except Exception:  # unknown name: the pack raises LookupError or its own error type
-        log.debug("no tree-sitter grammar for %r", language_id)
+    except Exception as exc:  # unknown name, or a download that cannot happen offline
+        log.info("no tree-sitter grammar for %r: %s", language_id, exc)
         return None
 
 

@@ -22,6 +22,8 @@ An invalid value never stops the server: it is reported and its default is used.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -79,7 +81,12 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
             return value, None
         return default, f"{key} must be true or false, got {value!r}"
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or int(value) != value
+        ):
             return default, f"{key} must be an integer, got {value!r}"
         value = int(value)
         bounds = {"maxTokens": (1, 1024), "contextTokens": (64, 131072), "maxDocuments": (1, 256)}
@@ -88,7 +95,11 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
             return default, f"{key} must be between {lo} and {hi}, got {value}"
         return value, None
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             return default, f"{key} must be a number, got {value!r}"
         if not 0.0 <= float(value) <= 2.0:
             return default, f"{key} must be between 0 and 2, got {value}"
@@ -103,7 +114,7 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
     if choices and value not in choices:
         return default, f"{key} must be one of {', '.join(choices)}; got {value!r}"
     if name == "device" and not (
-        value in ("auto", "cpu", "mps", "cuda") or value.startswith("cuda:")
+        value in ("auto", "cpu", "mps", "cuda") or re.fullmatch(r"cuda:\d+", value)
     ):
         return default, f"device must be auto, cpu, cuda, cuda:N or mps; got {value!r}"
     return value, None

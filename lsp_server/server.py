@@ -144,8 +144,11 @@ class PieServer(LanguageServer):
         self.engine = None
         self.model_error = None
         self._loaded_key = self.config.model_key()
-        self._load_task = asyncio.ensure_future(self._load(self.config))
-        return self._load_task
+        task = asyncio.ensure_future(self._load(self.config))
+        # The failure is reported through showMessage and request errors; mark it seen.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._load_task = task
+        return task
 
     async def _load(self, config: Config) -> Engine:
         loop = asyncio.get_running_loop()

@@ -283,3 +283,13 @@ def _as_dict(obj: object) -> dict:
             for k, v in obj._asdict().items()
         }  # type: ignore[attr-defined]
     raise TypeError(type(obj))
+
+
+async def test_model_loading_reports_work_done_progress(client: LanguageClient) -> None:
+    # By now a completion has waited for the model, so the load's progress has ended.
+    text = "x = 1\n"
+    uri = await open_doc(client, "progress.py", text)
+    await inline(client, uri, end_position(text, encoding_of(client)))
+    reports = [r for rs in client.progress_reports.values() for r in rs]
+    kinds = [getattr(r, "kind", None) for r in reports]
+    assert "begin" in kinds and "end" in kinds, reports

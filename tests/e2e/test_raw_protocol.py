@@ -77,3 +77,48 @@ def test_stats_without_params_member_and_with_null() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_tcp_transport_answers_initialize() -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsp_server", "--tcp", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not listen"
+                assert proc.poll() is None, "server exited"
+                time.sleep(0.2)
+        with conn:
+            stream = conn.makefile("rwb")
+            stream.write(
+                frame(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "initialize",
+                        "params": {"capabilities": {}},
+                    }
+                )
+            )
+            stream.flush()
+            assert "capabilities" in read_response(stream, 1)["result"]
+            stream.write(frame({"jsonrpc": "2.0", "id": 2, "method": "pie/stats"}))
+            stream.flush()
+            assert "totals" in read_response(stream, 2)["result"]
+        assert proc.stdout is not None
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

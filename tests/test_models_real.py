@@ -1,0 +1,164 @@
+"""Real weights: the default model, a local checkpoint directory, the opt-in FIM model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from completion.engine import CompletionOptions, CompletionRequest, Engine
+from completion.models import ModelLoadError, is_converted, load_model, qwen_dir, resolve
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def default_engine() -> Engine:
+    return Engine(load_model("default", "cpu", "auto"))
+
+
+def test_default_model_loads_converted_fp32_on_cpu(default_engine: Engine) -> None:
+    loaded = default_engine.loaded
+    assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    assert Path(loaded.path, "model.safetensors").is_file()
+    assert default_engine.format.name == "prefix-only"  # SmolLM2 has no FIM tokens
+
+
+def test_default_model_completes_a_return_statement(default_engine: Engine) -> None:
+    text = "def add(a: int, b: int) -> int:\n    return \n"
+    r = default_engine.complete(CompletionRequest("add.py", text, text.index("return ") + 7))
+    assert r.mode == "line"
+    assert "a" in r.text and "b" in r.text and "\n" not in r.text
+
+
+def test_special_token_text_in_documents_is_data(default_engine: Engine) -> None:
+    text = 'END = "<|endoftext|>"\nSTART = "<|im_start|>"\nvalue = '
+    r = default_engine.complete(CompletionRequest("special.py", text, len(text)))
+    assert r.prompt_tokens > 10  # the look-alikes were tokenized as text, not as 1 id each
+
+
+def test_local_checkpoint_directory(tmp_path: Path, default_engine: Engine) -> None:
+    """Any transformers checkpoint directory loads (here a tiny random Llama)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = default_engine.tokenizer
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    engine = Engine(load_model(str(tmp_path), "cpu", "float32"))
+    text = "def f(x):\n    return "
+    r = engine.complete(CompletionRequest("t.py", text, len(text), CompletionOptions(max_tokens=4)))
+    assert r.generated_tokens >= 1
+
+
+def test_missing_path_and_offline_hub_id_fail_with_reasons() -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        resolve("/no/such/model.gguf")
+    with pytest.raises(ModelLoadError, match="not found"):
+        resolve("./no/such/dir")
+    with pytest.raises(ModelLoadError, match="unknown dtype"):
+        load_model("default", "cpu", "float8")
+
+
+def test_cli_complete_prints_a_completion(tmp_path: Path) -> None:
+    src = tmp_path / "cli_sample.py"
+    src.write_text("def add(a, b):\n    return \n", encoding="utf-8")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lsp_server",
+            "complete",
+            str(src),
+            "--line",
+            "1",
+            "--character",
+            "11",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lsp_server",
+            "complete",
+            str(src),
+            "--line",
+            "9",
+            "--character",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "line 9" in bad.stderr
+
+
+def test_cli_version_and_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "lsp_server", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("pie-lsp ")
+    helped = subprocess.run(
+        [sys.executable, "-m", "lsp_server", "--help"], capture_output=True, text=True
+    )
+    assert helped.returncode == 0 and "complete" in helped.stdout
+
+
+qwen = pytest.mark.skipif(
+    not is_converted(qwen_dir()),
+    reason="the opt-in Qwen2.5-Coder model is not installed (pie-lsp models install qwen2.5-coder-0.5b)",
+)
+
+
+@qwen
+@pytest.mark.qwen
+def test_qwen_fills_the_middle_and_stops_at_the_suffix() -> None:
+    engine = Engine(load_model("qwen2.5-coder-0.5b", "cpu", "auto"))
+    assert engine.format.name == "qwen"
+    text = (
+        "def fibonacci(n: int) -> int:\n"
+        '    """Return the n-th Fibonacci number."""\n'
+        "    if n < 2:\n"
+        "        return n\n"
+        "    return \n"
+        "\n\n"
+        "def main() -> None:\n"
+        "    print(fibonacci(10))\n"
+    )
+    cursor = text.index("    return \n") + len("    return ")
+    r = engine.complete(CompletionRequest("fib.py", text, cursor, CompletionOptions(max_tokens=32)))
+    assert r.text.replace(" ", "") == "fibonacci(n-1)+fibonacci(n-2)"
+    # Block mode in the middle: the body is filled and generation stops before the suffix.
+    text2 = (
+        "def is_even(n: int) -> bool:\n"
+        "    \n"
+        "\n\n"
+        "def is_odd(n: int) -> bool:\n"
+        "    return not is_even(n)\n"
+    )
+    cursor2 = text2.index("    \n") + 4
+    r2 = engine.complete(
+        CompletionRequest("even.py", text2, cursor2, CompletionOptions(max_tokens=48))
+    )
+    assert r2.mode == "block"
+    assert "%" in r2.text or "&" in r2.text
+    assert "def is_odd" not in r2.text
