@@ -42,7 +42,8 @@ class Segment:
         return self.new_end - self.new_start
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two id lists."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -61,7 +62,7 @@ def diff_ids(old: list[int], new: list[int], min_keep: int = MIN_KEEP) -> list[S
     """Cover ``new`` with kept runs of ``old`` and runs to encode, in order."""
     if not new:
         return []
-    p = _common_prefix(old, new)
+    p = common_prefix(old, new)
     s = _common_suffix(old, new, min(len(old), len(new)) - p)
     segments: list[Segment] = []
     if p:
@@ -104,20 +105,18 @@ def merge(segments: list[Segment]) -> list[Segment]:
     return out
 
 
-def force_encode_tail(segments: list[Segment], start: int) -> list[Segment]:
-    """Re-encode every position from ``start`` on, whatever the diff kept."""
+def force_encode_tail(segments: list[Segment], start: int, total: int) -> list[Segment]:
+    """Cover ``[0, total)``: keep what ``segments`` keep before ``start``, encode the rest."""
     out: list[Segment] = []
-    end = segments[-1].new_end if segments else 0
-    start = max(0, min(start, end))
+    start = max(0, min(start, total))
     for seg in segments:
         if seg.new_end <= start:
             out.append(seg)
         elif seg.new_start < start:
-            cut = start - seg.new_start
             out.append(Segment(seg.keep, seg.new_start, start, seg.old_start))
-            del cut
-    if start < end:
-        out.append(Segment(False, start, end))
+    covered = out[-1].new_end if out else 0
+    if covered < total:
+        out.append(Segment(False, covered, total))
     return merge(out)
 
 

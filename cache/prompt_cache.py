@@ -1,12 +1,17 @@
 """Per-document prompt caches: token ids plus the model's keys and values for them.
 
-This module owns the past key/values of each document's current prompt, kept between
-completions. Strategies:
+This module owns the past key/values of each document's current prompt, kept across
+edits and completions. Strategies for bringing a cache up to date with a new prompt:
 
-- ``prefix``: reuse the longest unchanged token prefix and encode the rest;
+- ``pie`` (Positional Integrity Encoding): keep the keys and values of every token the
+  diff keeps, drop deleted tokens', re-rotate the keys of shifted tokens by their
+  position delta, and encode only the inserted tokens, at their new positions, attending
+  to what precedes them. Kept tokens after an edit still hold keys and values computed
+  against the old text: they are *stale*. The last ``tail`` tokens of the prompt (the
+  ones nearest the query) are always re-encoded, and a background :meth:`refresh`
+  re-encodes the stale rest when a budget is exceeded.
+- ``prefix``: reuse the longest unchanged token prefix and encode the rest.
 - ``recompute``: encode the whole prompt every time (the reference).
-
-The edit-aware ``pie`` strategy (issue 3) slots in beside them.
 
 Generated tokens never stay in a document's cache: :meth:`PromptCache.session` crops the
 cache back to the prompt when decoding ends, however it ends.
@@ -24,20 +29,14 @@ from typing import Any, Literal
 
 import torch
 
-Strategy = Literal["prefix", "recompute"]
-STRATEGIES: tuple[str, ...] = ("prefix", "recompute")
+from .alignment import Segment, common_prefix, diff_ids, force_encode_tail
+from .rope import Rerotator
+
+Strategy = Literal["pie", "prefix", "recompute"]
+STRATEGIES: tuple[str, ...] = ("pie", "prefix", "recompute")
 
 Encoder = Callable[[list[int], Any, int], torch.Tensor]
 """``encode(ids, cache, start) -> last logits``: feeds ids at positions ``start..``."""
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two id lists."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def truncate(kv: Any, n: int) -> None:
@@ -47,13 +46,26 @@ def truncate(kv: Any, n: int) -> None:
         kv.crop(-extra)
 
 
+def _append(kv: Any, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    """Append per-layer ``[B, H, S, D]`` keys/values at the end of every cache layer."""
+    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+        kv.update(k, v, i)
+
+
 @dataclass
 class SyncResult:
     """What bringing a cache up to date with a prompt cost."""
 
     reused: int
+    """Tokens whose keys and values were kept (shifted or not)."""
     encoded: int
+    """Tokens run through the model."""
     ms: float
+    strategy: str = "prefix"
+    shifted: int = 0
+    """Kept tokens whose keys were re-rotated."""
+    stale: int = 0
+    """Stale tokens in the cache afterwards."""
 
 
 class PromptCache:
@@ -64,10 +76,18 @@ class PromptCache:
         self.ids: list[int] = []
         self.kv: Any = None
         self.last_logits: torch.Tensor | None = None
+        self.stale = bytearray()
+        """One byte per cached token: 1 if its keys/values predate an edit before it."""
+        self.strategy = ""
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def stale_tokens(self) -> int:
+        """How many cached tokens are stale."""
+        return self.stale.count(1)
 
     def nbytes(self) -> int:
         """Bytes held by keys and values."""
@@ -80,25 +100,119 @@ class PromptCache:
                     total += t.numel() * t.element_size()
         return total
 
-    def sync(self, ids: list[int], encode: Encoder, strategy: Strategy) -> SyncResult:
-        """Make the cache hold exactly ``ids``; afterwards ``last_logits`` is current."""
+    ##### Bringing the cache up to date #####
+
+    def sync(
+        self,
+        ids: list[int],
+        encode: Encoder,
+        strategy: Strategy,
+        *,
+        rerotator: Rerotator | None = None,
+        tail: int = 1,
+    ) -> SyncResult:
+        """Make the cache hold exactly ``ids``; afterwards ``last_logits`` is current.
+
+        ``tail`` (pie only): how many of the prompt's last tokens are always re-encoded.
+        """
         t0 = time.perf_counter()
         if not ids:
             raise ValueError("empty prompt")
-        keep = common_prefix(self.ids, ids) if strategy == "prefix" and self.kv is not None else 0
-        if keep == len(ids) and keep == len(self.ids) and self.last_logits is not None:
-            return SyncResult(keep, 0, (time.perf_counter() - t0) * 1000)
-        keep = min(keep, len(ids) - 1)  # at least one token to get fresh logits
-        if keep == 0:
-            self.kv = self._make_cache()
+        self.strategy = strategy
+        unchanged = self.kv is not None and ids == self.ids and self.last_logits is not None
+        if unchanged and strategy != "recompute":
+            return SyncResult(len(ids), 0, _ms(t0), strategy, stale=self.stale_tokens)
+        if strategy == "pie" and rerotator is not None and self.kv is not None and self.ids:
+            result = self._sync_pie(ids, encode, rerotator, max(1, tail))
         else:
-            truncate(self.kv, keep)
-        self.ids = ids[:keep]
+            keep = (
+                common_prefix(self.ids, ids)
+                if strategy != "recompute" and self.kv is not None
+                else 0
+            )
+            result = self._rebuild(ids, encode, [Segment(True, 0, keep, 0)] if keep else [], keep)
+        result.ms = _ms(t0)
+        result.strategy = strategy
+        result.stale = self.stale_tokens
+        return result
+
+    def _sync_pie(self, ids: list[int], encode: Encoder, rot: Rerotator, tail: int) -> SyncResult:
+        segments = diff_ids(self.ids, ids)
+        return self._rebuild(ids, encode, segments, len(ids) - tail, rot)
+
+    def _rebuild(
+        self,
+        ids: list[int],
+        encode: Encoder,
+        segments: list[Segment],
+        upto: int,
+        rot: Rerotator | None = None,
+    ) -> SyncResult:
+        """Rebuild the cache as ``segments`` say; positions ``>= upto`` are encoded.
+
+        The leading kept run with no shift stays in place; everything after it is
+        appended segment by segment (kept runs copied from a snapshot of the old cache,
+        re-rotated by their delta; the rest encoded). ``self.ids`` always describes
+        what the cache holds, so an exception (cancellation) leaves it consistent.
+        """
+        # Fresh logits for the last position need at least that token encoded.
+        segments = force_encode_tail(segments, min(upto, len(ids) - 1), len(ids))
+        lead = 0
+        if self.kv is not None and segments[0].keep and segments[0].delta == 0:
+            lead = len(segments[0])
+            segments = segments[1:]
+        old_ids, old_stale = self.ids, self.stale
+        if self.kv is None or (lead == 0 and not any(s.keep for s in segments)):
+            self.kv = self._make_cache()
+            old_layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        else:
+            old_layers = [(layer.keys, layer.values) for layer in self.kv.layers]
+            truncate(self.kv, lead)
+        self.ids = old_ids[:lead]
+        self.stale = bytearray(old_stale[:lead])
         self.last_logits = None
-        logits = encode(ids[keep:], self.kv, keep)
-        self.ids = list(ids)
+        logits = None
+        reused, encoded, shifted = lead, 0, 0
+        for seg in segments:
+            if seg.keep:
+                a, b = seg.old_start, seg.old_start + len(seg)
+                keys = [k[..., a:b, :] for k, _ in old_layers]
+                if seg.delta and rot is not None:
+                    keys = [rot.rotate(k, seg.delta) for k in keys]
+                    shifted += len(seg)
+                _append(self.kv, keys, [v[..., a:b, :] for _, v in old_layers])
+                reused += len(seg)
+                self.stale += b"\x01" * len(seg)
+            else:
+                logits = encode(ids[seg.new_start : seg.new_end], self.kv, seg.new_start)
+                encoded += len(seg)
+                self.stale += b"\x00" * len(seg)
+            self.ids = ids[: seg.new_end]
+        assert logits is not None and self.ids == ids
         self.last_logits = logits
-        return SyncResult(keep, len(ids) - keep, (time.perf_counter() - t0) * 1000)
+        return SyncResult(reused, encoded, 0.0, shifted=shifted)
+
+    def refresh(self, encode: Encoder) -> int:
+        """Re-encode every token from the first stale one, into a new cache.
+
+        The new cache replaces the old one only when complete: if ``encode`` raises
+        (cancellation), the old cache stays as it was. Returns the tokens re-encoded.
+        """
+        first = self.stale.find(1)
+        if first < 0 or self.kv is None:
+            return 0
+        fresh = self._make_cache()
+        if first:
+            _append(
+                fresh,
+                [layer.keys[..., :first, :] for layer in self.kv.layers],
+                [layer.values[..., :first, :] for layer in self.kv.layers],
+            )
+        logits = encode(self.ids[first:], fresh, first)
+        self.kv = fresh
+        self.last_logits = logits
+        self.stale = bytearray(len(self.ids))
+        return len(self.ids) - first
 
     @contextmanager
     def session(self) -> Iterator[Any]:
@@ -112,15 +226,27 @@ class PromptCache:
 
     def drop(self) -> None:
         """Free the keys and values."""
-        self.ids, self.kv, self.last_logits = [], None, None
+        self.ids, self.kv, self.last_logits, self.stale = [], None, None, bytearray()
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
 
 
 class CacheStore:
-    """Prompt caches by document key, least recently used evicted past ``max_entries``."""
+    """Prompt caches by document key, least recently used evicted past the budgets.
 
-    def __init__(self, make_cache: Callable[[], Any], max_entries: int = 8) -> None:
+    Budgets: at most ``max_entries`` documents and ``max_bytes`` bytes of keys/values
+    (``0``: no byte limit). The most recently used cache is never evicted.
+    """
+
+    def __init__(
+        self, make_cache: Callable[[], Any], max_entries: int = 8, max_bytes: int = 0
+    ) -> None:
         self._make_cache = make_cache
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.evictions = 0
         self._entries: OrderedDict[str, PromptCache] = OrderedDict()
 
     def get(self, key: str) -> PromptCache:
@@ -130,10 +256,17 @@ class CacheStore:
             entry = PromptCache(self._make_cache)
             self._entries[key] = entry
         self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
+        self.enforce()
+        return entry
+
+    def enforce(self) -> None:
+        """Evict least recently used caches until both budgets hold."""
+        while len(self._entries) > max(1, self.max_entries) or (
+            self.max_bytes and len(self._entries) > 1 and self.nbytes() > self.max_bytes
+        ):
             _, old = self._entries.popitem(last=False)
             old.drop()
-        return entry
+            self.evictions += 1
 
     def peek(self, key: str) -> PromptCache | None:
         """The cache for ``key`` if there is one, without touching LRU order."""

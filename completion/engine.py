@@ -7,19 +7,28 @@ It is blocking: the server runs it on a worker thread and cancels it through a
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from cache import CacheStore, Strategy
+from cache import CacheStore, Rerotator, Strategy, SyncResult, find_rotary, rerotation_support
 
 from .decode import generate, prefill
 from .fim import PromptFormat, build_prompt, detect_format
 from .models import LoadedModel
 from .stops import Multiline, StopRules, strip_healed
+
+TAIL_TOKENS = 32
+"""Default for ``cache.tailTokens``; chosen by ``pie-lsp bench edits`` (docs/cache.md)."""
+REFRESH_CHUNK = 64
+"""Tokens per forward in a background refresh: a waiting completion waits at most one."""
+
+log = logging.getLogger(__name__)
 
 
 class Cancelled(Exception):
@@ -57,7 +66,9 @@ class CompletionOptions:
     temperature: float = 0.0
     multiline: Multiline = "auto"
     context_tokens: int = 2048
-    strategy: Strategy = "prefix"
+    strategy: Strategy = "pie"
+    tail_tokens: int = TAIL_TOKENS
+    """pie: the prompt's last tokens, nearest the query, re-encoded at every update."""
     seed: int | None = None
 
 
@@ -85,6 +96,7 @@ class CompletionResult:
     generated_tokens: int
     decode_ms: float
     total_ms: float
+    probe_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -96,6 +108,10 @@ class Totals:
     prefillMs: float = 0.0
     generatedTokens: int = 0
     decodeMs: float = 0.0
+    tokensReencoded: int = 0
+    cacheUpdateMs: float = 0.0
+    refreshes: int = 0
+    tokensRefreshed: int = 0
 
 
 class Engine:
@@ -114,13 +130,32 @@ class Engine:
         self.caches = CacheStore(lambda: DynamicCache(config=config), max_documents)
         self.totals = Totals()
         self._lock = threading.Lock()
+        supported, why = rerotation_support(config)
+        rotary = find_rotary(self.model) if supported else None
+        self.rerotator: Rerotator | None = Rerotator(rotary) if rotary is not None else None
+        self.pie_unsupported = "" if self.rerotator else (why or "no rotary embedding module")
+        if self.pie_unsupported:
+            log.warning("pie cache strategy unavailable (%s): using prefix", self.pie_unsupported)
+
+    def effective_strategy(self, strategy: Strategy) -> Strategy:
+        """The strategy actually used: pie falls back to prefix where RoPE forbids it."""
+        return "prefix" if strategy == "pie" and self.rerotator is None else strategy
 
     ##### Public API #####
 
     def complete(
-        self, req: CompletionRequest, cancel: CancelToken | None = None
+        self,
+        req: CompletionRequest,
+        cancel: CancelToken | None = None,
+        *,
+        probe_tokens: int = 0,
     ) -> CompletionResult:
-        """Produce one completion (blocking). Raises :class:`Cancelled` when cancelled."""
+        """Produce one completion (blocking). Raises :class:`Cancelled` when cancelled.
+
+        ``probe_tokens`` (benchmarks): decode that many tokens greedily with no stop at
+        all, return them as ``probe_ids``, and derive the completion from them.
+        """
+        probe: list[int] = []
         cancel = cancel or CancelToken()
         opts = req.options
         t0 = time.perf_counter()
@@ -138,45 +173,27 @@ class Engine:
                 sync = pc.sync(
                     prompt.ids,
                     lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check),
-                    opts.strategy,
+                    self.effective_strategy(opts.strategy),
+                    rerotator=self.rerotator,
+                    tail=opts.tail_tokens,
                 )
                 assert pc.last_logits is not None
                 t1 = time.perf_counter()
-                out: list[int] = []
-                visible = ""
-                reason = "maxTokens"
                 with pc.session() as kv:
-                    for token in generate(
+                    tokens = generate(
                         self.model,
                         kv,
                         pc.last_logits,
                         len(prompt.ids),
-                        max(1, opts.max_tokens),
+                        max(1, opts.max_tokens, probe_tokens),
                         opts.temperature,
-                        self.format.stop_ids,
+                        frozenset() if probe_tokens else self.format.stop_ids,
                         generator,
-                    ):
-                        if token in self.format.stop_ids:
-                            reason = "endOfSequence"
-                            break
-                        out.append(token)
-                        raw = self.tokenizer.decode(out, skip_special_tokens=True)
-                        if raw.endswith("\ufffd"):
-                            continue  # a multi-byte character is still incomplete
-                        shown, pending = strip_healed(raw, prompt.healed)
-                        if pending:
-                            continue
-                        visible, stop = rules.cut(shown)
-                        if stop:
-                            reason = "stopRule"
-                            break
-                        cancel.check()
-                    else:
-                        shown, _ = strip_healed(
-                            self.tokenizer.decode(out, skip_special_tokens=True), prompt.healed
-                        )
-                        # The last line is complete now: let the block rules see it.
-                        visible, _ = rules.cut(shown + "\n")
+                    )
+                    if probe_tokens:  # decode a fixed length first, then apply the rules
+                        probe = list(tokens)
+                        tokens = iter(probe[: max(1, opts.max_tokens)])
+                    visible, reason, out = self._apply_rules(tokens, rules, prompt.healed, cancel)
                 decode_ms = (time.perf_counter() - t1) * 1000
         text = rules.finish(visible)
         result = CompletionResult(
@@ -190,6 +207,7 @@ class Engine:
             generated_tokens=len(out),
             decode_ms=decode_ms,
             total_ms=(time.perf_counter() - t0) * 1000,
+            probe_ids=probe,
         )
         t = self.totals
         t.completions += 1
@@ -197,7 +215,82 @@ class Engine:
         t.prefillMs += result.prefill_ms
         t.generatedTokens += result.generated_tokens
         t.decodeMs += result.decode_ms
+        t.tokensReencoded += sync.encoded
+        t.cacheUpdateMs += sync.ms
         return result
+
+    def stale_tokens(self, key: str) -> int:
+        """Stale tokens in a document's cache (0 if none)."""
+        pc = self.caches.peek(key)
+        return pc.stale_tokens if pc is not None else 0
+
+    def refresh(self, key: str, cancel: CancelToken | None = None) -> int:
+        """Re-encode a document's stale tokens (background work between requests).
+
+        Runs in chunks of :data:`REFRESH_CHUNK` tokens and checks ``cancel`` between
+        them; a cancelled refresh leaves the cache as it was. Returns tokens re-encoded.
+        """
+        cancel = cancel or CancelToken()
+        pc = self.caches.peek(key)
+        if pc is None or not pc.stale_tokens:
+            return 0
+        with self._lock, pc.lock:
+            cancel.check()
+            n = pc.refresh(
+                lambda ids, kv, start: prefill(
+                    self.model, ids, kv, start, cancel.check, chunk=REFRESH_CHUNK
+                )
+            )
+        self.totals.refreshes += 1
+        self.totals.tokensRefreshed += n
+        return n
+
+    def prepare(self, req: CompletionRequest, cancel: CancelToken | None = None) -> SyncResult:
+        """Bring a document's prompt cache up to date for a cursor, without decoding."""
+        cancel = cancel or CancelToken()
+        opts = req.options
+        prompt = build_prompt(
+            self.tokenizer, self.format, req.text, req.cursor, max(16, opts.context_tokens)
+        )
+        with self._lock:
+            cancel.check()
+            pc = self.caches.get(req.key)
+            with pc.lock:
+                sync = pc.sync(
+                    prompt.ids,
+                    lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check),
+                    self.effective_strategy(opts.strategy),
+                    rerotator=self.rerotator,
+                    tail=opts.tail_tokens,
+                )
+        self.totals.tokensReencoded += sync.encoded
+        self.totals.cacheUpdateMs += sync.ms
+        return sync
+
+    def _apply_rules(
+        self, tokens: Iterable[int], rules: StopRules, healed: str, cancel: CancelToken
+    ) -> tuple[str, str, list[int]]:
+        """Consume generated tokens until a stop; returns (text, reason, tokens used)."""
+        out: list[int] = []
+        visible = ""
+        for token in tokens:
+            if token in self.format.stop_ids:
+                return visible, "endOfSequence", out
+            out.append(token)
+            raw = self.tokenizer.decode(out, skip_special_tokens=True)
+            if raw.endswith("\ufffd"):
+                continue  # a multi-byte character is still incomplete
+            shown, pending = strip_healed(raw, healed)
+            if pending:
+                continue
+            visible, stop = rules.cut(shown)
+            if stop:
+                return visible, "stopRule", out
+            cancel.check()
+        shown, _ = strip_healed(self.tokenizer.decode(out, skip_special_tokens=True), healed)
+        # The last line is complete now: let the block rules see it.
+        visible, _ = rules.cut(shown + "\n")
+        return visible, "maxTokens", out
 
     def forget(self, key: str) -> None:
         """Free a document's cache (the document was closed)."""
@@ -211,6 +304,7 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         """Model facts for ``pie/stats``."""
         return {
+            "pieSupported": self.rerotator is not None,
             "id": self.loaded.id,
             "path": self.loaded.path,
             "device": str(self.loaded.device),

@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--repeats", type=int, default=20, help="single-line completions to time")
     base.add_argument("--file", type=Path, help="source file (default: a ~2,000-token stdlib file)")
     _add_model_options(base)
+    edits = bsub.add_parser("edits", help="cache strategies after real edits: speed and fidelity")
+    edits.add_argument("--sizes", default="1024,2048,4096", help="prompt sizes in tokens")
+    edits.add_argument("--cases", type=int, default=4, help="cases per size, edit kind and half")
+    edits.add_argument(
+        "--tails", default="", help="pie tail sizes to compare (default: 1 and the default)"
+    )
+    edits.add_argument("--latency-cases", type=int, default=10)
+    edits.add_argument("--seed", type=int, default=0)
+    edits.add_argument("--out", type=Path, default=Path("bench-results"))
+    _add_model_options(edits)
     return parser
 
 
@@ -266,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(args.file, _model_overrides(args))
     if args.command == "bench":
+        if args.bench_command == "edits":
+            from .bench_edits import run_edits
+
+            return run_edits(args)
         from .bench import run_baseline
 
         return run_baseline(args)

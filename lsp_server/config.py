@@ -14,7 +14,8 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "multiline": "auto",         # "auto" | "always" | "never"
         "contextTokens": 2048        # prompt budget in tokens
       },
-      "cache": {"strategy": "prefix", "maxDocuments": 8}
+      "cache": {"strategy": "pie", "tailTokens": 32, "staleBudget": 256,
+                "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048}
     }
 
 An invalid value never stops the server: it is reported and its default is used.
@@ -51,10 +52,18 @@ class CompletionConfig:
 class CacheConfig:
     """``cache.*``."""
 
-    strategy: str = "prefix"
-    """How a document's cached prompt is brought up to date: prefix | recompute."""
+    strategy: str = "pie"
+    """How a document's cached prompt follows edits: pie | prefix | recompute."""
+    tailTokens: int = 32
+    """pie: the prompt's last tokens (nearest the cursor) re-encoded at every update."""
+    staleBudget: int = 256
+    """pie: stale tokens tolerated; past it they are re-encoded in the background when idle."""
+    idleRefreshMs: int = 800
+    """pie: how long a document must be quiet before a background refresh starts."""
     maxDocuments: int = 8
     """Documents whose prompt caches are kept; the least recently used is evicted."""
+    maxMemoryMB: int = 2048
+    """Memory for all documents' keys and values; least recently used evicted past it."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,15 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
         ):
             return default, f"{key} must be an integer, got {value!r}"
         value = int(value)
-        bounds = {"maxTokens": (1, 1024), "contextTokens": (64, 131072), "maxDocuments": (1, 256)}
+        bounds = {
+            "maxTokens": (1, 1024),
+            "contextTokens": (64, 131072),
+            "maxDocuments": (1, 256),
+            "tailTokens": (1, 4096),
+            "staleBudget": (0, 1 << 20),
+            "idleRefreshMs": (0, 600_000),
+            "maxMemoryMB": (16, 1 << 20),
+        }
         lo, hi = bounds.get(name, (0, 2**31))
         if not lo <= value <= hi:
             return default, f"{key} must be between {lo} and {hi}, got {value}"

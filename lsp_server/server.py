@@ -30,6 +30,7 @@ from completion.engine import (
     CompletionRequest,
     CompletionResult,
     Engine,
+    Totals,
 )
 from completion.models import load_model
 
@@ -94,7 +95,9 @@ class PieServer(LanguageServer):
         self.inflight: dict[str, CancelToken] = {}
         self.pending_problems: list[str] = []
         self.started = time.time()
-        self.counters = {"cancelled": 0, "superseded": 0, "errors": 0}
+        self.counters = {"cancelled": 0, "superseded": 0, "errors": 0, "edits": 0}
+        self._refresh_timers: dict[str, asyncio.TimerHandle] = {}
+        self._refreshing: dict[str, CancelToken] = {}
 
     ##### Helpers for handlers #####
 
@@ -120,6 +123,7 @@ class PieServer(LanguageServer):
             self.engine.caches.clear()
         if self.engine is not None:
             self.engine.caches.max_entries = config.cache.maxDocuments
+            self.engine.caches.max_bytes = config.cache.maxMemoryMB << 20
         if self._loaded_key is not None and config.model_key() != self._loaded_key:
             log.info("model settings changed: reloading")
             self.start_loading()
@@ -133,7 +137,56 @@ class PieServer(LanguageServer):
             multiline=c.completion.multiline,  # type: ignore[arg-type]
             context_tokens=c.completion.contextTokens,
             strategy=c.cache.strategy,  # type: ignore[arg-type]
+            tail_tokens=c.cache.tailTokens,
         )
+
+    ##### Background refresh of stale tokens #####
+
+    def touch(self, uri: str) -> None:
+        """Activity on a document: stop its refresh and restart the idle clock."""
+        timer = self._refresh_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+        running = self._refreshing.get(uri)
+        if running is not None:
+            running.cancel("activity")
+
+    def schedule_refresh(self, uri: str) -> None:
+        """Refresh the document's stale tokens once it has been quiet for a while."""
+        engine = self.engine
+        if engine is None or engine.stale_tokens(uri) <= self.config.cache.staleBudget:
+            return
+        self.touch(uri)
+        loop = asyncio.get_running_loop()
+        delay = self.config.cache.idleRefreshMs / 1000
+        self._refresh_timers[uri] = loop.call_later(
+            delay, lambda: asyncio.ensure_future(self._refresh(uri))
+        )
+
+    async def _refresh(self, uri: str) -> None:
+        self._refresh_timers.pop(uri, None)
+        engine = self.engine
+        if engine is None or self.inflight:
+            return  # a completion is running or waiting: it has priority
+        token = CancelToken()
+        self._refreshing[uri] = token
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            n = await loop.run_in_executor(self.worker, engine.refresh, uri, token)
+            log.info(
+                "refreshed %d stale tokens of %s in %.0f ms",
+                n,
+                uri.rsplit("/", 1)[-1],
+                (time.perf_counter() - t0) * 1000,
+            )
+        except Cancelled:
+            log.debug("refresh of %s cancelled", uri)
+        except Exception:
+            log.exception("background refresh failed")
+        finally:
+            if self._refreshing.get(uri) is token:
+                del self._refreshing[uri]
 
     ##### Model lifecycle #####
 
@@ -183,7 +236,9 @@ class PieServer(LanguageServer):
                 trust_remote_code=config.trustRemoteCode,
                 progress=progress,
             )
-            return Engine(loaded, max_documents=config.cache.maxDocuments)
+            engine = Engine(loaded, max_documents=config.cache.maxDocuments)
+            engine.caches.max_bytes = config.cache.maxMemoryMB << 20
+            return engine
 
         try:
             engine = await loop.run_in_executor(self.worker, work)
@@ -244,6 +299,9 @@ class PieServer(LanguageServer):
         doc, offset = self.locate(uri, position)
         text = doc.text  # the snapshot this completion decodes against
         engine = await self.ready_engine()
+        for running in list(self._refreshing.values()):
+            running.cancel("completion")  # the worker is shared: completions come first
+        self.touch(uri)
         token = CancelToken()
         previous = self.inflight.get(uri)
         if previous is not None:
@@ -281,6 +339,7 @@ class PieServer(LanguageServer):
             result.decode_ms,
             result.text[:60],
         )
+        self.schedule_refresh(uri)
         return doc, offset, result
 
     def stats(self) -> dict[str, Any]:
@@ -294,22 +353,23 @@ class PieServer(LanguageServer):
             model = {"status": status, "id": self.config.model, "device": None, "dtype": None}
             if self.model_error:
                 model["error"] = self.model_error
-            totals = {
-                "completions": 0,
-                "promptTokens": 0,
-                "prefillMs": 0.0,
-                "generatedTokens": 0,
-                "decodeMs": 0.0,
-            }
-        totals["prefillMs"] = round(totals["prefillMs"], 1)
-        totals["decodeMs"] = round(totals["decodeMs"], 1)
+            totals = asdict(Totals())
+        for key in ("prefillMs", "decodeMs", "cacheUpdateMs"):
+            totals[key] = round(totals[key], 1)
         totals.update(self.counters)
+        totals["cacheBytes"] = engine.caches.nbytes() if engine else 0
+        totals["evictions"] = engine.caches.evictions if engine else 0
+        strategy: str = self.config.cache.strategy
+        if engine is not None:
+            strategy = engine.effective_strategy(strategy)  # type: ignore[arg-type]
         docs = [
             {
                 "uri": d.uri,
                 "version": d.version,
                 "languageId": d.language_id,
                 "tokens": engine.cached_tokens(d.uri) if engine else 0,
+                "staleTokens": engine.stale_tokens(d.uri) if engine else 0,
+                "strategy": strategy,
             }
             for d in self.documents
         ]
@@ -322,7 +382,6 @@ class PieServer(LanguageServer):
             "model": model,
             "documents": docs,
             "totals": totals,
-            "cacheBytes": engine.caches.nbytes() if engine else 0,
         }
 
 
@@ -369,6 +428,8 @@ def create_server(config: Config | None = None) -> PieServer:
             else:
                 doc.replace_all(change.text)
         doc.version = params.text_document.version
+        ls.counters["edits"] += len(params.content_changes)
+        ls.touch(uri)
         running = ls.inflight.get(uri)
         if running is not None:
             running.cancel("document changed")
@@ -378,6 +439,7 @@ def create_server(config: Config | None = None) -> PieServer:
     def did_close(ls: PieServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.documents.close(uri)
+        ls.touch(uri)
         if ls.engine is not None:
             ls.engine.forget(uri)
 

@@ -1,0 +1,471 @@
+"""``pie-lsp bench edits``: cache strategies after real edits, in one run.
+
+Edit traces are built from real Python files (the standard library): a window of N
+tokens ending inside a code line (the cursor), and an edit inside the window as in the
+PIE paper: insert a real line taken from elsewhere in the file, delete a line, or a
+multi-place edit (two insertions and a deletion). For every strategy, on the same case:
+
+- cache-update time and tokens re-encoded (the engine's own ``SyncResult``);
+- agreement with ``recompute``: the completion the server would return (single-line
+  mode, up to 32 tokens, greedy) exactly equal, the raw 32-token greedy continuation
+  exactly equal, and edit similarity of both;
+- "follows the edit": among cases where the edit changed recompute's completion, how
+  often the strategy changed it the same way (agreement alone flatters: most edits far
+  from the cursor change nothing).
+
+A latency scenario measures real completions in a 2k-token file with no edit and right
+after a one-line edit. Results: a table on stdout, ``edits.json`` and ``edits.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .bench import percentile, summary
+
+SOURCES = (
+    "argparse.py",
+    "json/decoder.py",
+    "textwrap.py",
+    "difflib.py",
+    "configparser.py",
+    "dataclasses.py",
+    "pathlib.py",
+    "functools.py",
+    "inspect.py",
+    "typing.py",
+    "logging/__init__.py",
+    "tarfile.py",
+)
+KINDS = ("insert", "delete", "multi")
+PROBE = 32
+
+
+@dataclass
+class Case:
+    """One edit: the document before and after, with the cursor in each."""
+
+    source: str
+    size: int
+    kind: str
+    region: str
+    before: str
+    after: str
+    cursor_before: int
+    cursor_after: int
+    edit_fraction: float
+    """Where the (first) edit sits in the window, 0 = top, 1 = cursor."""
+
+
+def _code_lines(lines: list[str]) -> list[int]:
+    return [i for i, ln in enumerate(lines) if ln.strip() and not ln.strip().startswith("#")]
+
+
+def make_case(
+    rng: random.Random, path: Path, tokenizer: Any, size: int, kind: str, region: str
+) -> Case | None:
+    """Build one case from ``path``; None if the file is too short for ``size``."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    # ~4 characters a token: pick a start so the window fits, then grow to the size.
+    approx = size * 4
+    total = sum(len(ln) + 1 for ln in lines)
+    if total < approx * 1.3:
+        return None
+    for _ in range(20):
+        start = rng.randrange(0, max(1, len(lines) // 3))
+        text, end = "", start
+        while end < len(lines) - 12:
+            candidate = text + lines[end] + "\n"
+            if len(tokenizer(candidate, add_special_tokens=False)["input_ids"]) >= size:
+                break
+            text = candidate
+            end += 1
+        else:
+            continue
+        # The cursor: inside the next code line, after its first word (like typing).
+        code_after = [i for i in _code_lines(lines) if i >= end]
+        if not code_after:
+            continue
+        cur_line = lines[code_after[0]]
+        indent = len(cur_line) - len(cur_line.lstrip())
+        space = cur_line.find(" ", indent)
+        col = space + 1 if 0 < space < len(cur_line) - 3 else len(cur_line) // 2
+        head = "\n".join(lines[start : code_after[0]]) + "\n" + cur_line[:col]
+        tail = cur_line[col:] + "\n" + "\n".join(lines[code_after[0] + 1 : code_after[0] + 12])
+        window_lines = head.split("\n")
+        n = len(window_lines) - 1  # editable full lines
+        lo, hi = (0.05, 0.5) if region == "first" else (0.5, 0.95)
+        candidates = [i for i in range(int(n * lo), max(int(n * lo) + 1, int(n * hi)))]
+        outside = [
+            ln for i, ln in enumerate(lines) if (i < start or i > code_after[0] + 12) and ln.strip()
+        ]
+        if len(candidates) < 3 or not outside:
+            continue
+        edited = list(window_lines)
+        ops = {"insert": ["i"], "delete": ["d"], "multi": ["i", "i", "d"]}[kind]
+        spots = sorted(rng.sample(candidates, len(ops)), reverse=True)
+        for op, at in zip(ops, spots, strict=True):  # bottom-up keeps earlier indices valid
+            if op == "i":
+                edited.insert(at, rng.choice(outside))
+            else:
+                del edited[at]
+        before = head + tail
+        new_head = "\n".join(edited)
+        return Case(
+            source=str(path.name),
+            size=size,
+            kind=kind,
+            region=region,
+            before=before,
+            after=new_head + tail,
+            cursor_before=len(head),
+            cursor_after=len(new_head),
+            edit_fraction=min(spots) / max(1, n),
+        )
+    return None
+
+
+def edit_similarity(a: str, b: str) -> float:
+    """1 - Levenshtein(a, b) / max(len): 1.0 for equal strings."""
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return 1 - prev[-1] / max(len(a), len(b))
+
+
+@dataclass
+class Variant:
+    """A strategy under test (pie with a given tail, prefix, recompute)."""
+
+    name: str
+    strategy: str
+    tail: int = 1
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_edits(args: argparse.Namespace) -> int:
+    """Run the edits benchmark; returns an exit code."""
+    from tqdm import tqdm
+
+    from completion.engine import TAIL_TOKENS, CompletionOptions, CompletionRequest, Engine
+
+    from .cli import load_with_progress
+
+    o = {k: v for k in ("model", "device", "dtype") if (v := getattr(args, k, None))}
+    loaded = load_with_progress(
+        o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
+    )
+    tok = loaded.tokenizer
+    sizes = [int(x) for x in args.sizes.split(",")]
+    tails = [int(x) for x in args.tails.split(",")] if args.tails else [1, TAIL_TOKENS]
+    variants = [Variant(f"pie@{t}", "pie", t) for t in tails]
+    main_pie = next((v for v in variants if v.tail == TAIL_TOKENS), variants[-1])
+    variants += [Variant("prefix", "prefix"), Variant("recompute", "recompute")]
+    engines = {v.name: Engine(loaded) for v in variants}
+    ref = engines["recompute"]
+    if ref.rerotator is None:
+        print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)
+        return 1
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
+    rng = random.Random(args.seed)
+    cases: list[Case] = []
+    for size in sizes:
+        for kind in KINDS:
+            for region in ("first", "second"):
+                made = 0
+                for attempt in range(args.cases * 20):
+                    if made >= args.cases:
+                        break
+                    case = make_case(
+                        rng, files[(attempt + made) % len(files)], tok, size, kind, region
+                    )
+                    if case is not None:
+                        cases.append(case)
+                        made += 1
+    print(
+        f"{len(cases)} cases ({args.cases} per size, kind and half) over {len(files)} files",
+        file=sys.stderr,
+    )
+
+    def options(size: int, variant: Variant) -> CompletionOptions:
+        return CompletionOptions(
+            max_tokens=PROBE,
+            multiline="never",
+            context_tokens=size + 400,
+            strategy=variant.strategy,  # type: ignore[arg-type]
+            tail_tokens=variant.tail,
+        )
+
+    for i, case in enumerate(tqdm(cases, desc="edit cases", file=sys.stderr)):
+        key = f"case{i}"
+        # Recompute: the reference for the edited document, and the unedited one.
+        ref_before = ref.complete(
+            CompletionRequest(
+                key, case.before, case.cursor_before, options(case.size, variants[-1])
+            ),
+            probe_tokens=PROBE,
+        )
+        warm = None
+        for v in variants[:-1]:
+            eng = engines[v.name]
+            if warm is None:
+                eng.prepare(
+                    CompletionRequest(key, case.before, case.cursor_before, options(case.size, v))
+                )
+                warm = eng.caches.get(key)
+            else:
+                pc = eng.caches.get(key)
+                pc.ids, pc.kv, pc.last_logits = (
+                    list(warm.ids),
+                    copy.deepcopy(warm.kv),
+                    warm.last_logits,
+                )
+                pc.stale = bytearray(warm.stale)
+        results = {}
+        for v in variants:
+            eng = engines[v.name]
+            r = eng.complete(
+                CompletionRequest(key, case.after, case.cursor_after, options(case.size, v)),
+                probe_tokens=PROBE,
+            )
+            results[v.name] = r
+            eng.forget(key)
+        gold = results["recompute"]
+        changed = gold.text != ref_before.text
+        for v in variants:
+            r = results[v.name]
+            v.rows.append(
+                {
+                    "case": i,
+                    "size": case.size,
+                    "kind": case.kind,
+                    "region": case.region,
+                    "editFraction": round(case.edit_fraction, 3),
+                    "promptTokens": r.prompt_tokens,
+                    "updateMs": r.prefill_ms,
+                    "encoded": r.encoded_tokens,
+                    "exact": r.text == gold.text,
+                    "exact32": r.probe_ids == gold.probe_ids,
+                    "similarity": edit_similarity(r.text, gold.text),
+                    "similarity32": edit_similarity(
+                        tok.decode(r.probe_ids), tok.decode(gold.probe_ids)
+                    ),
+                    "editChanged": changed,
+                }
+            )
+    latency = latency_scenario(
+        engines[main_pie.name], main_pie, files, tok, rng, args.latency_cases
+    )
+    report = summarize(variants, main_pie, sizes, latency, loaded, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "edits" if o.get("model", "default") == "default" else f"edits-{Path(o['model']).name}"
+    (args.out / f"{name}.json").write_text(
+        json.dumps({**report, "rows": {v.name: v.rows for v in variants}}, indent=1)
+    )
+    plot(report, args.out / f"{name}.png")
+    print_report(report)
+    print(f"written: {args.out / (name + '.json')}, {args.out / (name + '.png')}")
+    return 0
+
+
+def latency_scenario(
+    pie: Any, pie_variant: Variant, files: list[Path], tok: Any, rng: random.Random, n: int
+) -> dict[str, Any]:
+    """Real completions in a 2k-token file: no edit vs right after a one-line edit (pie)."""
+    from completion.engine import CompletionOptions, CompletionRequest
+
+    no_edit, after_edit = [], []
+    opts = CompletionOptions(
+        max_tokens=32,
+        multiline="never",
+        context_tokens=2400,
+        strategy="pie",
+        tail_tokens=pie_variant.tail,
+    )
+    made = 0
+    for attempt in range(n * 20):
+        if made >= n:
+            break
+        case = make_case(
+            rng, files[attempt % len(files)], tok, 2048, "insert", "first" if made % 2 else "second"
+        )
+        if case is None:
+            continue
+        made += 1
+        key = f"latency{attempt}"
+        pie.complete(CompletionRequest(key, case.before, case.cursor_before, opts))
+        t = time.perf_counter()
+        pie.complete(CompletionRequest(key, case.before, case.cursor_before, opts))
+        no_edit.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        pie.complete(CompletionRequest(key, case.after, case.cursor_after, opts))
+        after_edit.append((time.perf_counter() - t) * 1000)
+        pie.forget(key)
+    return {
+        "strategy": pie_variant.name,
+        "noEditMs": summary(no_edit) if no_edit else {},
+        "afterEditMs": summary(after_edit) if after_edit else {},
+        "ratioOfMedians": (statistics.median(after_edit) / statistics.median(no_edit))
+        if no_edit
+        else None,
+    }
+
+
+def _agg(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    if not rows:
+        return {}
+    changed = [r for r in rows if r["editChanged"]]
+    upd = [r["updateMs"] for r in rows]
+    return {
+        "n": len(rows),
+        "updateMs": {"median": statistics.median(upd), "p95": percentile(upd, 95)},
+        "encodedMedian": statistics.median(r["encoded"] for r in rows),
+        "exact": sum(r["exact"] for r in rows) / len(rows),
+        "exact32": sum(r["exact32"] for r in rows) / len(rows),
+        "similarity": statistics.mean(r["similarity"] for r in rows),
+        "similarity32": statistics.mean(r["similarity32"] for r in rows),
+        "changedCases": len(changed),
+        "followsEdit": (sum(r["exact"] for r in changed) / len(changed)) if changed else None,
+    }
+
+
+def summarize(
+    variants: list[Variant],
+    main_pie: Variant,
+    sizes: list[int],
+    latency: dict[str, Any],
+    loaded: Any,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Aggregate rows per variant, per size and per edit class."""
+    out: dict[str, Any] = {
+        "benchmark": "edits",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": loaded.id,
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "casesPerCell": args.cases,
+        "seed": args.seed,
+        "latency": latency,
+        "variants": {},
+    }
+    for v in variants:
+        per_size = {}
+        for size in sizes:
+            rows = [r for r in v.rows if r["size"] == size]
+            per_size[str(size)] = {
+                "all": _agg(rows),
+                "singleFirstHalf": _agg(
+                    [r for r in rows if r["kind"] != "multi" and r["region"] == "first"]
+                ),
+            }
+        out["variants"][v.name] = {
+            "perSize": per_size,
+            "single": _agg([r for r in v.rows if r["kind"] != "multi"]),
+            "multi": _agg([r for r in v.rows if r["kind"] == "multi"]),
+        }
+    # Speed ratios on one-line edits in the first half, per size, measured in this run.
+    ratios = {}
+    for size in sizes:
+
+        def med(name: str, size: int = size) -> float:
+            rows = [
+                r
+                for r in next(x for x in variants if x.name == name).rows
+                if r["size"] == size and r["kind"] != "multi" and r["region"] == "first"
+            ]
+            return statistics.median(r["updateMs"] for r in rows) if rows else float("nan")
+
+        pie_name = main_pie.name
+        ratios[str(size)] = {
+            "strategy": pie_name,
+            "recomputeOverPie": med("recompute") / med(pie_name),
+            "prefixOverPie": med("prefix") / med(pie_name),
+        }
+    out["speedupSingleFirstHalf"] = ratios
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The table."""
+    print(f"\nmodel {report['model']} on {report['device']} ({report['dtype']})")
+    head = f"{'variant':<11} {'size':>5} {'n':>3} {'update ms (med/p95)':>20} {'re-enc':>7} {'exact':>6} {'exact32':>7} {'sim':>5} {'sim32':>5} {'follows':>8}"
+    print(head)
+    for name, v in report["variants"].items():
+        for size, cell in v["perSize"].items():
+            a = cell["all"]
+            if not a:
+                continue
+            follows = (
+                "-" if a["followsEdit"] is None else f"{a['followsEdit']:.2f}/{a['changedCases']}"
+            )
+            print(
+                f"{name:<11} {size:>5} {a['n']:>3} {a['updateMs']['median']:>9.0f}/{a['updateMs']['p95']:<10.0f}"
+                f" {a['encodedMedian']:>7.0f} {a['exact']:>6.2f} {a['exact32']:>7.2f} {a['similarity']:>5.2f}"
+                f" {a['similarity32']:>5.2f} {follows:>8}"
+            )
+    print("\nagreement with recompute (completion / 32-token) over all sizes:")
+    for name, v in report["variants"].items():
+        s, m = v["single"], v["multi"]
+        print(
+            f"  {name:<11} single edits {s['exact']:.2f} / {s['exact32']:.2f} (n={s['n']})   multi-place {m['exact']:.2f} / {m['exact32']:.2f} (n={m['n']})"
+        )
+    print("\nupdate speedup of pie on one-line edits in the first half (median ratio):")
+    for size, r in report["speedupSingleFirstHalf"].items():
+        print(
+            f"  {size:>5} tokens: {r['recomputeOverPie']:.1f}x vs recompute, {r['prefixOverPie']:.1f}x vs prefix"
+        )
+    lat = report["latency"]
+    if lat.get("noEditMs"):
+        print(
+            f"\n2k file, single-line completion latency ({lat['strategy']}): no edit median {lat['noEditMs']['median']:.0f} ms,"
+            f" right after a one-line edit median {lat['afterEditMs']['median']:.0f} ms (p95 {lat['afterEditMs']['p95']:.0f}),"
+            f" ratio {lat['ratioOfMedians']:.2f}"
+        )
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Update time against prompt size, per strategy (log scale)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, v in report["variants"].items():
+        xs, ys = [], []
+        for size, cell in v["perSize"].items():
+            if cell["all"]:
+                xs.append(int(size))
+                ys.append(cell["all"]["updateMs"]["median"])
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel("prompt size (tokens)")
+    ax.set_ylabel("cache update, median (ms)")
+    ax.set_yscale("log")
+    ax.set_title(f"Cache update after an edit: {report['model']} on {report['device']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

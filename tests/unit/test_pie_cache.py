@@ -1,0 +1,272 @@
+"""Oracle tests for the PIE strategy: incremental must equal from-scratch where it can.
+
+- With a one-layer model every key and value depends only on its token and position, so
+  a PIE-updated cache must equal a fresh prefill exactly (to float tolerance).
+- With deeper models layer 0 must still match; deeper layers drift (that is the
+  approximation), and refreshing the stale tokens removes the drift.
+- Rotation composes and inverts, and re-rotated keys equal keys computed at the new
+  positions.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from cache import PromptCache, Rerotator, diff_ids, find_rotary, rerotation_support
+from cache.alignment import force_encode_tail
+from cache.rope import apply_rotation, rotate_half
+from completion.decode import prefill
+
+
+def tiny_llama(layers: int, rope_parameters: dict | None = None) -> LlamaForCausalLM:
+    torch.manual_seed(layers)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_parameters=rope_parameters or {"rope_type": "default", "rope_theta": 10000.0},
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def fresh(model, ids: list[int]) -> tuple[DynamicCache, torch.Tensor]:
+    kv = DynamicCache(config=model.config)
+    logits = prefill(model, ids, kv, 0)
+    return kv, logits
+
+
+def pie_cache(model) -> PromptCache:
+    return PromptCache(lambda: DynamicCache(config=model.config))
+
+
+def encoder(model):
+    return lambda ids, kv, start: prefill(model, ids, kv, start, chunk=7)
+
+
+def random_edit(rng: random.Random, ids: list[int], vocab: int) -> list[int]:
+    out = list(ids)
+    for _ in range(rng.randint(1, 3)):  # multi-place edits too
+        kind = rng.choice(["insert", "delete", "replace"])
+        at = rng.randrange(0, len(out) + 1)
+        n = rng.randint(1, 6)
+        if kind == "insert" or len(out) < 10:
+            out[at:at] = [rng.randrange(vocab) for _ in range(n)]
+        elif kind == "delete":
+            del out[at : at + n]
+        else:
+            out[at : at + n] = [rng.randrange(vocab) for _ in range(rng.randint(1, 6))]
+    return out or [1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_layer_pie_cache_equals_fresh_prefill(seed: int) -> None:
+    model = tiny_llama(1)
+    rot = Rerotator(find_rotary(model))
+    rng = random.Random(seed)
+    ids = [rng.randrange(97) for _ in range(rng.randint(20, 120))]
+    pc = pie_cache(model)
+    pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    for _ in range(8):
+        ids = random_edit(rng, ids, 97)
+        result = pc.sync(ids, encoder(model), "pie", rerotator=rot, tail=1)
+        kv, logits = fresh(model, ids)
+        assert pc.ids == ids
+        assert pc.kv.get_seq_length() == len(ids)
+        got, want = pc.kv.layers[0], kv.layers[0]
+        torch.testing.assert_close(got.keys, want.keys, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(got.values, want.values, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(pc.last_logits, logits, atol=1e-4, rtol=1e-4)
+        assert result.encoded + result.reused == len(ids)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_deep_model_layer0_matches_and_refresh_removes_drift(seed: int) -> None:
+    model = tiny_llama(3)
+    rot = Rerotator(find_rotary(model))
+    rng = random.Random(100 + seed)
+    ids = [rng.randrange(97) for _ in range(80)]
+    pc = pie_cache(model)
+    pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    for _ in range(4):
+        ids = random_edit(rng, ids, 97)
+        pc.sync(ids, encoder(model), "pie", rerotator=rot, tail=1)
+        kv, _ = fresh(model, ids)
+        torch.testing.assert_close(pc.kv.layers[0].keys, kv.layers[0].keys, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(pc.kv.layers[0].values, kv.layers[0].values, atol=2e-5, rtol=1e-4)
+    # Tokens before the first stale one are exact in every layer; a refresh makes all exact.
+    first = pc.stale.find(1)
+    kv, logits = fresh(model, ids)
+    if first > 0:
+        for got, want in zip(pc.kv.layers, kv.layers, strict=True):
+            torch.testing.assert_close(got.keys[..., :first, :], want.keys[..., :first, :], atol=2e-5, rtol=1e-4)
+    pc.refresh(encoder(model))
+    assert pc.stale_tokens == 0
+    for got, want in zip(pc.kv.layers, kv.layers, strict=True):
+        torch.testing.assert_close(got.keys, want.keys, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(got.values, want.values, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(pc.last_logits, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_stale_flags_mark_kept_tokens_after_the_first_change() -> None:
+    model = tiny_llama(2)
+    rot = Rerotator(find_rotary(model))
+    ids = list(range(1, 61))
+    pc = pie_cache(model)
+    pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    assert pc.stale_tokens == 0
+    new = ids[:20] + [90, 91] + ids[20:]  # insert 2 tokens at 20
+    result = pc.sync(new, encoder(model), "pie", rerotator=rot, tail=4)
+    assert result.encoded == 2 + 4
+    assert list(pc.stale[:22]) == [0] * 22
+    assert list(pc.stale[22:-4]) == [1] * (len(new) - 26)
+    assert list(pc.stale[-4:]) == [0] * 4
+    assert result.shifted == len(new) - 22 - 4
+
+
+def test_refresh_cancelled_leaves_cache_untouched() -> None:
+    model = tiny_llama(2)
+    rot = Rerotator(find_rotary(model))
+    ids = list(range(1, 61))
+    pc = pie_cache(model)
+    pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    pc.sync([5, *ids], encoder(model), "pie", rerotator=rot)
+    before = (list(pc.ids), pc.kv, bytearray(pc.stale))
+
+    class Stop(Exception):
+        pass
+
+    def failing(ids, kv, start):
+        raise Stop
+
+    with pytest.raises(Stop):
+        pc.refresh(failing)
+    assert (pc.ids, pc.kv, pc.stale) == before
+
+
+def test_cancelled_pie_sync_leaves_consistent_state() -> None:
+    model = tiny_llama(1)
+    rot = Rerotator(find_rotary(model))
+    ids = list(range(1, 80))
+    pc = pie_cache(model)
+    pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    calls = {"n": 0}
+
+    def flaky(ids_, kv, start):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return prefill(model, ids_, kv, start)
+
+    edited = ids[:10] + [3, 3, 3] + ids[10:50] + [4, 4] + ids[50:]
+    with pytest.raises(KeyboardInterrupt):
+        pc.sync(edited, flaky, "pie", rerotator=rot, tail=1)
+    assert pc.kv.get_seq_length() >= len(pc.ids)
+    pc.sync(edited, encoder(model), "pie", rerotator=rot, tail=1)
+    kv, logits = fresh(model, edited)
+    torch.testing.assert_close(pc.kv.layers[0].keys, kv.layers[0].keys, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(pc.last_logits, logits, atol=1e-4, rtol=1e-4)
+
+
+##### Rotation maths #####
+
+
+@given(
+    a=st.integers(-600, 600),
+    b=st.integers(-600, 600),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=40, deadline=None)
+def test_rotation_composes_and_inverts(a: int, b: int, seed: int) -> None:
+    model = tiny_llama(1)
+    rot = Rerotator(find_rotary(model))
+    g = torch.Generator().manual_seed(seed)
+    k = torch.randn(1, 2, 5, 16, generator=g)
+    torch.testing.assert_close(rot.rotate(rot.rotate(k, a), b), rot.rotate(k, a + b), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rot.rotate(rot.rotate(k, a), -a), k, atol=1e-4, rtol=1e-4)
+    assert rot.rotate(k, 0) is k
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "default", "rope_theta": 10000.0},
+        {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+        {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 256,
+        },
+        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 256},
+    ],
+    ids=lambda r: r["rope_type"],
+)
+def test_rerotated_keys_equal_keys_at_new_positions(rope: dict) -> None:
+    """Shift a whole sequence by d: re-rotated layer-0 keys equal a prefill at the new place."""
+    model = tiny_llama(1, rope)
+    ok, why = rerotation_support(model.config)
+    assert ok, why
+    rot = Rerotator(find_rotary(model))
+    ids = list(range(3, 40))
+    d = 37
+    kv0 = DynamicCache(config=model.config)
+    prefill(model, ids, kv0, 0)
+    kv1 = DynamicCache(config=model.config)
+    prefill(model, ids, kv1, d)  # the same tokens at positions d..
+    moved = rot.rotate(kv0.layers[0].keys, d)
+    torch.testing.assert_close(moved, kv1.layers[0].keys, atol=1e-4, rtol=1e-4)
+
+
+def test_apply_rotation_is_norm_preserving_and_rotate_half() -> None:
+    x = torch.arange(8, dtype=torch.float32).view(1, 1, 1, 8)
+    assert rotate_half(x).flatten().tolist() == [-4, -5, -6, -7, 0, 1, 2, 3]
+    k = torch.randn(1, 2, 3, 8)
+    theta = torch.rand(3, 4)
+    cos = torch.cat([theta.cos(), theta.cos()], -1)
+    sin = torch.cat([theta.sin(), theta.sin()], -1)
+    out = apply_rotation(k, cos, sin)
+    torch.testing.assert_close(out.norm(dim=-1), k.norm(dim=-1))
+
+
+def test_unsupported_rope_and_sliding_window_fall_back() -> None:
+    dyn = LlamaConfig(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0})
+    assert rerotation_support(dyn) == (False, "rope type 'dynamic' is not a static rotation")
+    sw = Qwen2Config(use_sliding_window=True, sliding_window=64, num_hidden_layers=2, max_window_layers=0)
+    assert rerotation_support(sw)[0] is False
+    plain = Qwen2Config(num_hidden_layers=2)
+    assert rerotation_support(plain)[0] is True
+    assert find_rotary(Qwen2ForCausalLM(Qwen2Config(num_hidden_layers=1, hidden_size=32, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1, vocab_size=50))) is not None
+
+
+##### Diff #####
+
+
+@given(
+    old=st.lists(st.integers(0, 9), max_size=60),
+    new=st.lists(st.integers(0, 9), min_size=1, max_size=60),
+    tail=st.integers(0, 10),
+)
+@settings(max_examples=200, deadline=None)
+def test_diff_covers_new_and_kept_runs_match(old: list[int], new: list[int], tail: int) -> None:
+    segs = force_encode_tail(diff_ids(old, new, min_keep=2), len(new) - tail, len(new))
+    pos = 0
+    for seg in segs:
+        assert seg.new_start == pos and len(seg) > 0
+        if seg.keep:
+            assert new[seg.new_start : seg.new_end] == old[seg.old_start : seg.old_start + len(seg)]
+        pos = seg.new_end
+    assert pos == len(new)
+    if tail:
+        assert not segs[-1].keep and len(segs[-1]) >= min(tail, len(new))
