@@ -102,13 +102,17 @@ def test_deep_model_layer0_matches_and_refresh_removes_drift(seed: int) -> None:
         pc.sync(ids, encoder(model), "pie", rerotator=rot, tail=1)
         kv, _ = fresh(model, ids)
         torch.testing.assert_close(pc.kv.layers[0].keys, kv.layers[0].keys, atol=2e-5, rtol=1e-4)
-        torch.testing.assert_close(pc.kv.layers[0].values, kv.layers[0].values, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            pc.kv.layers[0].values, kv.layers[0].values, atol=2e-5, rtol=1e-4
+        )
     # Tokens before the first stale one are exact in every layer; a refresh makes all exact.
     first = pc.stale.find(1)
     kv, logits = fresh(model, ids)
     if first > 0:
         for got, want in zip(pc.kv.layers, kv.layers, strict=True):
-            torch.testing.assert_close(got.keys[..., :first, :], want.keys[..., :first, :], atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                got.keys[..., :first, :], want.keys[..., :first, :], atol=2e-5, rtol=1e-4
+            )
     pc.refresh(encoder(model))
     assert pc.stale_tokens == 0
     for got, want in zip(pc.kv.layers, kv.layers, strict=True):
@@ -167,7 +171,7 @@ def test_cancelled_pie_sync_leaves_consistent_state() -> None:
             raise KeyboardInterrupt
         return prefill(model, ids_, kv, start)
 
-    edited = ids[:10] + [3, 3, 3] + ids[10:50] + [4, 4] + ids[50:]
+    edited = [*ids[:10], 3, 3, 3, *ids[10:50], 4, 4, *ids[50:]]
     with pytest.raises(KeyboardInterrupt):
         pc.sync(edited, flaky, "pie", rerotator=rot, tail=1)
     assert pc.kv.get_seq_length() >= len(pc.ids)
@@ -191,7 +195,9 @@ def test_rotation_composes_and_inverts(a: int, b: int, seed: int) -> None:
     rot = Rerotator(find_rotary(model))
     g = torch.Generator().manual_seed(seed)
     k = torch.randn(1, 2, 5, 16, generator=g)
-    torch.testing.assert_close(rot.rotate(rot.rotate(k, a), b), rot.rotate(k, a + b), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        rot.rotate(rot.rotate(k, a), b), rot.rotate(k, a + b), atol=1e-4, rtol=1e-4
+    )
     torch.testing.assert_close(rot.rotate(rot.rotate(k, a), -a), k, atol=1e-4, rtol=1e-4)
     assert rot.rotate(k, 0) is k
 
@@ -209,7 +215,12 @@ def test_rotation_composes_and_inverts(a: int, b: int, seed: int) -> None:
             "high_freq_factor": 4.0,
             "original_max_position_embeddings": 256,
         },
-        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 256},
+        {
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": 4.0,
+            "original_max_position_embeddings": 256,
+        },
     ],
     ids=lambda r: r["rope_type"],
 )
@@ -243,11 +254,27 @@ def test_apply_rotation_is_norm_preserving_and_rotate_half() -> None:
 def test_unsupported_rope_and_sliding_window_fall_back() -> None:
     dyn = LlamaConfig(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0})
     assert rerotation_support(dyn) == (False, "rope type 'dynamic' is not a static rotation")
-    sw = Qwen2Config(use_sliding_window=True, sliding_window=64, num_hidden_layers=2, max_window_layers=0)
+    sw = Qwen2Config(
+        use_sliding_window=True, sliding_window=64, num_hidden_layers=2, max_window_layers=0
+    )
     assert rerotation_support(sw)[0] is False
     plain = Qwen2Config(num_hidden_layers=2)
     assert rerotation_support(plain)[0] is True
-    assert find_rotary(Qwen2ForCausalLM(Qwen2Config(num_hidden_layers=1, hidden_size=32, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1, vocab_size=50))) is not None
+    assert (
+        find_rotary(
+            Qwen2ForCausalLM(
+                Qwen2Config(
+                    num_hidden_layers=1,
+                    hidden_size=32,
+                    intermediate_size=32,
+                    num_attention_heads=2,
+                    num_key_value_heads=1,
+                    vocab_size=50,
+                )
+            )
+        )
+        is not None
+    )
 
 
 ##### Diff #####
