@@ -19,7 +19,7 @@ import torch
 from cache import CacheStore, Rerotator, Strategy, SyncResult, find_rotary, rerotation_support
 
 from .decode import generate, prefill
-from .fim import PromptFormat, build_prompt, detect_format
+from .fim import Prompt, PromptFormat, build_prompt, detect_format
 from .models import LoadedModel
 from .stops import Multiline, StopRules, strip_healed
 
@@ -130,6 +130,7 @@ class Engine:
         self.caches = CacheStore(lambda: DynamicCache(config=config), max_documents)
         self.totals = Totals()
         self._lock = threading.Lock()
+        self._starts: dict[str, int] = {}
         supported, why = rerotation_support(config)
         rotary = find_rotary(self.model) if supported else None
         self.rerotator: Rerotator | None = Rerotator(rotary) if rotary is not None else None
@@ -160,9 +161,7 @@ class Engine:
         opts = req.options
         t0 = time.perf_counter()
         rules = StopRules.at(req.text, req.cursor, opts.multiline)
-        prompt = build_prompt(
-            self.tokenizer, self.format, req.text, req.cursor, max(16, opts.context_tokens)
-        )
+        prompt = self._prompt(req)
         generator = None
         if opts.temperature > 0 and opts.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(opts.seed)
@@ -245,13 +244,24 @@ class Engine:
         self.totals.tokensRefreshed += n
         return n
 
+    def _prompt(self, req: CompletionRequest) -> Prompt:
+        """The request's prompt, its window start kept sticky per document."""
+        prompt = build_prompt(
+            self.tokenizer,
+            self.format,
+            req.text,
+            req.cursor,
+            max(16, req.options.context_tokens),
+            prefer_start=self._starts.get(req.key),
+        )
+        self._starts[req.key] = prompt.prefix_start
+        return prompt
+
     def prepare(self, req: CompletionRequest, cancel: CancelToken | None = None) -> SyncResult:
         """Bring a document's prompt cache up to date for a cursor, without decoding."""
         cancel = cancel or CancelToken()
         opts = req.options
-        prompt = build_prompt(
-            self.tokenizer, self.format, req.text, req.cursor, max(16, opts.context_tokens)
-        )
+        prompt = self._prompt(req)
         with self._lock:
             cancel.check()
             pc = self.caches.get(req.key)
@@ -295,6 +305,7 @@ class Engine:
     def forget(self, key: str) -> None:
         """Free a document's cache (the document was closed)."""
         self.caches.discard(key)
+        self._starts.pop(key, None)
 
     def cached_tokens(self, key: str) -> int:
         """Tokens in a document's prompt cache (0 if none)."""

@@ -166,15 +166,30 @@ def _chars_per_token_guess() -> int:
     return 8
 
 
-def fit_prefix(tokenizer: Tokenizer, prefix: str, budget: int) -> tuple[int, list[int]]:
+SLIDE = 0.25
+"""When the prefix window must slide, it slides by this share of its budget at once."""
+
+
+def fit_prefix(
+    tokenizer: Tokenizer, prefix: str, budget: int, prefer_start: int | None = None
+) -> tuple[int, list[int]]:
     """Keep the end of ``prefix`` that fits ``budget`` tokens, cut at a line start.
 
     Returns the str offset in ``prefix`` where the kept text starts, and its token ids.
     Cutting at a line start keeps the window's first tokens stable while the user types,
-    which the prompt cache relies on.
+    which the prompt cache relies on. ``prefer_start`` (the previous window's start) is
+    kept while the text from it still fits; when it no longer does, the window slides by
+    :data:`SLIDE` of the budget at once instead of a line per keystroke, since every
+    slide shifts (re-rotates) the whole cached prompt.
     """
     if budget <= 0:
         return len(prefix), []
+    if prefer_start is not None and 0 <= prefer_start <= len(prefix):
+        if prefer_start == 0 or prefix[prefer_start - 1] == "\n":
+            ids = encode(tokenizer, prefix[prefer_start:])
+            if len(ids) <= budget:
+                return prefer_start, ids
+            budget = max(1, int(budget * (1 - SLIDE)))
     start = max(0, len(prefix) - budget * _chars_per_token_guess())
     if start > 0:
         nl = prefix.find("\n", start)
@@ -250,6 +265,7 @@ def build_prompt(
     cursor: int,
     context_tokens: int,
     suffix_share: float = 0.25,
+    prefer_start: int | None = None,
 ) -> Prompt:
     """Lay out the prompt for a completion at str offset ``cursor`` of ``text``.
 
@@ -258,14 +274,14 @@ def build_prompt(
     """
     prefix, healed = heal_split(text[:cursor], blank_lines=not fmt.fim)
     if not fmt.fim:
-        start, pre_ids = fit_prefix(tokenizer, prefix, context_tokens)
+        start, pre_ids = fit_prefix(tokenizer, prefix, context_tokens, prefer_start)
         return Prompt(pre_ids, start, cursor, healed, fim=False)
     fixed = 3 + (1 if fmt.bos_id is not None else 0)
     budget = max(8, context_tokens - fixed)
     suffix = text[cursor:]
     suffix_budget = int(budget * suffix_share)
     end, suf_ids = fit_suffix(tokenizer, suffix, suffix_budget)
-    start, pre_ids = fit_prefix(tokenizer, prefix, budget - len(suf_ids))
+    start, pre_ids = fit_prefix(tokenizer, prefix, budget - len(suf_ids), prefer_start)
     if start == 0 and len(pre_ids) < budget - len(suf_ids) and end < len(suffix):
         # Short prefix: give the unused budget to the suffix.
         end, suf_ids = fit_suffix(tokenizer, suffix, budget - len(pre_ids))

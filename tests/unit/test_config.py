@@ -39,7 +39,8 @@ def test_defaults():
     assert config.dtype == "auto"
     assert config.trustRemoteCode is False
     assert config.completion == CompletionConfig(64, 0.0, "auto", 2048)
-    assert config.cache == CacheConfig("prefix", 8)
+    assert config.cache == CacheConfig(strategy="pie", maxDocuments=8)
+    assert config.cache.strategy == "pie" and config.cache.tailTokens == 32
     assert config.model_key() == ("default", "auto", "auto", False)
 
 
@@ -51,7 +52,7 @@ def test_valid_nested_values():
     assert config.dtype == "bfloat16"
     assert config.trustRemoteCode is True
     assert config.completion == CompletionConfig(128, 0.7, "never", 4096)
-    assert config.cache == CacheConfig("recompute", 3)
+    assert config.cache == CacheConfig(strategy="recompute", maxDocuments=3)
     assert config.model_key() == ("qwen2.5-coder-0.5b", "cuda:1", "bfloat16", True)
 
 
@@ -244,7 +245,7 @@ def test_several_problems_at_once():
         assert any(key in p for p in problems), key
     assert config.device == "auto"
     assert config.completion == CompletionConfig(64, 0.5, "auto", 2048)
-    assert config.cache == CacheConfig("prefix", 4)
+    assert config.cache == CacheConfig(strategy="pie", maxDocuments=4)
 
 
 def test_partial_update_respects_base():
