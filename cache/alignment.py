@@ -120,6 +120,24 @@ def force_encode_tail(segments: list[Segment], start: int, total: int) -> list[S
     return merge(out)
 
 
+def widen_edits(segments: list[Segment], n: int) -> list[Segment]:
+    """Re-encode the first ``n`` tokens of every kept run that follows an edit.
+
+    The leading run (nothing before it changed, or only tokens before the window were
+    dropped) is left alone.
+    """
+    out: list[Segment] = []
+    for seg in segments:
+        if seg.keep and seg.new_start > 0:
+            cut = min(n, len(seg))
+            out.append(Segment(False, seg.new_start, seg.new_start + cut))
+            if cut < len(seg):
+                out.append(Segment(True, seg.new_start + cut, seg.new_end, seg.old_start + cut))
+        else:
+            out.append(seg)
+    return merge(out)
+
+
 def encoded_tokens(segments: list[Segment]) -> int:
     """How many tokens the segments encode."""
     return sum(len(s) for s in segments if not s.keep)

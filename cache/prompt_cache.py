@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from .alignment import Segment, common_prefix, diff_ids, force_encode_tail
+from .alignment import Segment, common_prefix, diff_ids, force_encode_tail, widen_edits
 from .rope import Rerotator
 
 Strategy = Literal["pie", "prefix", "recompute"]
@@ -110,10 +110,16 @@ class PromptCache:
         *,
         rerotator: Rerotator | None = None,
         tail: int = 1,
+        after_edit: int = 0,
+        stale_budget: int | None = None,
     ) -> SyncResult:
         """Make the cache hold exactly ``ids``; afterwards ``last_logits`` is current.
 
         ``tail`` (pie only): how many of the prompt's last tokens are always re-encoded.
+        ``after_edit`` (pie only): how many kept tokens right after each edit are
+        re-encoded too (their local context changed most).
+        ``stale_budget`` (pie only): at most this many stale tokens may remain; past it,
+        the stale tokens nearest the query are re-encoded. ``0`` makes pie exact.
         """
         t0 = time.perf_counter()
         if not ids:
@@ -123,7 +129,7 @@ class PromptCache:
         if unchanged and strategy != "recompute":
             return SyncResult(len(ids), 0, _ms(t0), strategy, stale=self.stale_tokens)
         if strategy == "pie" and rerotator is not None and self.kv is not None and self.ids:
-            result = self._sync_pie(ids, encode, rerotator, max(1, tail))
+            result = self._sync_pie(ids, encode, rerotator, max(1, tail), after_edit, stale_budget)
         else:
             keep = (
                 common_prefix(self.ids, ids)
@@ -136,9 +142,42 @@ class PromptCache:
         result.stale = self.stale_tokens
         return result
 
-    def _sync_pie(self, ids: list[int], encode: Encoder, rot: Rerotator, tail: int) -> SyncResult:
+    def _sync_pie(
+        self,
+        ids: list[int],
+        encode: Encoder,
+        rot: Rerotator,
+        tail: int,
+        after_edit: int,
+        stale_budget: int | None,
+    ) -> SyncResult:
         segments = diff_ids(self.ids, ids)
-        return self._rebuild(ids, encode, segments, len(ids) - tail, rot)
+        if after_edit > 0:
+            segments = widen_edits(segments, after_edit)
+        upto = len(ids) - tail
+        if stale_budget is not None:
+            flags = self._projected_stale(segments)
+            if flags.count(1) > stale_budget:
+                # Re-encode from the point where the stale tokens before it fit the budget.
+                seen = 0
+                for i, flag in enumerate(flags):
+                    seen += flag
+                    if seen > stale_budget:
+                        upto = min(upto, i)
+                        break
+        return self._rebuild(ids, encode, segments, upto, rot)
+
+    def _projected_stale(self, segments: list[Segment]) -> bytearray:
+        """The stale flags the cache would have if ``segments`` were applied as they are."""
+        flags = bytearray()
+        for seg in segments:
+            if not seg.keep:
+                flags += b"\x00" * len(seg)
+            elif seg.new_start == 0:
+                flags += self.stale[seg.old_start : seg.old_start + len(seg)]
+            else:
+                flags += b"\x01" * len(seg)
+        return flags
 
     def _rebuild(
         self,
@@ -182,7 +221,12 @@ class PromptCache:
                     shifted += len(seg)
                 _append(self.kv, keys, [v[..., a:b, :] for _, v in old_layers])
                 reused += len(seg)
-                self.stale += b"\x01" * len(seg)
+                if seg.new_start == 0:
+                    # Only tokens before it were dropped (the window slid): a pure
+                    # re-rotation, not counted as stale (an approximation; docs/cache.md).
+                    self.stale += old_stale[a:b]
+                else:
+                    self.stale += b"\x01" * len(seg)
             else:
                 logits = encode(ids[seg.new_start : seg.new_end], self.kv, seg.new_start)
                 encoded += len(seg)

@@ -25,6 +25,8 @@ from .stops import Multiline, StopRules, strip_healed
 
 TAIL_TOKENS = 32
 """Default for ``cache.tailTokens``; chosen by ``pie-lsp bench edits`` (docs/cache.md)."""
+AFTER_EDIT_TOKENS = 0
+"""Default for ``cache.afterEditTokens``; chosen by ``pie-lsp bench edits``."""
 REFRESH_CHUNK = 64
 """Tokens per forward in a background refresh: a waiting completion waits at most one."""
 
@@ -69,6 +71,10 @@ class CompletionOptions:
     strategy: Strategy = "pie"
     tail_tokens: int = TAIL_TOKENS
     """pie: the prompt's last tokens, nearest the query, re-encoded at every update."""
+    after_edit_tokens: int = AFTER_EDIT_TOKENS
+    """pie: kept tokens right after each edit that are re-encoded too."""
+    stale_budget: int | None = None
+    """pie: stale tokens tolerated at completion time (None: no limit; 0: exact)."""
     seed: int | None = None
 
 
@@ -175,6 +181,8 @@ class Engine:
                     self.effective_strategy(opts.strategy),
                     rerotator=self.rerotator,
                     tail=opts.tail_tokens,
+                    after_edit=opts.after_edit_tokens,
+                    stale_budget=opts.stale_budget,
                 )
                 assert pc.last_logits is not None
                 t1 = time.perf_counter()
@@ -272,6 +280,8 @@ class Engine:
                     self.effective_strategy(opts.strategy),
                     rerotator=self.rerotator,
                     tail=opts.tail_tokens,
+                    after_edit=opts.after_edit_tokens,
+                    stale_budget=opts.stale_budget,
                 )
         self.totals.tokensReencoded += sync.encoded
         self.totals.cacheUpdateMs += sync.ms

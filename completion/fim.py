@@ -184,12 +184,14 @@ def fit_prefix(
     """
     if budget <= 0:
         return len(prefix), []
-    if prefer_start is not None and 0 <= prefer_start <= len(prefix):
-        if prefer_start == 0 or prefix[prefer_start - 1] == "\n":
-            ids = encode(tokenizer, prefix[prefer_start:])
-            if len(ids) <= budget:
-                return prefer_start, ids
-            budget = max(1, int(budget * (1 - SLIDE)))
+    at_line_start = prefer_start is not None and (
+        prefer_start == 0 or (0 < prefer_start <= len(prefix) and prefix[prefer_start - 1] == "\n")
+    )
+    if at_line_start:
+        ids = encode(tokenizer, prefix[prefer_start:])
+        if len(ids) <= budget:
+            return prefer_start, ids  # type: ignore[return-value]
+        budget = max(1, int(budget * (1 - SLIDE)))
     start = max(0, len(prefix) - budget * _chars_per_token_guess())
     if start > 0:
         nl = prefix.find("\n", start)

@@ -157,6 +157,7 @@ class Variant:
     name: str
     strategy: str
     tail: int = 1
+    after_edit: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -164,7 +165,13 @@ def run_edits(args: argparse.Namespace) -> int:
     """Run the edits benchmark; returns an exit code."""
     from tqdm import tqdm
 
-    from completion.engine import TAIL_TOKENS, CompletionOptions, CompletionRequest, Engine
+    from completion.engine import (
+        AFTER_EDIT_TOKENS,
+        TAIL_TOKENS,
+        CompletionOptions,
+        CompletionRequest,
+        Engine,
+    )
 
     from .cli import load_with_progress
 
@@ -174,10 +181,18 @@ def run_edits(args: argparse.Namespace) -> int:
     )
     tok = loaded.tokenizer
     sizes = [int(x) for x in args.sizes.split(",")]
-    tails = [int(x) for x in args.tails.split(",")] if args.tails else [1, TAIL_TOKENS]
-    variants = [Variant(f"pie@{t}", "pie", t) for t in tails]
-    main_pie = next((v for v in variants if v.tail == TAIL_TOKENS), variants[-1])
-    variants += [Variant("prefix", "prefix"), Variant("recompute", "recompute")]
+    specs = args.pie.split(",") if args.pie else ["1:0", f"{TAIL_TOKENS}:{AFTER_EDIT_TOKENS}"]
+    variants = []
+    for spec in specs:
+        tail, _, after = spec.partition(":")
+        variants.append(Variant(f"pie{tail}/{after or 0}", "pie", int(tail), int(after or 0)))
+    main_pie = next(
+        (v for v in variants if (v.tail, v.after_edit) == (TAIL_TOKENS, AFTER_EDIT_TOKENS)),
+        variants[-1],
+    )
+    if not args.no_prefix:
+        variants.append(Variant("prefix", "prefix"))
+    variants.append(Variant("recompute", "recompute"))
     engines = {v.name: Engine(loaded) for v in variants}
     ref = engines["recompute"]
     if ref.rerotator is None:
@@ -212,6 +227,7 @@ def run_edits(args: argparse.Namespace) -> int:
             context_tokens=size + 400,
             strategy=variant.strategy,  # type: ignore[arg-type]
             tail_tokens=variant.tail,
+            after_edit_tokens=variant.after_edit,
         )
 
     for i, case in enumerate(tqdm(cases, desc="edit cases", file=sys.stderr)):
@@ -389,7 +405,9 @@ def summarize(
         def med(name: str, size: int = size) -> float:
             rows = [
                 r
-                for r in next(x for x in variants if x.name == name).rows
+                for x in variants
+                if x.name == name
+                for r in x.rows
                 if r["size"] == size and r["kind"] != "multi" and r["region"] == "first"
             ]
             return statistics.median(r["updateMs"] for r in rows) if rows else float("nan")

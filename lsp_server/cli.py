@@ -89,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     edits.add_argument("--sizes", default="1024,2048,4096", help="prompt sizes in tokens")
     edits.add_argument("--cases", type=int, default=4, help="cases per size, edit kind and half")
     edits.add_argument(
-        "--tails", default="", help="pie tail sizes to compare (default: 1 and the default)"
+        "--pie",
+        default="",
+        help="pie variants as TAIL:AFTER_EDIT token counts, comma-separated "
+        "(default: 1:0, the paper's method, and the configured default)",
     )
+    edits.add_argument("--no-prefix", action="store_true", help="skip the prefix strategy")
     edits.add_argument("--latency-cases", type=int, default=10)
     edits.add_argument("--seed", type=int, default=0)
     edits.add_argument("--out", type=Path, default=Path("bench-results"))

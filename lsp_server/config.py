@@ -14,7 +14,7 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "multiline": "auto",         # "auto" | "always" | "never"
         "contextTokens": 2048        # prompt budget in tokens
       },
-      "cache": {"strategy": "pie", "tailTokens": 32, "staleBudget": 256,
+      "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 0, "staleBudget": 512, "maxStaleTokens": -1,
                 "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048}
     }
 
@@ -56,8 +56,14 @@ class CacheConfig:
     """How a document's cached prompt follows edits: pie | prefix | recompute."""
     tailTokens: int = 32
     """pie: the prompt's last tokens (nearest the cursor) re-encoded at every update."""
-    staleBudget: int = 256
-    """pie: stale tokens tolerated; past it they are re-encoded in the background when idle."""
+    afterEditTokens: int = 0
+    """pie: kept tokens right after each edit that are re-encoded with it."""
+    staleBudget: int = 512
+    """pie (drift budget): past this many stale tokens a document is re-encoded in the
+    background once it is idle; never blocking a completion."""
+    maxStaleTokens: int = -1
+    """pie: hard cap on stale tokens at completion time (-1: none; 0: always exact).
+    Past it the stale tokens nearest the cursor are re-encoded before decoding."""
     idleRefreshMs: int = 800
     """pie: how long a document must be quiet before a background refresh starts."""
     maxDocuments: int = 8
@@ -103,7 +109,9 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
             "contextTokens": (64, 131072),
             "maxDocuments": (1, 256),
             "tailTokens": (1, 4096),
+            "afterEditTokens": (0, 4096),
             "staleBudget": (0, 1 << 20),
+            "maxStaleTokens": (-1, 1 << 20),
             "idleRefreshMs": (0, 600_000),
             "maxMemoryMB": (16, 1 << 20),
         }

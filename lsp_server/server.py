@@ -138,6 +138,8 @@ class PieServer(LanguageServer):
             context_tokens=c.completion.contextTokens,
             strategy=c.cache.strategy,  # type: ignore[arg-type]
             tail_tokens=c.cache.tailTokens,
+            after_edit_tokens=c.cache.afterEditTokens,
+            stale_budget=None if c.cache.maxStaleTokens < 0 else c.cache.maxStaleTokens,
         )
 
     ##### Background refresh of stale tokens #####

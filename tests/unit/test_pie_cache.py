@@ -297,3 +297,37 @@ def test_diff_covers_new_and_kept_runs_match(old: list[int], new: list[int], tai
     assert pos == len(new)
     if tail:
         assert not segs[-1].keep and len(segs[-1]) >= min(tail, len(new))
+
+
+def test_window_slide_is_a_pure_rerotation_not_staleness() -> None:
+    model = tiny_llama(1)
+    rot = Rerotator(find_rotary(model))
+    ids = list(range(1, 81))
+    pc = pie_cache(model)
+    pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    slid = ids[20:]
+    result = pc.sync(slid, encoder(model), "pie", rerotator=rot, tail=1)
+    assert result.encoded == 1 and result.shifted == len(slid) - 1
+    assert pc.stale_tokens == 0
+    kv, _ = fresh(model, slid)
+    torch.testing.assert_close(pc.kv.layers[0].keys, kv.layers[0].keys, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_zero_stale_budget_is_exact_and_budget_bounds_staleness(seed: int) -> None:
+    model = tiny_llama(3)
+    rot = Rerotator(find_rotary(model))
+    rng = random.Random(7 + seed)
+    ids = [rng.randrange(97) for _ in range(90)]
+    exact, bounded = pie_cache(model), pie_cache(model)
+    for pc in (exact, bounded):
+        pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    for _ in range(4):
+        ids = random_edit(rng, ids, 97)
+        exact.sync(ids, encoder(model), "pie", rerotator=rot, stale_budget=0)
+        bounded.sync(ids, encoder(model), "pie", rerotator=rot, stale_budget=10)
+        assert exact.stale_tokens == 0 and bounded.stale_tokens <= 10
+        kv, logits = fresh(model, ids)
+        for got, want in zip(exact.kv.layers, kv.layers, strict=True):
+            torch.testing.assert_close(got.keys, want.keys, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(exact.last_logits, logits, atol=1e-4, rtol=1e-4)
