@@ -33,21 +33,24 @@ def total_lines(path):
     return sum(count_'''
 
 
-async def run(strategy: str, tmp: Path) -> tuple[list[str], dict]:
+async def run(options: dict, tmp: Path, name: str) -> tuple[list[str], dict]:
     client = PieClient()
-    await client.start(
-        {"cache": {"strategy": strategy, "staleBudget": 100000}, "completion": {"maxTokens": 16}}
-    )
+    await client.start({**options, "completion": {"maxTokens": 16}})
     try:
         text = SOURCE
-        uri = client.open(tmp / f"cache_{strategy}.py", text)
+        uri = client.open(tmp / f"cache_{name}.py", text)
         lines = text.split("\n")
         line, col = len(lines) - 1, len(lines[-1])
         out = [(await client.inline(uri, line, col))[0]]
-        # Edits far above the cursor: an inserted line, then a replaced word.
+        # Typing at the cursor: an append, exact for pie.
+        client.change(uri, (line, col - len("count_")), (line, col), "count_lines(")
+        col += len("lines(")
+        out.append((await client.inline(uri, line, col))[0])
+        # A word changed on the line above, inside the re-encoded tail window.
+        client.change(uri, (line - 1, 7), (line - 1, 12), "Total")
+        out.append((await client.inline(uri, line, col))[0])
+        # An edit far above the cursor: exact only with maxStaleTokens 0.
         client.change(uri, (1, 0), (1, 0), "import sys\n")
-        out.append((await client.inline(uri, line + 1, col))[0])
-        client.change(uri, (4, 4), (4, 14), "list_all_files")
         out.append((await client.inline(uri, line + 1, col))[0])
         stats = await client.stats()
         return out, stats
@@ -56,18 +59,49 @@ async def run(strategy: str, tmp: Path) -> tuple[list[str], dict]:
 
 
 async def test_pie_matches_recompute_and_reencodes_far_fewer_tokens(tmp_path: Path) -> None:
-    pie_out, pie_stats = await run("pie", tmp_path)
-    ref_out, ref_stats = await run("recompute", tmp_path)
-    assert pie_out == ref_out
-    assert all(pie_out)
+    ref_out, ref_stats = await run({"cache": {"strategy": "recompute"}}, tmp_path, "ref")
+    pie_out, pie_stats = await run({"cache": {"strategy": "pie"}}, tmp_path, "pie")
+    exact_out, exact_stats = await run(
+        {"cache": {"strategy": "pie", "maxStaleTokens": 0}}, tmp_path, "exact"
+    )
+    assert all(ref_out)
+    assert pie_out[:3] == ref_out[:3]  # appends and edits inside the tail window
+    assert exact_out == ref_out  # no stale token may remain: identical to recompute
     pie_tokens = pie_stats["totals"]["tokensReencoded"]
     ref_tokens = ref_stats["totals"]["tokensReencoded"]
-    prompt = pie_stats["documents"][0]["tokens"]
-    assert ref_tokens >= 3 * prompt - 3  # every completion re-encoded everything
+    prompt = ref_stats["documents"][0]["tokens"]
+    assert ref_tokens >= 4 * prompt - 20  # every completion re-encoded everything
     assert pie_tokens < ref_tokens / 2, (pie_tokens, ref_tokens)
+    assert exact_stats["totals"]["tokensReencoded"] < ref_tokens
     doc = pie_stats["documents"][0]
-    assert doc["strategy"] == "pie" and doc["staleTokens"] > 0
+    assert doc["strategy"] == "pie" and doc["staleTokens"] > 0  # the far edit left stale tokens
+    assert exact_stats["documents"][0]["staleTokens"] == 0
     assert ref_stats["documents"][0]["staleTokens"] == 0
-    assert pie_stats["totals"]["edits"] == 2
+    assert pie_stats["totals"]["edits"] == 3
     for key in ("cacheUpdateMs", "refreshes", "cacheBytes"):
         assert key in pie_stats["totals"]
+
+
+async def test_background_refresh_clears_stale_tokens_when_idle(tmp_path: Path) -> None:
+    import asyncio
+
+    client = PieClient()
+    await client.start(
+        {"cache": {"staleBudget": 0, "idleRefreshMs": 100}, "completion": {"maxTokens": 8}}
+    )
+    try:
+        uri = client.open(tmp_path / "refresh.py", SOURCE)
+        lines = SOURCE.split("\n")
+        await client.inline(uri, len(lines) - 1, len(lines[-1]))
+        client.change(uri, (1, 0), (1, 0), "import sys\n")
+        await client.inline(uri, len(lines), len(lines[-1]))
+        for _ in range(100):
+            stats = await client.stats()
+            if stats["totals"]["refreshes"] and not stats["documents"][0]["staleTokens"]:
+                break
+            await asyncio.sleep(0.1)
+        assert stats["totals"]["refreshes"] >= 1
+        assert stats["documents"][0]["staleTokens"] == 0
+        assert stats["totals"]["tokensRefreshed"] > 0
+    finally:
+        await client.stop()
