@@ -25,7 +25,7 @@ from .stops import Multiline, StopRules, strip_healed
 
 TAIL_TOKENS = 32
 """Default for ``cache.tailTokens``; chosen by ``pie-lsp bench edits`` (docs/cache.md)."""
-AFTER_EDIT_TOKENS = 0
+AFTER_EDIT_TOKENS = 32
 """Default for ``cache.afterEditTokens``; chosen by ``pie-lsp bench edits``."""
 REFRESH_CHUNK = 64
 """Tokens per forward in a background refresh: a waiting completion waits at most one."""

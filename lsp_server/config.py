@@ -14,7 +14,7 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "multiline": "auto",         # "auto" | "always" | "never"
         "contextTokens": 2048        # prompt budget in tokens
       },
-      "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 0, "staleBudget": 512, "maxStaleTokens": -1,
+      "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512, "maxStaleTokens": -1,
                 "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048}
     }
 
@@ -56,7 +56,7 @@ class CacheConfig:
     """How a document's cached prompt follows edits: pie | prefix | recompute."""
     tailTokens: int = 32
     """pie: the prompt's last tokens (nearest the cursor) re-encoded at every update."""
-    afterEditTokens: int = 0
+    afterEditTokens: int = 32
     """pie: kept tokens right after each edit that are re-encoded with it."""
     staleBudget: int = 512
     """pie (drift budget): past this many stale tokens a document is re-encoded in the
