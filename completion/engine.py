@@ -16,7 +16,15 @@ from typing import Any
 
 import torch
 
-from cache import CacheStore, Rerotator, Strategy, SyncResult, find_rotary, rerotation_support
+from cache import (
+    CacheStore,
+    PromptCache,
+    Rerotator,
+    Strategy,
+    SyncResult,
+    find_rotary,
+    rerotation_support,
+)
 
 from .decode import generate, prefill
 from .fim import Prompt, PromptFormat, build_prompt, detect_format
@@ -175,15 +183,7 @@ class Engine:
             cancel.check()
             pc = self.caches.get(req.key)
             with pc.lock:
-                sync = pc.sync(
-                    prompt.ids,
-                    lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check),
-                    self.effective_strategy(opts.strategy),
-                    rerotator=self.rerotator,
-                    tail=opts.tail_tokens,
-                    after_edit=opts.after_edit_tokens,
-                    stale_budget=opts.stale_budget,
-                )
+                sync = self._sync(pc, prompt, opts, cancel)
                 assert pc.last_logits is not None
                 t1 = time.perf_counter()
                 with pc.session() as kv:
@@ -265,6 +265,20 @@ class Engine:
         self._starts[req.key] = prompt.prefix_start
         return prompt
 
+    def _sync(
+        self, pc: PromptCache, prompt: Prompt, opts: CompletionOptions, cancel: CancelToken
+    ) -> SyncResult:
+        """Bring ``pc`` up to date with ``prompt`` (caller holds the locks)."""
+        return pc.sync(
+            prompt.ids,
+            lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check),
+            self.effective_strategy(opts.strategy),
+            rerotator=self.rerotator,
+            tail=opts.tail_tokens,
+            after_edit=opts.after_edit_tokens,
+            stale_budget=opts.stale_budget,
+        )
+
     def prepare(self, req: CompletionRequest, cancel: CancelToken | None = None) -> SyncResult:
         """Bring a document's prompt cache up to date for a cursor, without decoding."""
         cancel = cancel or CancelToken()
@@ -274,15 +288,7 @@ class Engine:
             cancel.check()
             pc = self.caches.get(req.key)
             with pc.lock:
-                sync = pc.sync(
-                    prompt.ids,
-                    lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check),
-                    self.effective_strategy(opts.strategy),
-                    rerotator=self.rerotator,
-                    tail=opts.tail_tokens,
-                    after_edit=opts.after_edit_tokens,
-                    stale_budget=opts.stale_budget,
-                )
+                sync = self._sync(pc, prompt, opts, cancel)
         self.totals.tokensReencoded += sync.encoded
         self.totals.cacheUpdateMs += sync.ms
         return sync
