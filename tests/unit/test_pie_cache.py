@@ -331,3 +331,20 @@ def test_zero_stale_budget_is_exact_and_budget_bounds_staleness(seed: int) -> No
         for got, want in zip(exact.kv.layers, kv.layers, strict=True):
             torch.testing.assert_close(got.keys, want.keys, atol=2e-5, rtol=1e-4)
         torch.testing.assert_close(exact.last_logits, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_memory_budget_evicts_least_recently_used() -> None:
+    from cache import CacheStore
+
+    model = tiny_llama(1)
+    store = CacheStore(lambda: DynamicCache(config=model.config), max_entries=10)
+    for key in ("a", "b", "c"):
+        store.get(key).sync(list(range(1, 50)), encoder(model), "prefix")
+    one = store.peek("a").nbytes()
+    assert one > 0 and store.nbytes() == 3 * one
+    store.max_bytes = 2 * one + 1
+    store.get("a")  # most recently used now; "b" is the oldest
+    assert store.peek("b") is None and store.peek("a") is not None and store.peek("c") is not None
+    assert store.evictions == 1
+    store.discard("a")
+    assert store.nbytes() == one
