@@ -1,0 +1,48 @@
+"""The edit traces behind `pie-lsp bench edits` are what they claim to be."""
+
+from __future__ import annotations
+
+import random
+import sysconfig
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from completion.models import converted_dir_for, default_gguf_path
+from lsp_server.bench_edits import KINDS, edit_similarity, make_case
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(str(converted_dir_for(default_gguf_path())))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("region", ["first", "second"])
+def test_cases_are_real_edits_of_real_files(tokenizer, kind: str, region: str) -> None:
+    path = Path(sysconfig.get_paths()["stdlib"]) / "argparse.py"
+    case = make_case(random.Random(3), path, tokenizer, 512, kind, region)
+    assert case is not None
+    source = path.read_text(encoding="utf-8")
+    head = case.before[: case.cursor_before]
+    assert head in source  # the window is a real slice of the file
+    assert (
+        case.before[case.cursor_before :] == case.after[case.cursor_after :]
+    )  # same text after the cursor
+    old, new = head.split("\n"), case.after[: case.cursor_after].split("\n")
+    delta = {"insert": 1, "delete": -1, "multi": 1}[kind]
+    assert len(new) - len(old) == delta
+    assert case.before[case.cursor_before - 1] != "\n"  # the cursor is inside a line
+    n = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+    assert 400 <= n <= 560
+    lo, hi = (0.05, 0.5) if region == "first" else (0.5, 0.95)
+    assert lo - 0.02 <= case.edit_fraction <= hi + 0.02
+
+
+def test_edit_similarity() -> None:
+    assert edit_similarity("abc", "abc") == 1.0
+    assert edit_similarity("", "abc") == 0.0
+    assert edit_similarity("abcd", "abce") == pytest.approx(0.75)
