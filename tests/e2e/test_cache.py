@@ -10,7 +10,24 @@ from lsp_server.client import PieClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
-SOURCE = '''import os
+HEADER = "".join(
+    f'''
+def helper_{i}(values):
+    """Return the values scaled by {i} and shifted by {i + 1}."""
+    result = []
+    for value in values:
+        result.append(value * {i} + {i + 1})
+    return result
+
+'''
+    for i in range(8)
+)
+
+SOURCE = (
+    """import os
+"""
+    + HEADER
+    + '''
 
 
 def list_files(path):
@@ -31,6 +48,7 @@ def count_lines(filename):
 def total_lines(path):
     """Count the lines of every file below path."""
     return sum(count_'''
+)
 
 
 async def run(options: dict, tmp: Path, name: str) -> tuple[list[str], dict]:
