@@ -160,10 +160,9 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
 
-def _chars_per_token_guess() -> int:
-    # Source code averages 3-4 characters per token; 8 leaves room for long tokens so a
-    # character window cut before tokenizing never holds fewer tokens than the budget.
-    return 8
+CHARS_PER_TOKEN = 8
+"""Generous characters-per-token bound (source code averages 3-4): a character window cut
+before tokenizing then never holds fewer tokens than the budget."""
 
 
 SLIDE = 0.25
@@ -192,7 +191,7 @@ def fit_prefix(
         if len(ids) <= budget:
             return prefer_start, ids  # type: ignore[return-value]
         budget = max(1, int(budget * (1 - SLIDE)))
-    start = max(0, len(prefix) - budget * _chars_per_token_guess())
+    start = max(0, len(prefix) - budget * CHARS_PER_TOKEN)
     if start > 0:
         nl = prefix.find("\n", start)
         start = nl + 1 if nl != -1 else len(prefix)
@@ -215,7 +214,7 @@ def fit_suffix(tokenizer: Tokenizer, suffix: str, budget: int) -> tuple[int, lis
     """
     if budget <= 0 or not suffix:
         return 0, []
-    end = min(len(suffix), budget * _chars_per_token_guess())
+    end = min(len(suffix), budget * CHARS_PER_TOKEN)
     if end < len(suffix):
         nl = suffix.rfind("\n", 0, end)
         end = nl + 1 if nl != -1 else 0

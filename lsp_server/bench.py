@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import statistics
@@ -122,20 +123,14 @@ async def lsp_part(
     return results
 
 
-def engine_part(text: str, model_opts: dict[str, Any], runs: int = 3) -> dict[str, Any]:
+def engine_part(text: str, loaded: Any, runs: int = 3) -> dict[str, Any]:
     """Prefill and decode throughput in process, on the same prompt."""
     import torch
     from transformers import DynamicCache
 
     from completion.decode import decode_one_token, prefill
     from completion.fim import build_prompt, detect_format
-    from completion.models import load_model
 
-    loaded = load_model(
-        model_opts.get("model", "default"),
-        model_opts.get("device", "auto"),
-        model_opts.get("dtype", "auto"),
-    )
     fmt = detect_format(loaded.tokenizer)
     prompt = build_prompt(loaded.tokenizer, fmt, text, len(text), 2048)
     ids = prompt.ids
@@ -171,11 +166,16 @@ def run_baseline(args: argparse.Namespace) -> int:
     """Run the baseline benchmark; returns an exit code."""
     import tempfile
 
-    from completion.models import load_model
+    from .cli import load_with_progress, model_overrides
 
-    model_opts = {k: v for k in ("model", "device", "dtype") if (v := getattr(args, k, None))}
+    model_opts = model_overrides(args)
     print("pie-lsp bench baseline: preparing the model and the source file...", file=sys.stderr)
-    tokenizer = load_model(model_opts.get("model", "default"), "cpu", "float32").tokenizer
+    loaded = load_with_progress(
+        model_opts.get("model", "default"),
+        model_opts.get("device", "auto"),
+        model_opts.get("dtype", "auto"),
+    )
+    tokenizer = loaded.tokenizer
     source, text = load_source(args.file, tokenizer)
     n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
     print(f"  source: {source} cut to {n_tokens} tokens", file=sys.stderr)
@@ -186,14 +186,14 @@ def run_baseline(args: argparse.Namespace) -> int:
         )
         lsp = asyncio.run(lsp_part(text, model_opts, args.repeats, Path(tmp)))
     print("  [2/2] in process: prefill and decode throughput", file=sys.stderr)
-    eng = engine_part(text, model_opts)
+    eng = engine_part(text, loaded)
     result = {
         "benchmark": "baseline",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
-            "cpus": __import__("os").cpu_count(),
+            "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },
         "source": {"file": source, "tokens": n_tokens},

@@ -173,9 +173,9 @@ def run_edits(args: argparse.Namespace) -> int:
         Engine,
     )
 
-    from .cli import load_with_progress
+    from .cli import load_with_progress, model_overrides
 
-    o = {k: v for k in ("model", "device", "dtype") if (v := getattr(args, k, None))}
+    o = model_overrides(args)
     loaded = load_with_progress(
         o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
     )

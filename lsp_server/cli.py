@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,8 @@ def _quiet_transformers() -> None:
         pass
 
 
-def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The --model/--device/--dtype options that were given."""
     return {k: v for k in ("model", "device", "dtype") if (v := getattr(args, k, None))}
 
 
@@ -170,7 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.verbose, args.log_file)
     _quiet_transformers()
-    server = create_server(Config(**{**Config().__dict__, **_model_overrides(args)}))
+    server = create_server(replace(Config(), **model_overrides(args)))
     log = logging.getLogger("pie-lsp")
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
@@ -204,7 +206,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     except PositionError as exc:
         print(f"pie-lsp: {exc}", file=sys.stderr)
         return 2
-    o = _model_overrides(args)
+    o = model_overrides(args)
     try:
         loaded = load_with_progress(
             o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
@@ -278,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.file, _model_overrides(args))
+        return run_demo(args.file, model_overrides(args))
     if args.command == "bench":
         if args.bench_command == "edits":
             from .bench_edits import run_edits

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from completion.engine import CompletionOptions, CompletionRequest, Engine
+from completion.fim import build_prompt
 from completion.models import ModelLoadError, is_converted, load_model, qwen_dir, resolve
 
 pytestmark = pytest.mark.model
@@ -38,6 +39,10 @@ def test_special_token_text_in_documents_is_data(default_engine: Engine) -> None
     text = 'END = "<|endoftext|>"\nSTART = "<|im_start|>"\nvalue = '
     r = default_engine.complete(CompletionRequest("special.py", text, len(text)))
     assert r.prompt_tokens > 10  # the look-alikes were tokenized as text, not as 1 id each
+    tok = default_engine.tokenizer
+    ids = build_prompt(tok, default_engine.format, text, len(text), 2048).ids
+    special = {tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_start|>")}
+    assert not special & set(ids)
 
 
 def test_local_checkpoint_directory(tmp_path: Path, default_engine: Engine) -> None:
