@@ -77,6 +77,7 @@ def generate(
     temperature: float = 0.0,
     stop_ids: frozenset[int] = frozenset(),
     generator: torch.Generator | None = None,
+    first: int | None = None,
 ) -> Iterator[int]:
     """Yield generated tokens one by one, starting from the prompt's last logits.
 
@@ -84,9 +85,10 @@ def generate(
     the model only when the caller asks for the next one, so stopping the generator
     leaves the cache holding the prompt plus every token except the last yielded one.
     Stop tokens are yielded (so the caller knows why it ended) and end the loop.
+    ``first`` forces the first token (alternative suggestions branch on it).
     """
     for step in range(max_new_tokens):
-        token = sample(logits, temperature, generator)
+        token = first if step == 0 and first is not None else sample(logits, temperature, generator)
         yield token
         if token in stop_ids or step == max_new_tokens - 1:
             return

@@ -111,6 +111,8 @@ class CompletionResult:
     decode_ms: float
     total_ms: float
     probe_ids: list[int] = field(default_factory=list)
+    alternatives: list[str] = field(default_factory=list)
+    """Other suggestions (distinct, non-empty), best first; asked for with ``alternatives``."""
 
 
 @dataclass
@@ -164,11 +166,14 @@ class Engine:
         cancel: CancelToken | None = None,
         *,
         probe_tokens: int = 0,
+        alternatives: int = 0,
     ) -> CompletionResult:
         """Produce one completion (blocking). Raises :class:`Cancelled` when cancelled.
 
         ``probe_tokens`` (benchmarks): decode that many tokens greedily with no stop at
         all, return them as ``probe_ids``, and derive the completion from them.
+        ``alternatives``: also produce up to that many other suggestions, each decoded
+        from one of the next most likely first tokens (cycling through suggestions).
         """
         probe: list[int] = []
         cancel = cancel or CancelToken()
@@ -201,8 +206,13 @@ class Engine:
                         probe = list(tokens)
                         tokens = iter(probe[: max(1, opts.max_tokens)])
                     visible, reason, out = self._apply_rules(tokens, rules, prompt.healed, cancel)
+                text = rules.finish(visible)
+                others = (
+                    self._alternatives(pc, prompt, opts, rules, text, out, alternatives, cancel)
+                    if alternatives > 0
+                    else []
+                )
                 decode_ms = (time.perf_counter() - t1) * 1000
-        text = rules.finish(visible)
         result = CompletionResult(
             text=text,
             mode=rules.mode,
@@ -215,6 +225,7 @@ class Engine:
             decode_ms=decode_ms,
             total_ms=(time.perf_counter() - t0) * 1000,
             probe_ids=probe,
+            alternatives=others,
         )
         t = self.totals
         t.completions += 1
@@ -225,6 +236,55 @@ class Engine:
         t.tokensReencoded += sync.encoded
         t.cacheUpdateMs += sync.ms
         return result
+
+    def _alternatives(
+        self,
+        pc: PromptCache,
+        prompt: Prompt,
+        opts: CompletionOptions,
+        rules: StopRules,
+        best: str,
+        best_ids: list[int],
+        n: int,
+        cancel: CancelToken,
+    ) -> list[str]:
+        """Up to ``n`` other suggestions, distinct from ``best``.
+
+        Each is the greedy continuation of one of the next likeliest first tokens:
+        deterministic, and they differ where the model hesitates most.
+        """
+        assert pc.last_logits is not None
+        seen = {best}
+        out: list[str] = []
+        skip = set(self.format.stop_ids) | set(best_ids[:1])
+        ranked = torch.topk(pc.last_logits, min(4 * n + len(skip), pc.last_logits.numel()))
+        for token in ranked.indices.tolist():
+            if len(out) >= n:
+                break
+            if token in skip:
+                continue
+            piece = self.tokenizer.decode([token], skip_special_tokens=True)
+            healed = prompt.healed
+            if not piece or (healed and not (piece.startswith(healed) or healed.startswith(piece))):
+                continue  # it would not continue the text the prompt healing cut off
+            cancel.check()
+            with pc.session() as kv:
+                tokens = generate(
+                    self.model,
+                    kv,
+                    pc.last_logits,
+                    len(prompt.ids),
+                    max(1, opts.max_tokens),
+                    0.0,
+                    self.format.stop_ids,
+                    first=token,
+                )
+                visible, _, _ = self._apply_rules(tokens, rules, healed, cancel)
+            text = rules.finish(visible)
+            if text.strip() and text not in seen:
+                seen.add(text)
+                out.append(text)
+        return out
 
     def stale_tokens(self, key: str) -> int:
         """Stale tokens in a document's cache (0 if none)."""

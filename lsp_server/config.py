@@ -12,7 +12,8 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "maxTokens": 64,
         "temperature": 0.0,          # 0 = greedy, deterministic
         "multiline": "auto",         # "auto" | "always" | "never"
-        "contextTokens": 2048        # prompt budget in tokens
+        "contextTokens": 2048,       # prompt budget in tokens
+        "maxItems": 3                # suggestions for an invoked request (cycling)
       },
       "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512, "maxStaleTokens": -1,
                 "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048}
@@ -46,6 +47,9 @@ class CompletionConfig:
     """auto: one line inside a line, a block on an empty line; always; never."""
     contextTokens: int = 2048
     """Prompt budget in tokens, split between the text before and after the cursor."""
+    maxItems: int = 3
+    """Suggestions returned when completion is invoked explicitly (cycling); automatic
+    requests (while typing) get one, so typing never waits for alternatives."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
         value = int(value)
         bounds = {
             "maxTokens": (1, 1024),
+            "maxItems": (1, 8),
             "contextTokens": (64, 131072),
             "maxDocuments": (1, 256),
             "tailTokens": (1, 4096),

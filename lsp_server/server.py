@@ -13,8 +13,10 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 from lsprotocol import types
@@ -45,6 +47,11 @@ STATS = "pie/stats"
 DOCUMENT_SYNCED = "$/pie/documentSynced"
 REQUEST_FAILED = types.LSPErrorCodes.RequestFailed.value
 _WORD_TAIL = re.compile(r"[\w$]+$")
+ACCEPT_COMMAND = "pie.accept"
+"""``workspace/executeCommand`` a client runs when the user accepts a suggestion
+(set as each ``InlineCompletionItem.command``; partial accepts send it themselves)."""
+ACCEPT_KINDS = ("full", "word", "line", "partial")
+ISSUED_KEPT = 256
 
 
 class RequestFailed(JsonRpcException):
@@ -95,7 +102,19 @@ class PieServer(LanguageServer):
         self.inflight: dict[str, CancelToken] = {}
         self.pending_problems: list[str] = []
         self.started = time.time()
-        self.counters = {"cancelled": 0, "superseded": 0, "errors": 0, "edits": 0}
+        self.counters = {
+            "cancelled": 0,
+            "superseded": 0,
+            "errors": 0,
+            "edits": 0,
+            "suggested": 0,
+            "accepted": 0,
+            "partiallyAccepted": 0,
+            "acceptedChars": 0,
+            "skippedMidWord": 0,
+        }
+        self.issued: OrderedDict[str, int] = OrderedDict()
+        """Recent suggestion ids -> their length, for accept reports."""
         self._refresh_timers: dict[str, asyncio.TimerHandle] = {}
         self._refreshing: dict[str, CancelToken] = {}
 
@@ -295,7 +314,7 @@ class PieServer(LanguageServer):
         return doc, offset
 
     async def complete(
-        self, uri: str, position: types.Position
+        self, uri: str, position: types.Position, alternatives: int = 0
     ) -> tuple[Document, int, CompletionResult | None]:
         """Run one completion for a document position; None if superseded."""
         doc, offset = self.locate(uri, position)
@@ -313,7 +332,10 @@ class PieServer(LanguageServer):
         request = CompletionRequest(uri, text, offset, self.options())
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self.worker, engine.complete, request, token)
+            result = await loop.run_in_executor(
+                self.worker,
+                partial(engine.complete, request, token, alternatives=alternatives),
+            )
         except asyncio.CancelledError:
             token.cancel()
             self.counters["cancelled"] += 1
@@ -343,6 +365,36 @@ class PieServer(LanguageServer):
         )
         self.schedule_refresh(uri)
         return doc, offset, result
+
+    def issue(self, text: str) -> str:
+        """A new suggestion id (reported back by the client's accept command)."""
+        sid = uuid.uuid4().hex[:12]
+        self.issued[sid] = len(text)
+        while len(self.issued) > ISSUED_KEPT:
+            self.issued.popitem(last=False)
+        self.counters["suggested"] += 1
+        return sid
+
+    def accept(self, report: Any) -> dict[str, Any]:
+        """Count an accept reported by a client (``pie.accept``)."""
+        if not isinstance(report, dict) or not isinstance(report.get("id"), str):
+            raise JsonRpcInvalidParams(
+                'pie.accept takes one argument {"id": str, "kind"?: "full"|"word"|"line", "chars"?: int}'
+            )
+        kind = report.get("kind", "full")
+        chars = report.get("chars")
+        if kind not in ACCEPT_KINDS:
+            raise JsonRpcInvalidParams(f"pie.accept: kind must be one of {', '.join(ACCEPT_KINDS)}")
+        if chars is not None and (
+            isinstance(chars, bool) or not isinstance(chars, int) or chars < 0
+        ):
+            raise JsonRpcInvalidParams("pie.accept: chars must be a non-negative integer")
+        known = report["id"] in self.issued
+        if chars is None:
+            chars = self.issued.get(report["id"], 0) if kind == "full" else 0
+        self.counters["accepted" if kind == "full" else "partiallyAccepted"] += 1
+        self.counters["acceptedChars"] += chars
+        return {"counted": True, "known": known}
 
     def stats(self) -> dict[str, Any]:
         """The ``pie/stats`` payload."""
@@ -449,13 +501,40 @@ def create_server(config: Config | None = None) -> PieServer:
     async def inline_completion(
         ls: PieServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
-        _, _, result = await ls.complete(params.text_document.uri, params.position)
+        ctx = params.context
+        invoked = ctx is not None and ctx.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        if not invoked:
+            # While typing inside a word, a suggestion would only get in the way.
+            doc, offset = ls.locate(params.text_document.uri, params.position)
+            if offset < len(doc.text) and (doc.text[offset].isalnum() or doc.text[offset] == "_"):
+                ls.counters["skippedMidWord"] += 1
+                return types.InlineCompletionList(items=[])
+        more = ls.config.completion.maxItems - 1 if invoked else 0
+        _, _, result = await ls.complete(params.text_document.uri, params.position, more)
         if result is None or not result.text:
             return types.InlineCompletionList(items=[])
         here = types.Range(start=params.position, end=params.position)
-        return types.InlineCompletionList(
-            items=[types.InlineCompletionItem(insert_text=result.text, range=here)]
-        )
+        items = []
+        for text in [result.text, *result.alternatives]:
+            sid = ls.issue(text)
+            items.append(
+                types.InlineCompletionItem(
+                    insert_text=text,
+                    range=here,
+                    command=types.Command(
+                        title="pie-lsp: suggestion accepted",
+                        command=ACCEPT_COMMAND,
+                        arguments=[{"id": sid}],
+                    ),
+                )
+            )
+        return types.InlineCompletionList(items=items)
+
+    @server.command(ACCEPT_COMMAND)
+    def accept(ls: PieServer, *args: Any) -> dict[str, Any]:
+        if len(args) != 1:
+            raise JsonRpcInvalidParams("pie.accept takes exactly one argument")
+        return ls.accept(args[0])
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
     async def completion(ls: PieServer, params: types.CompletionParams) -> types.CompletionList:

@@ -293,3 +293,96 @@ async def test_model_loading_reports_work_done_progress(client: LanguageClient) 
     reports = [r for rs in client.progress_reports.values() for r in rs]
     kinds = [getattr(r, "kind", None) for r in reports]
     assert "begin" in kinds and "end" in kinds, reports
+
+
+async def _request(
+    client: LanguageClient, uri: str, pos: types.Position, kind: types.InlineCompletionTriggerKind
+) -> types.InlineCompletionList:
+    result = await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=pos,
+            context=types.InlineCompletionContext(trigger_kind=kind),
+        )
+    )
+    assert isinstance(result, types.InlineCompletionList)
+    return result
+
+
+def _value(stats: object, key: str) -> int:
+    totals = stats["totals"] if isinstance(stats, dict) else stats.totals  # type: ignore[attr-defined]
+    return int(totals[key] if isinstance(totals, dict) else getattr(totals, key))
+
+
+async def test_invoked_gives_several_items_automatic_one(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = "import os\n\n\ndef list_python_files(folder):\n    return [name for name in os."
+    uri = await open_doc(client, "items.py", text)
+    pos = end_position(text, enc)
+    invoked = await _request(client, uri, pos, types.InlineCompletionTriggerKind.Invoked)
+    texts = [i.insert_text for i in invoked.items]
+    assert len(texts) >= 2, texts  # the default maxItems is 3: cycling has something to show
+    assert len(set(texts)) == len(texts)
+    assert all(isinstance(t, str) and t.strip() for t in texts)
+    automatic = await _request(client, uri, pos, types.InlineCompletionTriggerKind.Automatic)
+    assert len(automatic.items) == 1
+    assert automatic.items[0].insert_text == texts[0]  # greedy first, both ways
+    for item in invoked.items:
+        assert item.command is not None and item.command.command == "pie.accept"
+        assert item.range is not None and item.range.start == pos
+
+
+async def test_automatic_trigger_inside_a_word_is_skipped(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = "def area(width, height):\n    return wid"
+    uri = await open_doc(client, "midword.py", text + "th * height\n")
+    pos = end_position(text, enc)
+    before = _value(await client.protocol.send_request_async("pie/stats", None), "skippedMidWord")
+    automatic = await _request(client, uri, pos, types.InlineCompletionTriggerKind.Automatic)
+    assert not automatic.items
+    after = _value(await client.protocol.send_request_async("pie/stats", None), "skippedMidWord")
+    assert after == before + 1
+    # Asked for explicitly, the server answers even there.
+    invoked = await _request(client, uri, pos, types.InlineCompletionTriggerKind.Invoked)
+    assert invoked.items is not None
+
+
+async def test_accept_command_is_counted(client: LanguageClient) -> None:
+    caps = client.server_caps  # type: ignore[attr-defined]
+    assert "pie.accept" in caps.execute_command_provider.commands
+    enc = encoding_of(client)
+    text = "def greet(name):\n    return 'Hello, ' + "
+    uri = await open_doc(client, "accept.py", text)
+    result = await _request(
+        client, uri, end_position(text, enc), types.InlineCompletionTriggerKind.Automatic
+    )
+    assert result.items
+    item = result.items[0]
+    assert item.command is not None
+    stats = await client.protocol.send_request_async("pie/stats", None)
+    accepted, partial, chars = (
+        _value(stats, k) for k in ("accepted", "partiallyAccepted", "acceptedChars")
+    )
+    assert _value(stats, "suggested") >= 1
+    # The client runs the item's command after inserting it, as Neovim and VS Code do.
+    answer = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=item.command.command, arguments=item.command.arguments)
+    )
+    assert answer == {"counted": True, "known": True}
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(
+            command="pie.accept", arguments=[{"id": "0", "kind": "word", "chars": 3}]
+        )
+    )
+    stats = await client.protocol.send_request_async("pie/stats", None)
+    assert _value(stats, "accepted") == accepted + 1
+    assert _value(stats, "partiallyAccepted") == partial + 1
+    insert = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+    assert _value(stats, "acceptedChars") == chars + len(insert) + 3
+    # Malformed reports are errors, and the server keeps serving.
+    for bad in ([], [{"kind": "full"}], [{"id": "x", "kind": "all"}], [{"id": "x", "chars": -1}]):
+        with pytest.raises(Exception, match=r"pie\.accept"):
+            await client.workspace_execute_command_async(
+                types.ExecuteCommandParams(command="pie.accept", arguments=bad)
+            )
+    assert await client.protocol.send_request_async("pie/stats", None)
