@@ -9,7 +9,7 @@ TORCH_ARGS ?=
 # `make test QWEN=0` skips installing the opt-in Qwen2.5-Coder model (its FIM tests then skip).
 QWEN ?= 1
 
-.PHONY: help setup demo test lint typecheck unit e2e bench clean
+.PHONY: help setup demo test lint typecheck unit e2e editors vscode bench bench-neovim clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,16 +36,29 @@ lint: $(STAMP)  ## ruff lint + format check
 typecheck: $(STAMP)  ## mypy
 	$(BIN)/mypy
 
-test: setup  ## set up, then lint, type-check and run the whole test suite
+test: setup  ## set up, then lint, type-check and run the whole test suite (Python, Neovim, VS Code)
 	@if [ "$(QWEN)" = "1" ]; then $(BIN)/pie-lsp models install qwen2.5-coder-0.5b; fi
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/python -m pytest -ra
+	$(MAKE) --no-print-directory vscode
 
 unit: $(STAMP)  ## unit tests only (fast)
 	$(BIN)/python -m pytest -ra tests/unit
 
 e2e: setup  ## end-to-end tests only
 	$(BIN)/python -m pytest -ra tests/e2e
+
+editors: setup  ## the editor tests: headless Neovim, editor configs, the VS Code extension
+	$(BIN)/python -m pytest -ra tests/editors
+	$(MAKE) --no-print-directory vscode
+
+vscode: setup  ## VS Code extension: npm ci, type-check, lint, unit tests, .vsix, protocol test
+	@command -v npm >/dev/null || { echo "npm is needed for the VS Code extension (Node 20)"; exit 1; }
+	cd editors/vscode && npm ci --no-audit --no-fund && npm run check
+	cd editors/vscode && PIE_LSP=$(CURDIR)/$(BIN)/pie-lsp npm run test:protocol
+
+bench-neovim: setup  ## keystroke to visible ghost text in headless Neovim
+	$(BIN)/pie-lsp bench neovim
 
 bench: setup  ## baseline benchmark; figures to stdout and bench-results/
 	$(BIN)/pie-lsp bench baseline

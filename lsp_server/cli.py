@@ -6,8 +6,10 @@ stdout belongs to the protocol when serving: every log line goes to stderr or a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -100,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     edits.add_argument("--seed", type=int, default=0)
     edits.add_argument("--out", type=Path, default=Path("bench-results"))
     _add_model_options(edits)
+    nv = bsub.add_parser("neovim", help="keystroke to visible ghost text in headless Neovim")
+    nv.add_argument("--mode", choices=("both", "native", "extmark"), default="both")
+    nv.add_argument("--lines", type=int, default=6, help="code lines to retype")
+    nv.add_argument("--chars", type=int, default=12, help="characters typed per line")
+    nv.add_argument("--debounce-ms", type=int, default=150, help="the extmark path's debounce")
+    nv.add_argument("--max-tokens", type=int, default=32)
+    nv.add_argument("--timeout", type=float, default=15, help="seconds to wait per keystroke")
+    nv.add_argument("--file", type=Path, help="source file (default: the stdlib's textwrap.py)")
+    nv.add_argument("--model", help="model setting sent to the server (default: its default)")
+    nv.add_argument("--seed", type=int, default=0)
+    nv.add_argument("--out", type=Path, default=Path("bench-results"))
     return parser
 
 
@@ -180,11 +193,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"pie-lsp: --tcp wants HOST:PORT, got {args.tcp!r}", file=sys.stderr)
             return 2
         log.info("pie-lsp %s listening on %s:%s", __version__, host or "127.0.0.1", port)
-        server.start_tcp(host or "127.0.0.1", int(port))
     else:
         log.info("pie-lsp %s serving on stdio", __version__)
-        server.start_io()
-    return 0
+    code = 0
+    try:
+        if args.tcp:
+            server.start_tcp(host or "127.0.0.1", int(port))
+        else:
+            server.start_io()
+    except SystemExit as exc:  # pygls ends the loop this way on `exit`
+        code = exc.code if isinstance(exc.code, int) else 0
+    # Exit now: a model load or forward pass still running on the worker thread would
+    # otherwise hold the process (the interpreter joins worker threads at exit) and
+    # editors kill servers that do not leave within a second or two of `exit`.
+    log.info("exiting (code %d)", code)
+    logging.shutdown()
+    with contextlib.suppress(Exception):  # pygls may have closed stdout already
+        sys.stdout.flush()
+    os._exit(code)
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
@@ -286,6 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench_edits import run_edits
 
             return run_edits(args)
+        if args.bench_command == "neovim":
+            from .bench_nvim import run_neovim_bench
+
+            return run_neovim_bench(args)
         from .bench import run_baseline
 
         return run_baseline(args)

