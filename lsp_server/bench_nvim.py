@@ -10,6 +10,9 @@ inside Neovim (``vim.uv.hrtime``) from the keystroke (``vim.on_key``).
 
 Both ghost text paths run: Neovim 0.12's native inline completion (its own 200 ms
 debounce) and the plugin's extmark path (``debounce_ms``, 150 by default).
+
+The first keystroke on each line comes right after a jump to another part of the file
+(a new prompt window to encode); it is reported apart from the keystrokes that follow.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def type_line(
     nvim.api.win_set_cursor(0, [row + 1, len(indent)])
     nvim.command("startinsert!")
     records = []
-    for ch in target[len(indent) : len(indent) + chars]:
+    for i, ch in enumerate(target[len(indent) : len(indent) + chars]):
         key = nvim.exec_lua("return __pie_bench.key") + 1
         start_t = time.monotonic()
         nvim.input("<lt>" if ch == "<" else ch)
@@ -107,7 +110,9 @@ def type_line(
             kind, rec = wait_for(done, timeout, "an answer")
         except AssertionError:
             kind, rec = "timeout", {"ms": (time.monotonic() - start_t) * 1000, "server_ms": None}
-        records.append({"char": ch, "result": kind, "ms": rec["ms"], "serverMs": rec["server_ms"]})
+        records.append(
+            {"char": ch, "index": i, "result": kind, "ms": rec["ms"], "serverMs": rec["server_ms"]}
+        )
     nvim.input("<Esc>")
     return records
 
@@ -164,6 +169,8 @@ def run_neovim_bench(args: argparse.Namespace) -> int:
             finally:
                 quit_nvim(nvim)
             shown = [r["ms"] for r in records if r["result"] == "shown"]
+            typing = [r["ms"] for r in records if r["result"] == "shown" and r["index"] > 0]
+            jumps = [r["ms"] for r in records if r["result"] == "shown" and r["index"] == 0]
             server = [r["serverMs"] for r in records if r["serverMs"] is not None]
             report["modes"][mode] = {
                 "debounceMs": 200 if mode == "native" else args.debounce_ms,
@@ -172,6 +179,8 @@ def run_neovim_bench(args: argparse.Namespace) -> int:
                 "noSuggestion": sum(r["result"] == "empty" for r in records),
                 "timeouts": sum(r["result"] == "timeout" for r in records),
                 "keystrokeToGhostMs": summary(shown) if shown else {},
+                "whileTypingMs": summary(typing) if typing else {},
+                "firstKeyAfterJumpMs": summary(jumps) if jumps else {},
                 "requestRoundTripMs": summary(server) if server else {},
                 "model": (stats or {}).get("model", {}),
                 "records": records,
@@ -191,5 +200,11 @@ def run_neovim_bench(args: argparse.Namespace) -> int:
             f" ({m['shown']}/{m['keystrokes']} keystrokes, debounce {m['debounceMs']} ms;"
             f" request round trip median {r['median']:.0f} ms, p95 {r['p95']:.0f} ms)"
         )
+        t, j = m["whileTypingMs"], m["firstKeyAfterJumpMs"]
+        if t and j:
+            print(
+                f"  {'':<8} while typing on a line: median {t['median']:.0f} ms, p95 {t['p95']:.0f} ms;"
+                f" first key after jumping to another line: median {j['median']:.0f} ms"
+            )
     print(f"written: {out}")
     return 0
