@@ -29,6 +29,16 @@ from cache import (
 from .decode import generate, prefill
 from .fim import Prompt, PromptFormat, build_prompt, detect_format
 from .models import LoadedModel
+from .speculative import (
+    MAX_NGRAM,
+    Acceptance,
+    CostModel,
+    Drafter,
+    History,
+    NgramIndex,
+    SpecStats,
+    speculative_generate,
+)
 from .stops import Multiline, StopRules, strip_healed
 
 TAIL_TOKENS = 32
@@ -39,6 +49,9 @@ REFRESH_CHUNK = 64
 """Tokens per forward in a background refresh: a waiting completion waits at most one."""
 
 log = logging.getLogger(__name__)
+
+_COSTS: dict[tuple[str, str, str], CostModel] = {}
+"""Verify-cost curves measured in this process, per model, device and dtype."""
 
 
 class Cancelled(Exception):
@@ -84,6 +97,10 @@ class CompletionOptions:
     stale_budget: int | None = None
     """pie: stale tokens tolerated at completion time (None: no limit; 0: exact)."""
     seed: int | None = None
+    speculative: bool = True
+    """Verify model-free drafts in one pass (same output as plain decoding)."""
+    max_draft_tokens: int = 16
+    """Most drafted tokens per verify step (the cost model may draft fewer)."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +133,11 @@ class CompletionResult:
 
 
 @dataclass
-class Totals:
+class Totals(SpecStats):
     """Counters over the engine's life (names as in ``pie/stats``)."""
+
+    reusedCompletions: int = 0
+    """Requests answered from the rest of the shown suggestion the user typed into."""
 
     completions: int = 0
     promptTokens: int = 0
@@ -145,6 +165,12 @@ class Engine:
         config = self.model.config
         self.caches = CacheStore(lambda: DynamicCache(config=config), max_documents)
         self.totals = Totals()
+        self.history = History()
+        self.acceptance = Acceptance()
+        self._costs: CostModel | None = None
+        self._costs_lock = threading.Lock()
+        self._shown: dict[str, tuple[str, int, str, str]] = {}
+        """Per document: (text, cursor, suggestion, mode) of the last suggestion."""
         self._lock = threading.Lock()
         self._starts: dict[str, int] = {}
         supported, why = rerotation_support(config)
@@ -179,6 +205,10 @@ class Engine:
         cancel = cancel or CancelToken()
         opts = req.options
         t0 = time.perf_counter()
+        if not probe_tokens and not alternatives:
+            reused = self._typed_through(req, t0)
+            if reused is not None:
+                return reused
         rules = StopRules.at(req.text, req.cursor, opts.multiline)
         prompt = self._prompt(req)
         generator = None
@@ -192,16 +222,32 @@ class Engine:
                 assert pc.last_logits is not None
                 t1 = time.perf_counter()
                 with pc.session() as kv:
-                    tokens = generate(
-                        self.model,
-                        kv,
-                        pc.last_logits,
-                        len(prompt.ids),
-                        max(1, opts.max_tokens, probe_tokens),
-                        opts.temperature,
-                        frozenset() if probe_tokens else self.format.stop_ids,
-                        generator,
-                    )
+                    tokens: Iterable[int]
+                    if opts.speculative and not probe_tokens and opts.max_draft_tokens > 0:
+                        tokens = speculative_generate(
+                            self.model,
+                            kv,
+                            pc.last_logits,
+                            len(prompt.ids),
+                            max(1, opts.max_tokens),
+                            self._drafter(req.key, prompt.ids, opts.max_draft_tokens),
+                            self.totals,
+                            opts.temperature,
+                            self.format.stop_ids,
+                            generator,
+                            context=prompt.ids[-2 * MAX_NGRAM :],
+                        )
+                    else:
+                        tokens = generate(
+                            self.model,
+                            kv,
+                            pc.last_logits,
+                            len(prompt.ids),
+                            max(1, opts.max_tokens, probe_tokens),
+                            opts.temperature,
+                            frozenset() if probe_tokens else self.format.stop_ids,
+                            generator,
+                        )
                     if probe_tokens:  # decode a fixed length first, then apply the rules
                         probe = list(tokens)
                         tokens = iter(probe[: max(1, opts.max_tokens)])
@@ -213,6 +259,13 @@ class Engine:
                     else []
                 )
                 decode_ms = (time.perf_counter() - t1) * 1000
+        if not probe_tokens:
+            # Drafts for the next requests: this suggestion with a little context.
+            self.history.remember(req.key, [*prompt.ids[-2 * MAX_NGRAM :], *out])
+            if text:
+                self._shown[req.key] = (req.text, req.cursor, text, rules.mode)
+            else:
+                self._shown.pop(req.key, None)
         result = CompletionResult(
             text=text,
             mode=rules.mode,
@@ -236,6 +289,59 @@ class Engine:
         t.tokensReencoded += sync.encoded
         t.cacheUpdateMs += sync.ms
         return result
+
+    @property
+    def costs(self) -> CostModel:
+        """The verify-cost curve of this model on its device (measured once, ~1 s)."""
+        if self._costs is None:
+            with self._costs_lock:
+                if self._costs is None:
+                    from transformers import DynamicCache
+
+                    config = self.model.config
+                    key = (self.loaded.path, str(self.loaded.device), str(self.loaded.dtype))
+                    if key not in _COSTS:
+                        _COSTS[key] = CostModel.measure(
+                            self.model, lambda: DynamicCache(config=config)
+                        )
+                    self._costs = _COSTS[key]
+                    log.info("verify cost (k tokens / 1 token): %s", self._costs.relative)
+        return self._costs
+
+    def _drafter(self, key: str, prompt_ids: list[int], max_draft: int) -> Drafter:
+        index = NgramIndex()
+        index.add(list(prompt_ids))
+        return Drafter(
+            prompt=index,
+            history=self.history.index_for(key),
+            max_draft=max_draft,
+            costs=self.costs,
+            acceptance=self.acceptance,
+        )
+
+    def _typed_through(self, req: CompletionRequest, t0: float) -> CompletionResult | None:
+        """The rest of the last suggestion, if the user typed its beginning since."""
+        shown = self._shown.get(req.key)
+        if shown is None:
+            return None
+        text, cursor, suggestion, mode = shown
+        typed_len = req.cursor - cursor
+        if not 0 < typed_len < len(suggestion) or len(req.text) != len(text) + typed_len:
+            return None
+        typed = req.text[cursor : req.cursor]
+        if (
+            not suggestion.startswith(typed)
+            or req.text[:cursor] != text[:cursor]
+            or req.text[req.cursor :] != text[cursor:]
+        ):
+            return None
+        rest = suggestion[typed_len:]
+        if not rest.strip():
+            return None
+        self._shown[req.key] = (req.text, req.cursor, rest, mode)
+        self.totals.reusedCompletions += 1
+        ms = (time.perf_counter() - t0) * 1000
+        return CompletionResult(rest, mode, "reused", 0, 0, 0, 0.0, 0, 0.0, ms)
 
     def _alternatives(
         self,
@@ -382,6 +488,7 @@ class Engine:
         """Free a document's cache (the document was closed)."""
         self.caches.discard(key)
         self._starts.pop(key, None)
+        self._shown.pop(key, None)
 
     def cached_tokens(self, key: str) -> int:
         """Tokens in a document's prompt cache (0 if none)."""

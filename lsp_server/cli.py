@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     edits.add_argument("--seed", type=int, default=0)
     edits.add_argument("--out", type=Path, default=Path("bench-results"))
     _add_model_options(edits)
+    dec = bsub.add_parser("decode", help="speculative decoding vs plain decoding: speed, identity")
+    dec.add_argument("--positions", type=int, default=8, help="positions per kind (line, block)")
+    dec.add_argument("--max-tokens", type=int, default=64)
+    dec.add_argument("--max-draft", type=int, default=16)
+    dec.add_argument("--context-tokens", type=int, default=1024)
+    dec.add_argument(
+        "--context-chars", type=int, default=6000, help="document size around the cursor"
+    )
+    dec.add_argument("--seed", type=int, default=0)
+    dec.add_argument("--out", type=Path, default=Path("bench-results"))
+    _add_model_options(dec)
     nv = bsub.add_parser("neovim", help="keystroke to visible ghost text in headless Neovim")
     nv.add_argument("--mode", choices=("both", "native", "extmark"), default="both")
     nv.add_argument("--lines", type=int, default=6, help="code lines to retype")
@@ -312,6 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench_edits import run_edits
 
             return run_edits(args)
+        if args.bench_command == "decode":
+            from .bench_decode import run_decode
+
+            return run_decode(args)
         if args.bench_command == "neovim":
             from .bench_nvim import run_neovim_bench
 

@@ -16,7 +16,8 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "maxItems": 3                # suggestions for an invoked request (cycling)
       },
       "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512, "maxStaleTokens": -1,
-                "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048}
+                "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048},
+      "speculative": {"enabled": true, "maxDraftTokens": 16}
     }
 
 An invalid value never stops the server: it is reported and its default is used.
@@ -77,6 +78,17 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class SpeculativeConfig:
+    """``speculative.*``."""
+
+    enabled: bool = True
+    """Verify drafts (earlier suggestions, the prompt) in one forward pass: same output
+    as plain decoding, fewer steps when drafts hit."""
+    maxDraftTokens: int = 16
+    """Most drafted tokens per verify step; the measured verify cost may draft fewer."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a client can set."""
 
@@ -86,6 +98,7 @@ class Config:
     trustRemoteCode: bool = False
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
 
     def model_key(self) -> tuple[str, str, str, bool]:
         """The settings whose change means loading another model."""
@@ -111,6 +124,7 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
         bounds = {
             "maxTokens": (1, 1024),
             "maxItems": (1, 8),
+            "maxDraftTokens": (0, 64),
             "contextTokens": (64, 131072),
             "maxDocuments": (1, 256),
             "tailTokens": (1, 4096),

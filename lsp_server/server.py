@@ -159,6 +159,8 @@ class PieServer(LanguageServer):
             tail_tokens=c.cache.tailTokens,
             after_edit_tokens=c.cache.afterEditTokens,
             stale_budget=None if c.cache.maxStaleTokens < 0 else c.cache.maxStaleTokens,
+            speculative=c.speculative.enabled,
+            max_draft_tokens=c.speculative.maxDraftTokens,
         )
 
     ##### Background refresh of stale tokens #####
@@ -259,6 +261,9 @@ class PieServer(LanguageServer):
             )
             engine = Engine(loaded, max_documents=config.cache.maxDocuments)
             engine.caches.max_bytes = config.cache.maxMemoryMB << 20
+            if config.speculative.enabled:
+                progress("measuring the verify cost of this model on its device", None)
+                engine.costs  # noqa: B018 (measured once, here rather than in a request)
             return engine
 
         try:

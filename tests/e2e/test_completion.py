@@ -386,3 +386,26 @@ async def test_accept_command_is_counted(client: LanguageClient) -> None:
                 types.ExecuteCommandParams(command="pie.accept", arguments=bad)
             )
     assert await client.protocol.send_request_async("pie/stats", None)
+
+
+async def test_typing_through_a_suggestion_is_answered_from_it(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    text = "def greet(name):\n    return 'Hello, ' + "
+    uri = await open_doc(client, "through.py", text)
+    first = await _request(
+        client, uri, end_position(text, enc), types.InlineCompletionTriggerKind.Automatic
+    )
+    assert first.items
+    suggestion = first.items[0].insert_text
+    assert isinstance(suggestion, str) and len(suggestion) >= 3
+    pos = end_position(text, enc)
+    change(client, uri, 2, pos, pos, suggestion[:2])
+    text += suggestion[:2]
+    again = await _request(
+        client, uri, end_position(text, enc), types.InlineCompletionTriggerKind.Automatic
+    )
+    assert [i.insert_text for i in again.items] == [suggestion[2:]]
+    stats = await client.protocol.send_request_async("pie/stats", None)
+    assert _value(stats, "reusedCompletions") >= 1
+    for key in ("draftTokens", "acceptedTokens", "verifySteps"):
+        assert _value(stats, key) >= 0

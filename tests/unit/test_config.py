@@ -311,3 +311,18 @@ def test_malformed_cuda_device_is_rejected(device):
     config, problems = parse_config({"device": device})
     assert config.device == "auto"
     assert len(problems) == 1
+
+
+def test_speculative_and_max_items_settings():
+    config, problems = parse_config(
+        {"speculative": {"enabled": False, "maxDraftTokens": 8}, "completion": {"maxItems": 5}}
+    )
+    assert problems == []
+    assert config.speculative.enabled is False and config.speculative.maxDraftTokens == 8
+    assert config.completion.maxItems == 5
+    config, problems = parse_config(
+        {"speculative": {"enabled": "yes", "maxDraftTokens": 100}, "completion": {"maxItems": 0}}
+    )
+    assert len(problems) == 3
+    assert config.speculative.enabled is True and config.speculative.maxDraftTokens == 16
+    assert config.completion.maxItems == 3

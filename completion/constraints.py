@@ -1,0 +1,173 @@
+"""Token constraints: stateful objects that say which tokens may come next.
+
+One small interface (as xgrammar's ``GrammarMatcher`` and llguidance's ``LLMatcher``):
+
+- ``fill_mask(bitmask, row)``: write the allowed next tokens into ``bitmask[row]``, a
+  packed int32 bitmask (bit ``t % 32`` of word ``t // 32`` set = token ``t`` allowed);
+- ``accept(token) -> bool``: advance by one token (False, and an error state, if the
+  token was not allowed: never an exception in the middle of decoding);
+- ``rollback(n)``: undo the last ``n`` accepted tokens (speculative verification);
+- ``fork()``: an independent copy (alternatives, drafts);
+- ``forced_tokens()``: tokens that are the only possibility from here (may be empty);
+- ``is_terminated()``: nothing more may be generated.
+
+The decode loop applies masks to the target model's logits before it picks or accepts
+a token, so a constraint holds in drafts and in corrections alike. Grammar and
+static-analysis monitors plug in here later; several constraints combine by AND-ing
+their masks (:class:`AllOf`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+def mask_words(vocab_size: int) -> int:
+    """int32 words needed for a bitmask over ``vocab_size`` tokens."""
+    return (vocab_size + 31) // 32
+
+
+def new_bitmask(rows: int, vocab_size: int) -> torch.Tensor:
+    """An all-allowed ``[rows, words]`` int32 bitmask."""
+    return torch.full((rows, mask_words(vocab_size)), -1, dtype=torch.int32)
+
+
+_SHIFTS = torch.arange(32, dtype=torch.int32)
+
+
+def unpack(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``[..., words]`` int32 -> ``[..., vocab_size]`` bool (True = allowed)."""
+    bits = (bitmask.unsqueeze(-1) >> _SHIFTS.to(bitmask.device)) & 1  # [..., words, 32]
+    return bits.flatten(-2)[..., :vocab_size].bool()
+
+
+def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
+    """Logits with disallowed tokens at -inf (``logits [..., V]``, ``bitmask [..., W]``)."""
+    allowed = unpack(bitmask, logits.shape[-1]).to(logits.device)
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
+def forbid(bitmask: torch.Tensor, row: int, tokens: list[int] | set[int]) -> None:
+    """Clear the bits of ``tokens`` in ``bitmask[row]``."""
+    for t in tokens:
+        word, bit = divmod(int(t), 32)
+        if word < bitmask.shape[-1]:
+            value = int(bitmask[row, word]) & ~(1 << bit) & 0xFFFFFFFF
+            bitmask[row, word] = value - (1 << 32) if value >= 1 << 31 else value
+
+
+class Constraint(Protocol):
+    """The interface every constraint implements (see the module docstring)."""
+
+    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
+        """Write the allowed next tokens into ``bitmask[row]``."""
+        ...
+
+    def accept(self, token: int) -> bool:
+        """Advance by ``token``; False (and an error state) if it was not allowed."""
+        ...
+
+    def rollback(self, n: int) -> None:
+        """Undo the last ``n`` accepted tokens."""
+        ...
+
+    def fork(self) -> Constraint:
+        """An independent copy."""
+        ...
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens that must come next (empty when there is a choice)."""
+        ...
+
+    def is_terminated(self) -> bool:
+        """Whether nothing more may be generated."""
+        ...
+
+
+class AllowAll:
+    """No constraint: every token allowed. Counts accepted tokens (for rollback checks)."""
+
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+
+    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
+        bitmask[row].fill_(-1)
+
+    def accept(self, token: int) -> bool:
+        self.accepted.append(token)
+        return True
+
+    def rollback(self, n: int) -> None:
+        if n > 0:
+            del self.accepted[-n:]
+
+    def fork(self) -> AllowAll:
+        twin = AllowAll()
+        twin.accepted = list(self.accepted)
+        return twin
+
+    def forced_tokens(self) -> list[int]:
+        return []
+
+    def is_terminated(self) -> bool:
+        return False
+
+
+class ForbidTokens(AllowAll):
+    """Some tokens are never allowed (tests; also a building block, e.g. banned ids)."""
+
+    def __init__(self, tokens: set[int]) -> None:
+        super().__init__()
+        self.tokens = set(tokens)
+        self.error = False
+
+    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
+        bitmask[row].fill_(-1)
+        forbid(bitmask, row, self.tokens)
+
+    def accept(self, token: int) -> bool:
+        if token in self.tokens or self.error:
+            self.error = True
+            return False
+        return super().accept(token)
+
+    def fork(self) -> ForbidTokens:
+        twin = ForbidTokens(self.tokens)
+        twin.accepted = list(self.accepted)
+        twin.error = self.error
+        return twin
+
+    def is_terminated(self) -> bool:
+        return self.error
+
+
+class AllOf:
+    """Several constraints at once: masks AND-ed, tokens accepted by all."""
+
+    def __init__(self, parts: list[Constraint]) -> None:
+        self.parts = parts
+
+    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
+        scratch = bitmask[row : row + 1].clone()
+        bitmask[row].fill_(-1)
+        for part in self.parts:
+            part.fill_mask(scratch, 0)
+            bitmask[row] &= scratch[0]
+
+    def accept(self, token: int) -> bool:
+        return all([part.accept(token) for part in self.parts])  # a list: advance all of them
+
+    def rollback(self, n: int) -> None:
+        for part in self.parts:
+            part.rollback(n)
+
+    def fork(self) -> AllOf:
+        return AllOf([part.fork() for part in self.parts])
+
+    def forced_tokens(self) -> list[int]:
+        return self.parts[0].forced_tokens() if len(self.parts) == 1 else []
+
+    def is_terminated(self) -> bool:
+        return any(part.is_terminated() for part in self.parts)

@@ -1,0 +1,257 @@
+"""``pie-lsp bench decode``: speculative decoding against plain decoding, in one run.
+
+Positions in real files (the standard library), FIM where the model has it:
+
+- single-line: the cursor after the first word of a code line;
+- multi-line: a function body's next statements cut out, the cursor on the empty line
+  (block mode).
+
+Two workloads, each run by two engines on the same model, one with ``speculative`` on
+and one with it off, request for request:
+
+- **cold**: a completion at a fresh position;
+- **editor sessions**: at each position, after the cold request: (1) the user types the
+  first third of the suggestion and asks again: answered from the rest of the suggestion
+  without the model (a typing-through hit, counted apart); (2) a comment line is added
+  40 lines above and the user asks again; (3) the user types one character that is not
+  what the suggestion says, deletes it, and asks again. Requests (2) and (3) run the
+  model: their decode speedup is the figure.
+
+Reported: decode tokens/s, completion latency (median, p95), per-request decode speedup
+(plain decode ms / speculative decode ms, median and worst), acceptance rate, and
+whether every output is identical. Table on stdout, JSON in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .bench import percentile, summary
+from .bench_edits import SOURCES, _code_lines
+
+
+@dataclass
+class Position:
+    """A document and a cursor in it."""
+
+    source: str
+    kind: str  # "line" | "block"
+    text: str
+    cursor: int
+
+
+def make_position(rng: random.Random, path: Path, kind: str, max_chars: int) -> Position | None:
+    """A real position in ``path`` (None when the file offers none here)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    code = [i for i in _code_lines(lines) if 40 < i < len(lines) - 10]
+    if not code:
+        return None
+    for _ in range(20):
+        i = rng.choice(code)
+        line = lines[i]
+        indent = len(line) - len(line.lstrip())
+        if kind == "line":
+            space = line.find(" ", indent)
+            if not 0 < space < len(line) - 6:
+                continue
+            head = "\n".join(lines[:i]) + "\n" + line[: space + 1]
+            tail = line[space + 1 :] + "\n" + "\n".join(lines[i + 1 :])
+        else:
+            if indent < 4 or lines[i - 1].strip().endswith((",", "(", "[", "{", "\\")):
+                continue
+            # Cut this statement and the next two at the same indentation.
+            j = i + 1
+            cut = 1
+            while j < len(lines) and cut < 3:
+                if lines[j].strip() and len(lines[j]) - len(lines[j].lstrip()) < indent:
+                    break
+                if lines[j].strip() and len(lines[j]) - len(lines[j].lstrip()) == indent:
+                    cut += 1
+                j += 1
+            head = "\n".join(lines[:i]) + "\n" + line[:indent]
+            tail = "\n" + "\n".join(lines[j:])
+        # Keep the document to a size the prompt budget sees most of.
+        start = max(0, len(head) - max_chars)
+        start = head.find("\n", start) + 1 if start else 0
+        return Position(path.name, kind, head[start:] + tail[: max_chars // 3], len(head) - start)
+    return None
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    """Run the benchmark; returns an exit code."""
+    from tqdm import tqdm
+
+    from completion.engine import CompletionOptions, CompletionRequest, Engine
+
+    from .cli import load_with_progress, model_overrides
+
+    o = model_overrides(args)
+    loaded = load_with_progress(
+        o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
+    )
+    on, off = Engine(loaded), Engine(loaded)
+    print("measuring the verify cost curve...", file=sys.stderr)
+    costs = on.costs
+    print(f"verify cost relative to one token: {costs.relative}", file=sys.stderr)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
+    rng = random.Random(args.seed)
+    positions: list[Position] = []
+    for kind in ("line", "block"):
+        made = 0
+        for attempt in range(args.positions * 20):
+            if made >= args.positions:
+                break
+            p = make_position(rng, files[attempt % len(files)], kind, args.context_chars)
+            if p is not None:
+                positions.append(p)
+                made += 1
+    base = CompletionOptions(
+        max_tokens=args.max_tokens,
+        context_tokens=args.context_tokens,
+        max_draft_tokens=args.max_draft,
+    )
+    opts = {"on": base, "off": replace(base, speculative=False)}
+    engines = {"on": on, "off": off}
+    rows: list[dict[str, Any]] = []
+
+    def ask(workload: str, key: str, text: str, cursor: int, pos: Position) -> str:
+        results = {}
+        for name in ("off", "on"):
+            eng = engines[name]
+            before = (eng.totals.draftTokens, eng.totals.acceptedTokens, eng.totals.verifySteps)
+            r = eng.complete(CompletionRequest(key, text, cursor, opts[name]))
+            after = (eng.totals.draftTokens, eng.totals.acceptedTokens, eng.totals.verifySteps)
+            results[name] = (r, [b - a for a, b in zip(before, after, strict=True)])
+        (r_off, _), (r_on, (drafted, accepted, steps)) = results["off"], results["on"]
+        rows.append(
+            {
+                "workload": workload,
+                "kind": pos.kind,
+                "source": pos.source,
+                "reused": r_on.stop_reason == "reused",
+                "identical": r_on.text == r_off.text,
+                "tokens": r_on.generated_tokens,
+                "decodeMsOff": r_off.decode_ms,
+                "decodeMsOn": r_on.decode_ms,
+                "totalMsOff": r_off.total_ms,
+                "totalMsOn": r_on.total_ms,
+                "drafted": drafted,
+                "accepted": accepted,
+                "verifySteps": steps,
+            }
+        )
+        return r_on.text
+
+    for i, pos in enumerate(tqdm(positions, desc="positions", file=sys.stderr)):
+        key = f"doc{i}"
+        text, cursor = pos.text, pos.cursor
+        suggestion = ask("cold", key, text, cursor, pos)
+        if len(suggestion) >= 3:
+            typed = suggestion[: max(1, len(suggestion) // 3)]
+            text = text[:cursor] + typed + text[cursor:]
+            cursor += len(typed)
+            ask("session", key, text, cursor, pos)  # typing through: no model
+        # A comment line 40 lines above the cursor, then ask again.
+        line_starts = [0] + [j + 1 for j, c in enumerate(text[:cursor]) if c == "\n"]
+        at = line_starts[max(0, len(line_starts) - 40)]
+        comment = "# reviewed\n"
+        text = text[:at] + comment + text[at:]
+        cursor += len(comment)
+        ask("session", key, text, cursor, pos)
+        # A wrong character typed and deleted: the same text, asked again.
+        ask("session", key, text[:cursor] + "@" + text[cursor:], cursor + 1, pos)
+        ask("session", key, text, cursor, pos)
+        for eng in engines.values():
+            eng.forget(key)
+
+    report = summarize(rows, loaded, costs.relative, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "decode" if o.get("model", "default") == "default" else f"decode-{Path(o['model']).name}"
+    (args.out / f"{name}.json").write_text(json.dumps({**report, "rows": rows}, indent=1))
+    print_report(report)
+    print(f"written: {args.out / (name + '.json')}")
+    return 0 if report["identical"] == 1.0 else 1
+
+
+def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    model_rows = [r for r in rows if not r["reused"] and r["tokens"] > 0]
+    if not model_rows:
+        return {"requests": len(rows), "reused": sum(r["reused"] for r in rows)}
+    speedups = [r["decodeMsOff"] / max(r["decodeMsOn"], 1e-6) for r in model_rows]
+    drafted = sum(r["drafted"] for r in model_rows)
+    tok = sum(r["tokens"] for r in model_rows)
+    return {
+        "requests": len(rows),
+        "reused": sum(r["reused"] for r in rows),
+        "modelRequests": len(model_rows),
+        "decodeSpeedup": {
+            "median": statistics.median(speedups),
+            "p5": percentile(speedups, 5),
+            "min": min(speedups),
+        },
+        "tokensPerSecondOff": tok / (sum(r["decodeMsOff"] for r in model_rows) / 1000),
+        "tokensPerSecondOn": tok / (sum(r["decodeMsOn"] for r in model_rows) / 1000),
+        "latencyMsOff": summary([r["totalMsOff"] for r in model_rows]),
+        "latencyMsOn": summary([r["totalMsOn"] for r in model_rows]),
+        "acceptanceRate": (sum(r["accepted"] for r in model_rows) / drafted) if drafted else None,
+        "draftedPerRequest": drafted / len(model_rows),
+        "identical": sum(r["identical"] for r in rows) / len(rows),
+    }
+
+
+def summarize(
+    rows: list[dict[str, Any]], loaded: Any, costs: dict[int, float], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Aggregate per workload and kind."""
+    out: dict[str, Any] = {
+        "benchmark": "decode",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": loaded.id,
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "verifyCost": costs,
+        "maxDraftTokens": args.max_draft,
+        "identical": sum(r["identical"] for r in rows) / max(1, len(rows)),
+        "workloads": {},
+    }
+    for workload in ("cold", "session"):
+        sel = [r for r in rows if r["workload"] == workload]
+        out["workloads"][workload] = {
+            "all": _stats(sel),
+            "line": _stats([r for r in sel if r["kind"] == "line"]),
+            "block": _stats([r for r in sel if r["kind"] == "block"]),
+        }
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The table."""
+    print(f"\nmodel {report['model']} on {report['device']} ({report['dtype']})")
+    print(f"verify cost (k tokens / 1): {report['verifyCost']}")
+    head = f"{'workload':<9} {'kind':<6} {'n':>3} {'reused':>6} {'speedup med/min':>16} {'tok/s off->on':>15} {'latency ms off->on (med/p95)':>30} {'accept':>7} {'identical':>9}"
+    print(head)
+    for workload, cells in report["workloads"].items():
+        for kind, c in cells.items():
+            if "decodeSpeedup" not in c:
+                continue
+            s = c["decodeSpeedup"]
+            lo, ln = c["latencyMsOff"], c["latencyMsOn"]
+            acc = "-" if c["acceptanceRate"] is None else f"{c['acceptanceRate']:.2f}"
+            print(
+                f"{workload:<9} {kind:<6} {c['modelRequests']:>3} {c['reused']:>6}"
+                f" {s['median']:>8.2f}/{s['min']:<7.2f}"
+                f" {c['tokensPerSecondOff']:>6.1f}->{c['tokensPerSecondOn']:<7.1f}"
+                f" {lo['median']:>6.0f}/{lo['p95']:<6.0f}->{ln['median']:>6.0f}/{ln['p95']:<7.0f}"
+                f" {acc:>7} {c['identical']:>9.2f}"
+            )
+    print(f"\noutputs identical to plain decoding: {report['identical'] * 100:.1f}%")

@@ -1,0 +1,302 @@
+"""Speculative decoding: identical greedy output, exact rollback, the sampling rule kept,
+constraints never violated. Tiny random models (fast); the real-model checks are in
+tests/test_speculative_real.py."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from completion.constraints import (
+    AllOf,
+    AllowAll,
+    ForbidTokens,
+    apply_bitmask,
+    forbid,
+    new_bitmask,
+    unpack,
+)
+from completion.decode import generate, prefill
+from completion.speculative import (
+    Acceptance,
+    CostModel,
+    Drafter,
+    NgramIndex,
+    SpecStats,
+    _pick,
+    choose_length,
+    expected_tokens,
+    speculative_generate,
+)
+
+VOCAB = 24
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+FREE = CostModel({n: 1.0 for n in range(1, 40)})
+"""Verification as cheap as one step: the drafter always drafts (worst case for bugs)."""
+
+
+def prompt_cache(model: LlamaForCausalLM, ids: list[int]) -> tuple[DynamicCache, torch.Tensor]:
+    cache = DynamicCache(config=model.config)
+    logits = prefill(model, ids, cache, 0)
+    return cache, logits
+
+
+def drafter(prompt: list[int], history: list[list[int]], k: int = 8) -> Drafter:
+    p = NgramIndex()
+    p.add(list(prompt))
+    h = NgramIndex()
+    for seq in history:
+        h.add(seq)
+    return Drafter(prompt=p, history=h, max_draft=k, costs=FREE, acceptance=Acceptance())
+
+
+def plain(model: LlamaForCausalLM, prompt: list[int], n: int, stop=frozenset()) -> list[int]:
+    cache, logits = prompt_cache(model, prompt)
+    return list(generate(model, cache, logits, len(prompt), n, 0.0, stop))
+
+
+def spec(
+    model: LlamaForCausalLM,
+    prompt: list[int],
+    n: int,
+    history: list[list[int]],
+    stats: SpecStats,
+    **kw,
+) -> tuple[list[int], DynamicCache]:
+    cache, logits = prompt_cache(model, prompt)
+    out = list(
+        speculative_generate(
+            model,
+            cache,
+            logits,
+            len(prompt),
+            n,
+            drafter(prompt, history, kw.pop("k", 8)),
+            stats,
+            context=prompt[-8:],
+            **kw,
+        )
+    )
+    return out, cache
+
+
+ids = st.lists(st.integers(0, VOCAB - 1), min_size=2, max_size=40)
+
+
+@settings(max_examples=40, deadline=None)
+@given(prompt=ids, noise=st.lists(ids, max_size=3), n=st.integers(1, 40), k=st.integers(1, 12))
+def test_greedy_output_identical(model, prompt, noise, n, k) -> None:
+    reference = plain(model, prompt, n)
+    stats = SpecStats()
+    # Drafts: the true continuation (as an earlier suggestion would be), plus noise.
+    history = [prompt[-4:] + reference, *noise]
+    out, _ = spec(model, prompt, n, history, stats, k=k)
+    assert out == reference
+    assert stats.acceptedTokens <= stats.draftTokens
+
+
+def test_drafts_hit_and_save_steps(model) -> None:
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8] * 3
+    reference = plain(model, prompt, 30)
+    stats = SpecStats()
+    out, _ = spec(model, prompt, 30, [prompt[-4:] + reference], stats)
+    assert out == reference
+    assert stats.acceptedTokens >= 20
+    assert stats.verifySteps + stats.plainSteps < 15  # 30 tokens in far fewer forwards
+
+
+@settings(max_examples=25, deadline=None)
+@given(prompt=ids, noise=st.lists(ids, min_size=1, max_size=3), n=st.integers(2, 30))
+def test_rollback_leaves_the_cache_as_if_rejected_tokens_never_came(model, prompt, noise, n):
+    out, cache = spec(model, prompt, n, noise, SpecStats())
+    # The cache holds the prompt and every emitted token but the last (not fed yet).
+    fresh = DynamicCache(config=model.config)
+    prefill(model, prompt + out[:-1], fresh, 0)
+    assert cache.get_seq_length() == fresh.get_seq_length() == len(prompt) + len(out) - 1
+    for a, b in zip(cache.layers, fresh.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=1e-4)
+
+
+def test_stop_token_inside_an_accepted_draft_ends_generation(model) -> None:
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6]
+    reference = plain(model, prompt, 20)
+    stop = frozenset({reference[5]})
+    expected = plain(model, prompt, 20, stop)
+    out, _ = spec(model, prompt, 20, [prompt[-4:] + reference], SpecStats(), stop_ids=stop)
+    assert out == expected and out[-1] in stop
+
+
+def test_sampling_rule_keeps_the_distribution() -> None:
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    target = torch.softmax(logits, -1)
+    gen = torch.Generator().manual_seed(0)
+    n = 40_000
+    for draft in (0, 3):  # a likely and an unlikely draft token
+        counts = torch.zeros(5)
+        for _ in range(n):
+            tok, _ = _pick(logits, 1.0, gen, draft)
+            counts[tok] += 1
+        expected = target * n
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 18.5, (draft, counts, expected)  # p = 0.001 with 4 degrees of freedom
+
+
+def test_sampled_output_distribution_matches_plain_sampling(model) -> None:
+    """Second token (it goes through verification) sampled with and without drafts."""
+    prompt = [5, 6, 7, 8, 5, 6, 7]
+    runs = 1500
+    plain_counts = torch.zeros(VOCAB)
+    spec_counts = torch.zeros(VOCAB)
+    gen = torch.Generator().manual_seed(1)
+    first_plain = []
+    for _ in range(runs):
+        cache, logits = prompt_cache(model, prompt)
+        out = list(generate(model, cache, logits, len(prompt), 2, 1.0, generator=gen))
+        plain_counts[out[1]] += 1
+        first_plain.append(out[0])
+    for _ in range(runs):
+        cache, logits = prompt_cache(model, prompt)
+        d = drafter(prompt, [[7, 8, 5, 6, 7, 8, 5]], 4)
+        out = list(
+            speculative_generate(
+                model,
+                cache,
+                logits,
+                len(prompt),
+                2,
+                d,
+                SpecStats(),
+                1.0,
+                generator=gen,
+                context=prompt,
+            )
+        )
+        spec_counts[out[1]] += 1
+    # Two-sample chi-square over tokens seen often enough.
+    keep = (plain_counts + spec_counts) >= 20
+    a, b = plain_counts[keep], spec_counts[keep]
+    total = a + b
+    chi2 = float((((a - total / 2) ** 2 + (b - total / 2) ** 2) / (total / 2)).sum())
+    dof = int(keep.sum()) - 1
+    assert chi2 < dof + 4 * (2 * dof) ** 0.5 + 10, (chi2, dof)
+
+
+@settings(max_examples=25, deadline=None)
+@given(prompt=ids, n=st.integers(2, 30), temperature=st.sampled_from([0.0, 1.0]))
+def test_constraint_never_violated_in_drafts_or_corrections(model, prompt, n, temperature):
+    reference = plain(model, prompt, n)
+    banned = set(reference[: max(1, len(reference) // 2)])
+    if len(banned) >= VOCAB - 1:
+        return
+    constraint = ForbidTokens(banned)
+    stats = SpecStats()
+    out, _ = spec(
+        model,
+        prompt,
+        n,
+        [prompt[-4:] + reference],  # drafts full of banned tokens
+        stats,
+        constraint=constraint,
+        temperature=temperature,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert not banned & set(out)
+    assert constraint.accepted == out and not constraint.error
+
+
+def test_constrained_greedy_equals_plain_constrained_greedy(model) -> None:
+    prompt = [2, 4, 6, 8, 2, 4, 6, 8, 2, 4]
+    banned = {6}
+    # Plain decoding with the mask applied at every step.
+    cache, logits = prompt_cache(model, prompt)
+    mask = new_bitmask(1, VOCAB)
+    forbid(mask, 0, banned)
+    expected: list[int] = []
+    pos = len(prompt)
+    for _ in range(16):
+        tok = int(torch.argmax(apply_bitmask(logits, mask[0])))
+        expected.append(tok)
+        logits = prefill(model, [tok], cache, pos)
+        pos += 1
+    out, _ = spec(
+        model, prompt, 16, [prompt + expected], SpecStats(), constraint=ForbidTokens(banned)
+    )
+    assert out == expected
+
+
+def test_bitmask_helpers() -> None:
+    mask = new_bitmask(2, 70)
+    assert mask.shape == (2, 3) and unpack(mask, 70).all()
+    forbid(mask, 1, {0, 31, 32, 69})
+    allowed = unpack(mask, 70)
+    assert allowed[0].all()
+    assert not allowed[1, 0] and not allowed[1, 31] and not allowed[1, 32] and not allowed[1, 69]
+    assert int(allowed[1].sum()) == 66
+    both = AllOf([ForbidTokens({1}), ForbidTokens({2})])
+    m = new_bitmask(1, 8)
+    both.fill_mask(m, 0)
+    assert unpack(m, 8)[0].tolist() == [True, False, False, True, True, True, True, True]
+    assert both.accept(3) and not both.accept(2) and both.is_terminated()
+    free = AllowAll()
+    fork = free.fork()
+    free.accept(1)
+    free.accept(2)
+    free.rollback(1)
+    assert free.accepted == [1] and fork.accepted == []
+
+
+def test_cost_model_and_draft_length() -> None:
+    assert expected_tokens(0.0, 5) == 1.0
+    assert expected_tokens(1.0, 5) == 6.0
+    assert abs(expected_tokens(0.5, 1) - 1.5) < 1e-9
+    linear = CostModel({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})
+    assert choose_length(0.9, 8, 8, linear) == 0  # verify costs as much as stepping: never
+    cheap = CostModel({1: 1.0, 2: 1.05, 4: 1.1, 8: 1.3, 16: 2.0})
+    assert choose_length(0.9, 16, 16, cheap) >= 4
+    assert choose_length(0.1, 16, 16, cheap) <= 1
+    assert abs(cheap.cost(3) - 1.075) < 1e-9
+
+
+def test_ngram_index_prefers_longest_then_latest() -> None:
+    idx = NgramIndex()
+    idx.add([1, 2, 3, 9, 9])
+    idx.add([7, 2, 3, 4, 5])
+    assert idx.lookup([0, 2, 3], 2) == ([4, 5], 2)  # the latest sequence with (2, 3)
+    assert idx.lookup([1, 2, 3], 2) == ([9, 9], 3)  # the longer match wins
+    assert idx.lookup([8, 8], 3) == ([], 0)
+    idx.extend(1, [6])
+    assert idx.lookup([4, 5], 1) == ([6], 2)
+    rep = NgramIndex()
+    rep.add([5, 5, 5, 5, 5, 5, 1])
+    assert rep.lookup([5, 5], 8) == ([5, 5, 5, 5, 1], 2)  # first occurrence: longest draft
+
+
+def test_cost_model_measures_real_forwards(model) -> None:
+    costs = CostModel.measure(
+        model, lambda: DynamicCache(config=model.config), sizes=(1, 4), context=64, repeats=2
+    )
+    assert set(costs.relative) == {1, 4} and costs.relative[1] == 1.0
+    assert costs.relative[4] >= 1.0
+    copy.deepcopy(costs)
