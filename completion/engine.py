@@ -169,6 +169,7 @@ class Engine:
         self.acceptance = Acceptance()
         self._costs: CostModel | None = None
         self._costs_lock = threading.Lock()
+        self._newline_ids: frozenset[int] | None = None
         self._shown: dict[str, tuple[str, int, str, str]] = {}
         """Per document: (text, cursor, suggestion, mode) of the last suggestion."""
         self._lock = threading.Lock()
@@ -230,7 +231,9 @@ class Engine:
                             pc.last_logits,
                             len(prompt.ids),
                             max(1, opts.max_tokens),
-                            self._drafter(req.key, prompt.ids, opts.max_draft_tokens),
+                            self._drafter(
+                                req.key, prompt.ids, opts.max_draft_tokens, rules.mode == "line"
+                            ),
                             self.totals,
                             opts.temperature,
                             self.format.stop_ids,
@@ -261,7 +264,7 @@ class Engine:
                 decode_ms = (time.perf_counter() - t1) * 1000
         if not probe_tokens:
             # Drafts for the next requests: this suggestion with a little context.
-            self.history.remember(req.key, [*prompt.ids[-2 * MAX_NGRAM :], *out])
+            self.history.remember(req.key, prompt.ids[-2 * MAX_NGRAM :], out)
             if text:
                 self._shown[req.key] = (req.text, req.cursor, text, rules.mode)
             else:
@@ -308,15 +311,27 @@ class Engine:
                     log.info("verify cost (k tokens / 1 token): %s", self._costs.relative)
         return self._costs
 
-    def _drafter(self, key: str, prompt_ids: list[int], max_draft: int) -> Drafter:
+    @property
+    def newline_ids(self) -> frozenset[int]:
+        """Token ids whose text contains a line break (computed once)."""
+        if self._newline_ids is None:
+            vocab = self.tokenizer.get_vocab()
+            ids = {i for i in vocab.values() if "\n" in self.tokenizer.decode([i])}
+            self._newline_ids = frozenset(ids)
+        return self._newline_ids
+
+    def _drafter(self, key: str, prompt_ids: list[int], max_draft: int, line: bool) -> Drafter:
         index = NgramIndex()
         index.add(list(prompt_ids))
+        history, starts = self.history.index_for(key)
         return Drafter(
             prompt=index,
-            history=self.history.index_for(key),
+            history=history,
             max_draft=max_draft,
             costs=self.costs,
             acceptance=self.acceptance,
+            history_starts=starts,
+            final_ids=self.format.stop_ids | (self.newline_ids if line else frozenset()),
         )
 
     def _typed_through(self, req: CompletionRequest, t0: float) -> CompletionResult | None:

@@ -85,35 +85,44 @@ class NgramIndex:
 
     def lookup(self, context: list[int], k: int) -> tuple[list[int], int]:
         """(up to ``k`` continuation tokens, matched n-gram length); ([], 0) if none."""
+        cont, n, _, _ = self.find(context, k)
+        return cont, n
+
+    def find(self, context: list[int], k: int) -> tuple[list[int], int, int, int]:
+        """Like :meth:`lookup`, plus the sequence and offset the continuation starts at."""
         for n in range(min(MAX_NGRAM, len(context)), MIN_NGRAM - 1, -1):
             hit = self._index.get(tuple(context[-n:]))
             if hit is not None:
                 s, at = hit
                 cont = self.seqs[s][at : at + k]
                 if cont:
-                    return cont, n
-        return [], 0
+                    return cont, n, s, at
+        return [], 0, -1, 0
 
 
 class History:
-    """Earlier suggestions per document and open documents' text, as token sequences."""
+    """Earlier suggestions, each with the last prompt tokens before it."""
 
     def __init__(self, max_items: int = 64) -> None:
-        self.items: deque[tuple[str, list[int]]] = deque(maxlen=max_items)
+        self.items: deque[tuple[str, list[int], int]] = deque(maxlen=max_items)
 
-    def remember(self, key: str, tokens: list[int]) -> None:
-        """An earlier completion (with a little of the prompt before it) for ``key``."""
-        if len(tokens) >= MIN_NGRAM + 1:
-            self.items.append((key, tokens))
+    def remember(self, key: str, context: list[int], output: list[int]) -> None:
+        """An earlier completion ``output`` for document ``key``, after ``context``."""
+        if output:
+            self.items.append((key, [*context, *output], len(context)))
 
-    def index_for(self, key: str) -> NgramIndex:
-        """An index over this document's history first-class (most recent last)."""
+    def index_for(self, key: str) -> tuple[NgramIndex, list[int]]:
+        """An index over the history, and where each sequence's suggestion starts.
+
+        This document's suggestions go last, so their matches win.
+        """
         idx = NgramIndex()
-        others = [t for k, t in self.items if k != key]
-        mine = [t for k, t in self.items if k == key]
-        for seq in [*others, *mine]:  # the document's own last: its matches win
+        starts = []
+        ordered = [i for i in self.items if i[0] != key] + [i for i in self.items if i[0] == key]
+        for _, seq, start in ordered:
             idx.add(list(seq))
-        return idx
+            starts.append(start)
+        return idx, starts
 
 
 ##### The cost model #####
@@ -207,11 +216,21 @@ MARGIN = 1.15
 tokens a verify step computes past the point where the caller stops are wasted."""
 
 
-def choose_length(alpha: float, available: int, cap: int, costs: CostModel) -> int:
-    """Draft length maximising tokens per unit of cost; 0 when plain decoding is best."""
+def choose_length(
+    alpha: float, available: int, cap: int, costs: CostModel, final: bool = False
+) -> int:
+    """Draft length maximising tokens per unit of cost; 0 when plain decoding is best.
+
+    ``final``: the ``available`` draft tokens end the completion (a line end in
+    single-line mode, a stop token), so a fully accepted draft of that length earns no
+    bonus token: the caller stops there.
+    """
     best_k, best_rate = 0, MARGIN  # plain decoding: 1 token for cost 1, plus the margin
     for k in range(1, min(available, cap) + 1):
-        rate = expected_tokens(alpha, k) / costs.cost(k + 1)
+        gain = expected_tokens(alpha, k)
+        if final and k == available:
+            gain -= alpha**k
+        rate = gain / costs.cost(k + 1)
         if rate > best_rate:
             best_k, best_rate = k, rate
     return best_k
@@ -226,6 +245,8 @@ class Acceptance:
     """
 
     PRIORS: ClassVar[dict[tuple[str, bool], float]] = {
+        ("aligned", True): 0.9,
+        ("aligned", False): 0.8,
         ("history", True): 0.7,
         ("history", False): 0.45,
         ("prompt", True): 0.45,
@@ -269,16 +290,37 @@ class Drafter:
     max_draft: int
     costs: CostModel
     acceptance: Acceptance
+    history_starts: list[int] = field(default_factory=list)
+    """Where each history sequence's suggestion starts (see :meth:`History.index_for`)."""
+    final_ids: frozenset[int] = frozenset()
+    """Tokens after which the caller stops (stop tokens; line ends in single-line mode):
+    drafts are cut after the first of them."""
 
-    def propose(self, context: list[int]) -> tuple[list[int], str, int]:
-        """(draft tokens, source, matched n) for the text generated so far."""
+    def propose(self, context: list[int], produced: int = 0) -> tuple[list[int], str, int]:
+        """(draft tokens, source, matched n) after ``produced`` generated tokens.
+
+        A history hit at the same offset into an earlier suggestion as this request's
+        output is "aligned": the user asks again where that suggestion started (after an
+        edit elsewhere, or a character typed and deleted): the likeliest to repeat.
+        """
         best: tuple[list[int], str, int] = ([], "", 0)
         for source, index in (("history", self.history), ("prompt", self.prompt)):
-            cont, n = index.lookup(context, self.max_draft)
+            cont, n, s, at = index.find(context, self.max_draft)
             if not cont:
                 continue
+            if (
+                source == "history"
+                and 0 <= s < len(self.history_starts)
+                and at - self.history_starts[s] == produced
+            ):
+                source = "aligned"
+            final = False
+            for i, t in enumerate(cont):
+                if t in self.final_ids:
+                    cont, final = cont[: i + 1], True
+                    break
             k = choose_length(
-                self.acceptance.rate(source, n), len(cont), self.max_draft, self.costs
+                self.acceptance.rate(source, n), len(cont), self.max_draft, self.costs, final
             )
             if k and (n, k) > (best[2], len(best[0])):
                 best = (cont[:k], source, n)
@@ -375,7 +417,7 @@ def speculative_generate(
         if constraint is not None and constraint.is_terminated():
             return
         pending = token
-        draft, source, n = drafter.propose(ctx)
+        draft, source, n = drafter.propose(ctx, produced)
         draft = draft[: max(0, max_new_tokens - produced - 1)]
         if not draft:
             stats.plainSteps += 1

@@ -126,7 +126,8 @@ def run_decode(args: argparse.Namespace) -> int:
 
     def ask(workload: str, key: str, text: str, cursor: int, pos: Position) -> str:
         results = {}
-        for name in ("off", "on"):
+        # Alternate which engine runs first, so order effects do not favour one side.
+        for name in ("off", "on") if len(rows) % 2 else ("on", "off"):
             eng = engines[name]
             before = (eng.totals.draftTokens, eng.totals.acceptedTokens, eng.totals.verifySteps)
             r = eng.complete(CompletionRequest(key, text, cursor, opts[name]))

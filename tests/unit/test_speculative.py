@@ -300,3 +300,44 @@ def test_cost_model_measures_real_forwards(model) -> None:
     assert set(costs.relative) == {1, 4} and costs.relative[1] == 1.0
     assert costs.relative[4] >= 1.0
     copy.deepcopy(costs)
+
+
+def test_history_hit_at_the_same_offset_is_aligned() -> None:
+    from completion.speculative import History
+
+    history = History()
+    history.remember("a.py", [1, 2, 3, 4], [10, 11, 12, 13, 14])
+    index, starts = history.index_for("a.py")
+    assert starts == [4]
+    d = Drafter(
+        prompt=NgramIndex(),
+        history=index,
+        max_draft=8,
+        costs=FREE,
+        acceptance=Acceptance(),
+        history_starts=starts,
+    )
+    # Asking again where the suggestion started: one token generated, same offset.
+    draft, source, n = d.propose([1, 2, 3, 4, 10], produced=1)
+    assert (draft, source) == ([11, 12, 13, 14], "aligned") and n == 4
+    # The same tokens reached after a different start: an ordinary history hit.
+    draft, source, _ = d.propose([7, 3, 4, 10], produced=3)
+    assert source == "history" and draft == [11, 12, 13, 14]
+
+
+def test_a_draft_that_ends_the_completion_earns_no_bonus() -> None:
+    costs = CostModel({1: 1.0, 2: 1.6, 4: 1.65, 16: 1.7})
+    # One drafted token, then the line ends: one token for the cost of a 2-token forward.
+    assert choose_length(0.95, 1, 16, costs, final=True) == 0
+    assert choose_length(0.95, 1, 16, costs, final=False) == 1
+    d = Drafter(
+        prompt=NgramIndex(),
+        history=NgramIndex(),
+        max_draft=8,
+        costs=FREE,
+        acceptance=Acceptance(),
+        final_ids=frozenset({99}),
+    )
+    d.history.add([1, 2, 3, 4, 99, 5, 6])
+    draft = d.propose([1, 2, 3])[0]
+    assert draft and draft[0] == 4 and 5 not in draft  # never past the line end
