@@ -403,16 +403,21 @@ def speculative_generate(
         constraint.fill_mask(mask, 0)
         return apply_bitmask(row_logits, mask[0])
 
+    def emitted_last(tok: int) -> bool:
+        """Bookkeeping for a yielded token; True when generation ends with it."""
+        nonlocal produced
+        produced += 1
+        ctx.append(tok)
+        drafter.prompt.extend(0, [tok])
+        return tok in stop_ids or produced >= max_new_tokens
+
     # The first token comes from the prompt's logits.
     token, _ = _pick(constrained(logits), temperature, generator)
     while True:
         if constraint is not None:
             constraint.accept(token)
         yield token
-        produced += 1
-        ctx.append(token)
-        drafter.prompt.extend(0, [token])
-        if token in stop_ids or produced >= max_new_tokens:
+        if emitted_last(token):
             return
         if constraint is not None and constraint.is_terminated():
             return
@@ -450,12 +455,8 @@ def speculative_generate(
         stats.acceptedTokens += accepted
         drafter.acceptance.update(source, n, len(draft), accepted)
         # Emit the accepted drafts (already fed), then the correction/bonus (not fed).
-        for tok in emitted[:accepted]:
-            # The constraint already accepted these above.
+        for tok in emitted[:accepted]:  # the constraint accepted these above
             yield tok
-            produced += 1
-            ctx.append(tok)
-            drafter.prompt.extend(0, [tok])
-            if tok in stop_ids or produced >= max_new_tokens:
+            if emitted_last(tok):
                 return
         token = emitted[accepted]  # the correction, or the bonus after a full accept

@@ -228,3 +228,14 @@ def run_baseline(args: argparse.Namespace) -> int:
     print(_table(rows))
     print(f"written: {out}")
     return 0
+
+
+def report_header(benchmark: str, loaded: Any) -> dict[str, Any]:
+    """The fields every benchmark report starts with."""
+    return {
+        "benchmark": benchmark,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": loaded.id,
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+    }

@@ -30,12 +30,11 @@ import random
 import statistics
 import sys
 import sysconfig
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .bench import percentile, summary
+from .bench import percentile, report_header, summary
 from .bench_edits import SOURCES, _code_lines
 
 
@@ -215,11 +214,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Aggregate per workload and kind."""
     out: dict[str, Any] = {
-        "benchmark": "decode",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": loaded.id,
-        "device": str(loaded.device),
-        "dtype": str(loaded.dtype).removeprefix("torch."),
+        **report_header("decode", loaded),
         "verifyCost": costs,
         "maxDraftTokens": args.max_draft,
         "identical": sum(r["identical"] for r in rows) / max(1, len(rows)),

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bench import percentile, summary
+from .bench import percentile, report_header, summary
 
 SOURCES = (
     "argparse.py",
@@ -373,11 +373,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Aggregate rows per variant, per size and per edit class."""
     out: dict[str, Any] = {
-        "benchmark": "edits",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": loaded.id,
-        "device": str(loaded.device),
-        "dtype": str(loaded.dtype).removeprefix("torch."),
+        **report_header("edits", loaded),
         "casesPerCell": args.cases,
         "seed": args.seed,
         "latency": latency,
