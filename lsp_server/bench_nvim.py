@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import summary
-from .nvim_driver import GHOST_NS, NATIVE_NS, open_file, quit_nvim, start, wait_for
+from .nvim_driver import GHOST_NS, NATIVE_NS, open_file, quit_nvim, start, type_as_is, wait_for
 
 INSTRUMENT = """
 local ns_name = ...
@@ -89,7 +89,7 @@ def type_line(
     lines[row] = indent
     path.write_text("\n".join(lines), encoding="utf-8")
     nvim.command(f"edit! {path}")
-    nvim.command("setlocal noautoindent nosmartindent indentexpr= indentkeys=")
+    type_as_is(nvim)
     nvim.api.win_set_cursor(0, [row + 1, len(indent)])
     nvim.command("startinsert!")
     records = []

@@ -115,13 +115,17 @@ def quit_nvim(nvim: Any) -> None:
         nvim.close()
 
 
+def type_as_is(nvim: Any) -> None:
+    """Typed text lands as typed in the current buffer: no automatic indentation."""
+    nvim.command("setlocal noautoindent nosmartindent indentexpr= indentkeys=")
+
+
 def open_file(nvim: Any, path: Path, text: str | None = None) -> None:
     """Edit ``path`` (written first if ``text``) and wait for the server to attach."""
     if text is not None:
         path.write_text(text, encoding="utf-8")
     nvim.command(f"edit {path}")
-    # Typed text must land as typed: no automatic indentation.
-    nvim.command("setlocal noautoindent nosmartindent indentexpr= indentkeys=")
+    type_as_is(nvim)
     wait_for(
         lambda: nvim.exec_lua("return #require('pie').clients(0) > 0"), 30, "the server to attach"
     )

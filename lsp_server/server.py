@@ -143,6 +143,8 @@ class PieServer(LanguageServer):
         if self.engine is not None:
             self.engine.caches.max_entries = config.cache.maxDocuments
             self.engine.caches.max_bytes = config.cache.maxMemoryMB << 20
+        if config.speculative.enabled and not old.speculative.enabled:
+            self.measure_verify_cost()
         if self._loaded_key is not None and config.model_key() != self._loaded_key:
             log.info("model settings changed: reloading")
             self.start_loading()
@@ -261,9 +263,6 @@ class PieServer(LanguageServer):
             )
             engine = Engine(loaded, max_documents=config.cache.maxDocuments)
             engine.caches.max_bytes = config.cache.maxMemoryMB << 20
-            if config.speculative.enabled:
-                progress("measuring the verify cost of this model on its device", None)
-                engine.costs  # noqa: B018 (measured once, here rather than in a request)
             return engine
 
         try:
@@ -284,7 +283,26 @@ class PieServer(LanguageServer):
                 ),
             )
         log.info("model ready: %s", engine.describe())
+        self.measure_verify_cost()
         return engine
+
+    def measure_verify_cost(self) -> None:
+        """Measure the engine's verify cost on the worker once speculation is wanted.
+
+        Not part of loading (the model is ready sooner) and never inside a completion
+        (until it is measured, completions decode plainly).
+        """
+        engine = self.engine
+        if engine is None or not self.config.speculative.enabled or engine.costs_measured:
+            return
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.error("verify cost measurement failed: %s", f.exception())
+
+        asyncio.get_running_loop().run_in_executor(
+            self.worker, lambda: engine.costs
+        ).add_done_callback(done)
 
     async def ready_engine(self) -> Engine:
         """The engine, waiting for a load in progress; raises RequestFailed on failure."""

@@ -53,6 +53,7 @@ def loaded_default():
 
 def test_default_model_identical_with_and_without_speculation(loaded_default) -> None:
     on, off = Engine(loaded_default), Engine(loaded_default)
+    assert on.costs  # measured up front (a server does it in the background after loading)
     accepted = check_identical(on, off, 4, seed=3)
     assert on.totals.verifySteps > 0 and accepted > 0  # the drafts did hit
     assert off.totals.verifySteps == 0
@@ -80,6 +81,6 @@ def test_typing_through_a_suggestion_reuses_it(loaded_default) -> None:
 def test_qwen_fim_identical_with_and_without_speculation() -> None:
     loaded = load_model("qwen2.5-coder-0.5b", "cpu", "auto")
     on, off = Engine(loaded), Engine(loaded)
-    assert on.format.fim
+    assert on.format.fim and on.costs
     check_identical(on, off, 2, seed=5)
     assert on.totals.verifySteps > 0

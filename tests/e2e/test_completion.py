@@ -70,15 +70,16 @@ def change(
 
 
 async def inline(
-    client: LanguageClient, uri: str, pos: types.Position
+    client: LanguageClient,
+    uri: str,
+    pos: types.Position,
+    kind: types.InlineCompletionTriggerKind = types.InlineCompletionTriggerKind.Invoked,
 ) -> types.InlineCompletionList:
     result = await client.text_document_inline_completion_async(
         types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
             position=pos,
-            context=types.InlineCompletionContext(
-                trigger_kind=types.InlineCompletionTriggerKind.Invoked
-            ),
+            context=types.InlineCompletionContext(trigger_kind=kind),
         )
     )
     assert isinstance(result, types.InlineCompletionList)
@@ -295,20 +296,6 @@ async def test_model_loading_reports_work_done_progress(client: LanguageClient) 
     assert "begin" in kinds and "end" in kinds, reports
 
 
-async def _request(
-    client: LanguageClient, uri: str, pos: types.Position, kind: types.InlineCompletionTriggerKind
-) -> types.InlineCompletionList:
-    result = await client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=pos,
-            context=types.InlineCompletionContext(trigger_kind=kind),
-        )
-    )
-    assert isinstance(result, types.InlineCompletionList)
-    return result
-
-
 def _value(stats: object, key: str) -> int:
     totals = stats["totals"] if isinstance(stats, dict) else stats.totals  # type: ignore[attr-defined]
     return int(totals[key] if isinstance(totals, dict) else getattr(totals, key))
@@ -319,12 +306,12 @@ async def test_invoked_gives_several_items_automatic_one(client: LanguageClient)
     text = "import os\n\n\ndef list_python_files(folder):\n    return [name for name in os."
     uri = await open_doc(client, "items.py", text)
     pos = end_position(text, enc)
-    invoked = await _request(client, uri, pos, types.InlineCompletionTriggerKind.Invoked)
+    invoked = await inline(client, uri, pos, types.InlineCompletionTriggerKind.Invoked)
     texts = [i.insert_text for i in invoked.items]
     assert len(texts) >= 2, texts  # the default maxItems is 3: cycling has something to show
     assert len(set(texts)) == len(texts)
     assert all(isinstance(t, str) and t.strip() for t in texts)
-    automatic = await _request(client, uri, pos, types.InlineCompletionTriggerKind.Automatic)
+    automatic = await inline(client, uri, pos, types.InlineCompletionTriggerKind.Automatic)
     assert len(automatic.items) == 1
     assert automatic.items[0].insert_text == texts[0]  # greedy first, both ways
     for item in invoked.items:
@@ -338,12 +325,12 @@ async def test_automatic_trigger_inside_a_word_is_skipped(client: LanguageClient
     uri = await open_doc(client, "midword.py", text + "th * height\n")
     pos = end_position(text, enc)
     before = _value(await client.protocol.send_request_async("pie/stats", None), "skippedMidWord")
-    automatic = await _request(client, uri, pos, types.InlineCompletionTriggerKind.Automatic)
+    automatic = await inline(client, uri, pos, types.InlineCompletionTriggerKind.Automatic)
     assert not automatic.items
     after = _value(await client.protocol.send_request_async("pie/stats", None), "skippedMidWord")
     assert after == before + 1
     # Asked for explicitly, the server answers even there.
-    invoked = await _request(client, uri, pos, types.InlineCompletionTriggerKind.Invoked)
+    invoked = await inline(client, uri, pos, types.InlineCompletionTriggerKind.Invoked)
     assert invoked.items is not None
 
 
@@ -353,7 +340,7 @@ async def test_accept_command_is_counted(client: LanguageClient) -> None:
     enc = encoding_of(client)
     text = "def greet(name):\n    return 'Hello, ' + "
     uri = await open_doc(client, "accept.py", text)
-    result = await _request(
+    result = await inline(
         client, uri, end_position(text, enc), types.InlineCompletionTriggerKind.Automatic
     )
     assert result.items
@@ -392,7 +379,7 @@ async def test_typing_through_a_suggestion_is_answered_from_it(client: LanguageC
     enc = encoding_of(client)
     text = "def greet(name):\n    return 'Hello, ' + "
     uri = await open_doc(client, "through.py", text)
-    first = await _request(
+    first = await inline(
         client, uri, end_position(text, enc), types.InlineCompletionTriggerKind.Automatic
     )
     assert first.items
@@ -401,7 +388,7 @@ async def test_typing_through_a_suggestion_is_answered_from_it(client: LanguageC
     pos = end_position(text, enc)
     change(client, uri, 2, pos, pos, suggestion[:2])
     text += suggestion[:2]
-    again = await _request(
+    again = await inline(
         client, uri, end_position(text, enc), types.InlineCompletionTriggerKind.Automatic
     )
     assert [i.insert_text for i in again.items] == [suggestion[2:]]

@@ -4,8 +4,6 @@ tests/test_speculative_real.py."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -170,12 +168,10 @@ def test_sampled_output_distribution_matches_plain_sampling(model) -> None:
     plain_counts = torch.zeros(VOCAB)
     spec_counts = torch.zeros(VOCAB)
     gen = torch.Generator().manual_seed(1)
-    first_plain = []
     for _ in range(runs):
         cache, logits = prompt_cache(model, prompt)
         out = list(generate(model, cache, logits, len(prompt), 2, 1.0, generator=gen))
         plain_counts[out[1]] += 1
-        first_plain.append(out[0])
     for _ in range(runs):
         cache, logits = prompt_cache(model, prompt)
         d = drafter(prompt, [[7, 8, 5, 6, 7, 8, 5]], 4)
@@ -299,7 +295,6 @@ def test_cost_model_measures_real_forwards(model) -> None:
     )
     assert set(costs.relative) == {1, 4} and costs.relative[1] == 1.0
     assert costs.relative[4] >= 1.0
-    copy.deepcopy(costs)
 
 
 def test_history_hit_at_the_same_offset_is_aligned() -> None:
