@@ -63,6 +63,12 @@ def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator 
     return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
+def margin(logits: torch.Tensor) -> float:
+    """How sure the greedy pick is: the top logit minus the runner-up's."""
+    top = torch.topk(logits, 2).values
+    return float(top[0] - top[1])
+
+
 def decode_one_token(model: Any, token: int, cache: Any, position: int) -> torch.Tensor:
     """Feed one token; logits for the next."""
     return forward(model, [token], cache, position)
@@ -78,6 +84,7 @@ def generate(
     stop_ids: frozenset[int] = frozenset(),
     generator: torch.Generator | None = None,
     first: int | None = None,
+    margins: list[float] | None = None,
 ) -> Iterator[int]:
     """Yield generated tokens one by one, starting from the prompt's last logits.
 
@@ -86,9 +93,12 @@ def generate(
     leaves the cache holding the prompt plus every token except the last yielded one.
     Stop tokens are yielded (so the caller knows why it ended) and end the loop.
     ``first`` forces the first token (alternative suggestions branch on it).
+    ``margins`` receives :func:`margin` of the logits each token was picked from.
     """
     for step in range(max_new_tokens):
         token = first if step == 0 and first is not None else sample(logits, temperature, generator)
+        if margins is not None:
+            margins.append(margin(logits))
         yield token
         if token in stop_ids or step == max_new_tokens - 1:
             return

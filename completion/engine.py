@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from .speculative import (
     History,
     NgramIndex,
     SpecStats,
+    expected_rest,
     speculative_generate,
 )
 from .stops import Multiline, StopRules, strip_healed
@@ -45,6 +47,10 @@ TAIL_TOKENS = 32
 """Default for ``cache.tailTokens``; chosen by ``pie-lsp bench edits`` (docs/cache.md)."""
 AFTER_EDIT_TOKENS = 32
 """Default for ``cache.afterEditTokens``; chosen by ``pie-lsp bench edits``."""
+CONFIDENCE_MARGIN = 0.05
+"""Default for ``cache.confidenceMargin``; chosen by ``pie-lsp bench edits``."""
+RECENT_SUGGESTIONS = 4
+"""Suggestions remembered per document for drafting (:func:`expected_rest`)."""
 REFRESH_CHUNK = 64
 """Tokens per forward in a background refresh: a waiting completion waits at most one."""
 
@@ -52,6 +58,15 @@ log = logging.getLogger(__name__)
 
 _COSTS: dict[tuple[str, str, str], CostModel] = {}
 """Verify-cost curves measured in this process, per model, device and dtype."""
+
+
+def _decided(margins: list[float], out: list[int], reason: str) -> float:
+    """The smallest margin among the picks that made the suggestion.
+
+    Its tokens, and the end-of-sequence token when that is what ended it.
+    """
+    used = len(out) + (1 if reason == "endOfSequence" else 0)
+    return min(margins[:used], default=float("inf"))
 
 
 class Cancelled(Exception):
@@ -101,6 +116,10 @@ class CompletionOptions:
     """Verify model-free drafts in one pass (same output as plain decoding)."""
     max_draft_tokens: int = 16
     """Most drafted tokens per verify step (the cost model may draft fewer)."""
+    confidence_margin: float = CONFIDENCE_MARGIN
+    """pie: when the cache holds stale tokens and a greedy pick of the suggestion won by
+    less than this logit margin, refresh the stale tokens and decode again (exact).
+    0 turns the gate off."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +149,12 @@ class CompletionResult:
     probe_ids: list[int] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
     """Other suggestions (distinct, non-empty), best first; asked for with ``alternatives``."""
+    min_margin: float = float("inf")
+    """The smallest logit margin among the picks that made the suggestion."""
+    gated: bool = False
+    """Decoded again on a refreshed cache (a close call on stale keys and values)."""
+    gate_ms: float = 0.0
+    """Time spent on the gate: the first decode and the refresh (in ``total_ms`` only)."""
 
 
 @dataclass
@@ -148,6 +173,10 @@ class Totals(SpecStats):
     cacheUpdateMs: float = 0.0
     refreshes: int = 0
     tokensRefreshed: int = 0
+    gatedRefreshes: int = 0
+    """Completions decoded again on a refreshed cache (``confidence_margin``)."""
+    gateMs: float = 0.0
+    """Time those spent on the first decode and the refresh."""
 
 
 class Engine:
@@ -172,6 +201,8 @@ class Engine:
         self._newline_ids: frozenset[int] | None = None
         self._shown: dict[str, tuple[str, int, str, str]] = {}
         """Per document: (text, cursor, suggestion, mode) of the last suggestion."""
+        self._recent: dict[str, deque[tuple[str, int, str]]] = {}
+        """Per document: the last few suggestions (text, cursor, suggestion), newest first."""
         self._lock = threading.Lock()
         self._starts: dict[str, int] = {}
         supported, why = rerotation_support(config)
@@ -202,7 +233,6 @@ class Engine:
         ``alternatives``: also produce up to that many other suggestions, each decoded
         from one of the next most likely first tokens (cycling through suggestions).
         """
-        probe: list[int] = []
         cancel = cancel or CancelToken()
         opts = req.options
         t0 = time.perf_counter()
@@ -222,39 +252,69 @@ class Engine:
                 sync = self._sync(pc, prompt, opts, cancel)
                 assert pc.last_logits is not None
                 t1 = time.perf_counter()
-                with pc.session() as kv:
-                    tokens: Iterable[int]
-                    if opts.speculative and not probe_tokens and opts.max_draft_tokens > 0:
-                        tokens = speculative_generate(
-                            self.model,
-                            kv,
-                            pc.last_logits,
-                            len(prompt.ids),
-                            max(1, opts.max_tokens),
-                            self._drafter(
-                                req.key, prompt.ids, opts.max_draft_tokens, rules.mode == "line"
-                            ),
-                            self.totals,
-                            opts.temperature,
-                            self.format.stop_ids,
-                            generator,
-                            context=prompt.ids[-2 * MAX_NGRAM :],
+
+                def decode() -> tuple[str, str, list[int], list[int], list[float]]:
+                    margins: list[float] = []
+                    probe: list[int] = []
+                    assert pc.last_logits is not None
+                    with pc.session() as kv:
+                        tokens: Iterable[int]
+                        if opts.speculative and not probe_tokens and opts.max_draft_tokens > 0:
+                            line = rules.mode == "line"
+                            tokens = speculative_generate(
+                                self.model,
+                                kv,
+                                pc.last_logits,
+                                len(prompt.ids),
+                                max(1, opts.max_tokens),
+                                self._drafter(req, prompt, opts.max_draft_tokens, line),
+                                self.totals,
+                                opts.temperature,
+                                self.format.stop_ids,
+                                generator,
+                                context=prompt.ids[-2 * MAX_NGRAM :],
+                                margins=margins,
+                            )
+                        else:
+                            tokens = generate(
+                                self.model,
+                                kv,
+                                pc.last_logits,
+                                len(prompt.ids),
+                                max(1, opts.max_tokens, probe_tokens),
+                                opts.temperature,
+                                frozenset() if probe_tokens else self.format.stop_ids,
+                                generator,
+                                margins=margins,
+                            )
+                        if probe_tokens:  # decode a fixed length first, then apply the rules
+                            probe = list(tokens)
+                            tokens = iter(probe[: max(1, opts.max_tokens)])
+                        visible, reason, out = self._apply_rules(
+                            tokens, rules, prompt.healed, cancel
                         )
-                    else:
-                        tokens = generate(
-                            self.model,
-                            kv,
-                            pc.last_logits,
-                            len(prompt.ids),
-                            max(1, opts.max_tokens, probe_tokens),
-                            opts.temperature,
-                            frozenset() if probe_tokens else self.format.stop_ids,
-                            generator,
-                        )
-                    if probe_tokens:  # decode a fixed length first, then apply the rules
-                        probe = list(tokens)
-                        tokens = iter(probe[: max(1, opts.max_tokens)])
-                    visible, reason, out = self._apply_rules(tokens, rules, prompt.healed, cancel)
+                    return visible, reason, out, probe, margins
+
+                visible, reason, out, probe, margins = decode()
+                sure = _decided(margins, out, reason)
+                gated = (
+                    pc.stale_tokens > 0 and opts.temperature <= 0 and sure < opts.confidence_margin
+                )
+                gate_ms = 0.0
+                if gated:
+                    # Stale keys and values may have swung a close call: decide it exactly.
+                    # The first decode and the refresh count as gate time, not decode time.
+                    t_gate = time.perf_counter()
+                    gate_ms = (t_gate - t1) * 1000
+                    refreshed = pc.refresh(
+                        lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check)
+                    )
+                    self.totals.gatedRefreshes += 1
+                    self.totals.tokensRefreshed += refreshed
+                    t1 = time.perf_counter()
+                    gate_ms += (t1 - t_gate) * 1000
+                    visible, reason, out, probe, margins = decode()
+                    sure = _decided(margins, out, reason)
                 text = rules.finish(visible)
                 others = (
                     self._alternatives(pc, prompt, opts, rules, text, out, alternatives, cancel)
@@ -267,6 +327,8 @@ class Engine:
             self.history.remember(req.key, prompt.ids[-2 * MAX_NGRAM :], out)
             if text:
                 self._shown[req.key] = (req.text, req.cursor, text, rules.mode)
+                recent = self._recent.setdefault(req.key, deque(maxlen=RECENT_SUGGESTIONS))
+                recent.appendleft((req.text, req.cursor, text))
             else:
                 self._shown.pop(req.key, None)
         result = CompletionResult(
@@ -282,6 +344,9 @@ class Engine:
             total_ms=(time.perf_counter() - t0) * 1000,
             probe_ids=probe,
             alternatives=others,
+            min_margin=sure,
+            gated=gated,
+            gate_ms=gate_ms,
         )
         t = self.totals
         t.completions += 1
@@ -291,6 +356,7 @@ class Engine:
         t.decodeMs += result.decode_ms
         t.tokensReencoded += sync.encoded
         t.cacheUpdateMs += sync.ms
+        t.gateMs += gate_ms
         return result
 
     @property
@@ -317,6 +383,7 @@ class Engine:
                             self.model, lambda: DynamicCache(config=config)
                         )
                     self._costs = _COSTS[key]
+                    self._costs.apply(self.model)
                     log.info("verify cost (k tokens / 1 token): %s", self._costs.relative)
         return self._costs
 
@@ -329,10 +396,17 @@ class Engine:
             self._newline_ids = frozenset(ids)
         return self._newline_ids
 
-    def _drafter(self, key: str, prompt_ids: list[int], max_draft: int, line: bool) -> Drafter:
+    def _drafter(
+        self, req: CompletionRequest, prompt: Prompt, max_draft: int, line: bool
+    ) -> Drafter:
         index = NgramIndex()
-        index.add(list(prompt_ids))
-        history, starts = self.history.index_for(key)
+        index.add(list(prompt.ids))
+        expected = None
+        rest = expected_rest(req.text, req.cursor, list(self._recent.get(req.key, ())))
+        if rest is not None:
+            ids = self.tokenizer.encode(prompt.healed + rest, add_special_tokens=False)
+            expected = (prompt.ids[-MAX_NGRAM:], ids)
+        history, starts = self.history.index_for(req.key, expected)
         return Drafter(
             prompt=index,
             history=history,
@@ -513,6 +587,7 @@ class Engine:
         self.caches.discard(key)
         self._starts.pop(key, None)
         self._shown.pop(key, None)
+        self._recent.pop(key, None)
 
     def cached_tokens(self, key: str) -> int:
         """Tokens in a document's prompt cache (0 if none)."""

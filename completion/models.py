@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from . import fastpath
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float | None], None]
@@ -300,6 +302,7 @@ def load_model(
         raise ModelLoadError(f"could not load {model!r}: {exc}{hint}") from exc
     lm.to(dev)  # type: ignore[arg-type]
     lm.eval()
+    fastpath.install(lm)  # CPU only; the linear paths are chosen when costs are measured
     elapsed = time.perf_counter() - t0
     progress(f"Loaded {model} in {elapsed:.1f} s", 100)
     return LoadedModel(

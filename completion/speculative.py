@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 import torch
 
 from .constraints import Constraint, apply_bitmask, new_bitmask
+from .decode import margin
+from .fastpath import fast_linear
 
 MAX_NGRAM = 4
 """Longest context suffix (in tokens) looked up in the draft sources."""
@@ -111,18 +113,54 @@ class History:
         if output:
             self.items.append((key, [*context, *output], len(context)))
 
-    def index_for(self, key: str) -> tuple[NgramIndex, list[int]]:
+    def index_for(
+        self, key: str, expected: tuple[list[int], list[int]] | None = None
+    ) -> tuple[NgramIndex, list[int]]:
         """An index over the history, and where each sequence's suggestion starts.
 
-        This document's suggestions go last, so their matches win.
+        This document's suggestions go last, so their matches win; ``expected`` (the
+        prompt's last tokens, the tokens the model will likely say after them: see
+        :func:`expected_rest`) goes after them all.
         """
         idx = NgramIndex()
         starts = []
         ordered = [i for i in self.items if i[0] != key] + [i for i in self.items if i[0] == key]
+        if expected is not None and expected[1]:
+            ordered.append((key, [*expected[0], *expected[1]], len(expected[0])))
         for _, seq, start in ordered:
             idx.add(list(seq))
             starts.append(start)
         return idx, starts
+
+
+def expected_rest(
+    text: str,
+    cursor: int,
+    shown: list[tuple[str, int, str]],
+    before: int = 64,
+    after: int = 32,
+) -> str | None:
+    """What the model will likely say at ``cursor``: the rest of a suggestion shown here.
+
+    ``shown``: recent suggestions for the document, newest first, each as (text, cursor,
+    suggestion). One applies when the text around the cursor is the text around its
+    cursor with a beginning of the suggestion typed in between (possibly nothing), the
+    rest of the document may have changed (an edit elsewhere, a character typed and
+    deleted). The longest typed beginning wins. None when no suggestion applies.
+    """
+    for old_text, old_cursor, suggestion in shown:
+        if text[cursor : cursor + after] != old_text[old_cursor : old_cursor + after]:
+            continue
+        ctx = old_text[max(0, old_cursor - before) : old_cursor]
+        for typed in range(min(len(suggestion) - 1, cursor - len(ctx)), -1, -1):
+            if text[cursor - typed : cursor] != suggestion[:typed]:
+                continue
+            if text[cursor - typed - len(ctx) : cursor - typed] == ctx:
+                rest = suggestion[typed:]
+                if rest.strip():
+                    return rest
+                break
+    return None
 
 
 ##### The cost model #####
@@ -134,6 +172,8 @@ class CostModel:
 
     relative: dict[int, float] = field(default_factory=lambda: {1: 1.0})
     """k+1 tokens fed -> cost / cost of feeding 1."""
+    fast_rows: frozenset[int] = frozenset()
+    """Row counts for which the transposed linear path was faster (CPU)."""
 
     def cost(self, fed: int) -> float:
         """Interpolated relative cost of a forward over ``fed`` tokens."""
@@ -153,15 +193,18 @@ class CostModel:
         cls,
         model: Any,
         make_cache: Any,
-        sizes: tuple[int, ...] = (1, 2, 4, 16),
+        sizes: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 16),
         context: int = 768,
-        repeats: int = 5,
+        repeats: int = 3,
     ) -> CostModel:
         """Time forwards of each size on a ``context``-token cache (median of ``repeats``).
 
-        On a CPU one token takes a fast path and 2+ tokens cost about twice as much, and
-        the cost grows with the context: measure near where completions run.
+        On a CPU one token takes a fast path, and the cost grows with the context:
+        measure near where completions run. Where the model has a
+        :class:`~completion.fastpath.FastLinear` switch, both linear paths are timed
+        (interleaved, so load changes hit both) and the faster is chosen per size.
         """
+        switch = fast_linear(model)
         device = model.device
         vocab = int(model.config.vocab_size)
         gen = torch.Generator().manual_seed(0)
@@ -175,33 +218,52 @@ class CostModel:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        times: dict[int, float] = {}
+        variants = (False, True) if switch is not None else (False,)
+        samples: dict[tuple[int, bool], list[float]] = {}
+        saved = switch.rows if switch is not None else frozenset()
         for n in sizes:
             ids = torch.randint(0, vocab, (1, n), generator=gen).to(device)
             pos = torch.arange(context, context + n, device=device).unsqueeze(0)
-            samples = []
             for rep in range(repeats + 1):
-                t = time.perf_counter()
-                model(
-                    input_ids=ids,
-                    past_key_values=cache,
-                    position_ids=pos,
-                    use_cache=True,
-                    logits_to_keep=n,
-                )
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if rep:
-                    samples.append(time.perf_counter() - t)
-                cache.crop(-n)
-            times[n] = sorted(samples)[len(samples) // 2]
+                for transposed in variants if n > 1 else (False,):
+                    if switch is not None:
+                        switch.set_rows([n] if transposed else [])
+                    t = time.perf_counter()
+                    model(
+                        input_ids=ids,
+                        past_key_values=cache,
+                        position_ids=pos,
+                        use_cache=True,
+                        logits_to_keep=n,
+                    )
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    if rep:  # the first run of each size warms up
+                        samples.setdefault((n, transposed), []).append(time.perf_counter() - t)
+                    cache.crop(-n)
+        med = {key: sorted(v)[len(v) // 2] for key, v in samples.items()}
+        library = {n: t for (n, tr), t in med.items() if not tr}
+        fast_rows: frozenset[int] = frozenset()
+        if switch is not None:
+            switch.rows = saved
+            switch.choose(library, {n: t for (n, tr), t in med.items() if tr})
+            fast_rows = switch.rows
+        times = {
+            n: min(t, med.get((n, True), t)) if n in fast_rows else t for n, t in library.items()
+        }
         one = times[sizes[0]]
         # Costs never fall with more tokens: smooth the timing noise into a running max.
         relative, top = {}, 1.0
         for n in sorted(times):
             top = max(top, times[n] / one)
             relative[n] = top
-        return cls(relative)
+        return cls(relative, fast_rows)
+
+    def apply(self, model: Any) -> None:
+        """Give ``model`` the linear paths this measurement chose (a cached measurement)."""
+        switch = fast_linear(model)
+        if switch is not None:
+            switch.set_rows(self.fast_rows)
 
 
 def expected_tokens(alpha: float, k: int) -> float:
@@ -384,12 +446,14 @@ def speculative_generate(
     generator: torch.Generator | None = None,
     constraint: Constraint | None = None,
     context: list[int] | None = None,
+    margins: list[float] | None = None,
 ) -> Iterator[int]:
     """Like :func:`completion.decode.generate`, with drafts verified in one pass.
 
     ``context``: the prompt's last tokens (drafts are looked up after them and the
     tokens generated so far). Yields tokens one by one; the cache always ends holding
     exactly the prompt plus the tokens fed (rejected draft tokens are cropped out).
+    ``margins`` receives the (constrained) logit margin each emitted token was picked at.
     """
     ctx = list(context or [])
     vocab = logits.shape[-1]
@@ -411,8 +475,14 @@ def speculative_generate(
         drafter.prompt.extend(0, [tok])
         return tok in stop_ids or produced >= max_new_tokens
 
+    def pick(row: torch.Tensor, draft: int | None = None) -> tuple[int, bool]:
+        row = constrained(row)
+        if margins is not None:
+            margins.append(margin(row))
+        return _pick(row, temperature, generator, draft)
+
     # The first token comes from the prompt's logits.
-    token, _ = _pick(constrained(logits), temperature, generator)
+    token, _ = pick(logits)
     while True:
         if constraint is not None:
             constraint.accept(token)
@@ -428,7 +498,7 @@ def speculative_generate(
             stats.plainSteps += 1
             row = _forward_all(model, [pending], cache, position)[0]
             position += 1
-            token, _ = _pick(constrained(row), temperature, generator)
+            token, _ = pick(row)
             continue
         stats.verifySteps += 1
         stats.draftTokens += len(draft)
@@ -437,7 +507,7 @@ def speculative_generate(
         emitted: list[int] = []
         for i in range(len(draft) + 1):
             d = draft[i] if i < len(draft) else None
-            tok, ok = _pick(constrained(rows[i]), temperature, generator, d)
+            tok, ok = pick(rows[i], d)
             emitted.append(tok)
             if not ok:
                 break

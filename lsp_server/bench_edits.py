@@ -167,6 +167,7 @@ def run_edits(args: argparse.Namespace) -> int:
 
     from completion.engine import (
         AFTER_EDIT_TOKENS,
+        CONFIDENCE_MARGIN,
         TAIL_TOKENS,
         CompletionOptions,
         CompletionRequest,
@@ -180,6 +181,8 @@ def run_edits(args: argparse.Namespace) -> int:
         o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
     )
     tok = loaded.tokenizer
+    if args.confidence_margin is None:
+        args.confidence_margin = CONFIDENCE_MARGIN
     sizes = [int(x) for x in args.sizes.split(",")]
     specs = args.pie.split(",") if args.pie else ["1:0", f"{TAIL_TOKENS}:{AFTER_EDIT_TOKENS}"]
     variants = []
@@ -228,6 +231,7 @@ def run_edits(args: argparse.Namespace) -> int:
             strategy=variant.strategy,  # type: ignore[arg-type]
             tail_tokens=variant.tail,
             after_edit_tokens=variant.after_edit,
+            confidence_margin=args.confidence_margin,
         )
 
     for i, case in enumerate(tqdm(cases, desc="edit cases", file=sys.stderr)):
@@ -285,10 +289,19 @@ def run_edits(args: argparse.Namespace) -> int:
                         tok.decode(r.probe_ids), tok.decode(gold.probe_ids)
                     ),
                     "editChanged": changed,
+                    "minMargin": r.min_margin,
+                    "gated": r.gated,
+                    "totalMs": r.total_ms,
                 }
             )
     latency = latency_scenario(
-        engines[main_pie.name], main_pie, files, tok, rng, args.latency_cases
+        engines[main_pie.name],
+        main_pie,
+        files,
+        tok,
+        rng,
+        args.latency_cases,
+        args.confidence_margin,
     )
     report = summarize(variants, main_pie, sizes, latency, loaded, args)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +316,13 @@ def run_edits(args: argparse.Namespace) -> int:
 
 
 def latency_scenario(
-    pie: Any, pie_variant: Variant, files: list[Path], tok: Any, rng: random.Random, n: int
+    pie: Any,
+    pie_variant: Variant,
+    files: list[Path],
+    tok: Any,
+    rng: random.Random,
+    n: int,
+    confidence_margin: float,
 ) -> dict[str, Any]:
     """Real completions in a 2k-token file: no edit vs right after a one-line edit (pie).
 
@@ -318,6 +337,7 @@ def latency_scenario(
         context_tokens=2400,
         strategy="pie",
         tail_tokens=pie_variant.tail,
+        confidence_margin=confidence_margin,
         # This measures the cache: with speculation the no-edit request (a repeat of the
         # previous one) would be drafted whole from the previous answer.
         speculative=False,
@@ -364,6 +384,7 @@ def _agg(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "exact32": sum(r["exact32"] for r in rows) / len(rows),
         "similarity": statistics.mean(r["similarity"] for r in rows),
         "similarity32": statistics.mean(r["similarity32"] for r in rows),
+        "gated": sum(r.get("gated", False) for r in rows) / len(rows),
         "changedCases": len(changed),
         "followsEdit": (sum(r["exact"] for r in changed) / len(changed)) if changed else None,
     }

@@ -98,10 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 1:0, the paper's method, and the configured default)",
     )
     edits.add_argument("--no-prefix", action="store_true", help="skip the prefix strategy")
+    edits.add_argument(
+        "--confidence-margin",
+        type=float,
+        default=None,
+        help="pie: refresh and decode again below this logit margin (0: off; default: "
+        "cache.confidenceMargin's default)",
+    )
     edits.add_argument("--latency-cases", type=int, default=10)
     edits.add_argument("--seed", type=int, default=0)
     edits.add_argument("--out", type=Path, default=Path("bench-results"))
     _add_model_options(edits)
+    drift = bsub.add_parser("drift", help="editing sessions: where the drift budget should sit")
+    drift.add_argument(
+        "--budgets", default="0,256,512,1024,-1", help="staleBudget values (-1: never refresh)"
+    )
+    drift.add_argument("--size", type=int, default=1024, help="prompt window in tokens")
+    drift.add_argument("--sessions", type=int, default=3)
+    drift.add_argument("--steps", type=int, default=16, help="edits per session")
+    drift.add_argument("--confidence-margin", type=float, default=None, help="as in bench edits")
+    drift.add_argument("--seed", type=int, default=0)
+    drift.add_argument("--out", type=Path, default=Path("bench-results"))
+    _add_model_options(drift)
     dec = bsub.add_parser("decode", help="speculative decoding vs plain decoding: speed, identity")
     dec.add_argument("--positions", type=int, default=8, help="positions per kind (line, block)")
     dec.add_argument("--max-tokens", type=int, default=64)
@@ -323,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench_edits import run_edits
 
             return run_edits(args)
+        if args.bench_command == "drift":
+            from .bench_drift import run_drift
+
+            return run_drift(args)
         if args.bench_command == "decode":
             from .bench_decode import run_decode
 

@@ -15,7 +15,8 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "contextTokens": 2048,       # prompt budget in tokens
         "maxItems": 3                # suggestions for an invoked request (cycling)
       },
-      "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512, "maxStaleTokens": -1,
+      "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512,
+                "confidenceMargin": 0.05, "maxStaleTokens": -1,
                 "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048},
       "speculative": {"enabled": true, "maxDraftTokens": 16}
     }
@@ -66,6 +67,9 @@ class CacheConfig:
     staleBudget: int = 512
     """pie (drift budget): past this many stale tokens a document is re-encoded in the
     background once it is idle; never blocking a completion."""
+    confidenceMargin: float = 0.05
+    """pie: when stale tokens are cached and a pick that made the suggestion won by less
+    than this logit margin, re-encode them and decode again (exact; 0: never)."""
     maxStaleTokens: int = -1
     """pie: hard cap on stale tokens at completion time (-1: none; 0: always exact).
     Past it the stale tokens nearest the cursor are re-encoded before decoding."""
@@ -145,8 +149,9 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
             or not math.isfinite(value)
         ):
             return default, f"{key} must be a number, got {value!r}"
-        if not 0.0 <= float(value) <= 2.0:
-            return default, f"{key} must be between 0 and 2, got {value}"
+        flo, fhi = {"confidenceMargin": (0.0, 20.0)}.get(name, (0.0, 2.0))
+        if not flo <= float(value) <= fhi:
+            return default, f"{key} must be between {flo:g} and {fhi:g}, got {value}"
         return float(value), None
     if not isinstance(value, str) or not value.strip():
         return default, f"{key} must be a non-empty string, got {value!r}"

@@ -161,6 +161,7 @@ class PieServer(LanguageServer):
             tail_tokens=c.cache.tailTokens,
             after_edit_tokens=c.cache.afterEditTokens,
             stale_budget=None if c.cache.maxStaleTokens < 0 else c.cache.maxStaleTokens,
+            confidence_margin=c.cache.confidenceMargin,
             speculative=c.speculative.enabled,
             max_draft_tokens=c.speculative.maxDraftTokens,
         )

@@ -53,6 +53,8 @@ def total_lines(path):
 
 async def run(options: dict, tmp: Path, name: str) -> tuple[list[str], dict]:
     client = PieClient()
+    if "confidenceMargin" not in options["cache"]:  # this test pins the cache alone
+        options = {**options, "cache": {**options["cache"], "confidenceMargin": 0}}
     await client.start({**options, "completion": {"maxTokens": 16}})
     try:
         text = SOURCE
@@ -82,6 +84,13 @@ async def test_pie_matches_recompute_and_reencodes_far_fewer_tokens(tmp_path: Pa
     exact_out, exact_stats = await run(
         {"cache": {"strategy": "pie", "maxStaleTokens": 0}}, tmp_path, "exact"
     )
+    # A gate no pick can pass: every completion on stale tokens is decided exactly.
+    gated_out, gated_stats = await run(
+        {"cache": {"strategy": "pie", "confidenceMargin": 20}}, tmp_path, "gated"
+    )
+    assert gated_out == ref_out
+    assert gated_stats["totals"]["gatedRefreshes"] >= 1
+    assert gated_stats["documents"][0]["staleTokens"] == 0
     assert all(ref_out)
     assert pie_out[:3] == ref_out[:3]  # appends and edits inside the tail window
     assert exact_out == ref_out  # no stale token may remain: identical to recompute
@@ -109,7 +118,11 @@ async def test_background_refresh_clears_stale_tokens_when_idle(tmp_path: Path) 
 
     client = PieClient()
     await client.start(
-        {"cache": {"staleBudget": 0, "idleRefreshMs": 100}, "completion": {"maxTokens": 8}}
+        {
+            # No confidence gate: it could refresh during the completion itself.
+            "cache": {"staleBudget": 0, "idleRefreshMs": 100, "confidenceMargin": 0},
+            "completion": {"maxTokens": 8},
+        }
     )
     try:
         uri = client.open(tmp_path / "refresh.py", SOURCE)

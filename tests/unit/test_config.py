@@ -326,3 +326,23 @@ def test_speculative_and_max_items_settings():
     assert len(problems) == 3
     assert config.speculative.enabled is True and config.speculative.maxDraftTokens == 16
     assert config.completion.maxItems == 3
+
+
+def test_confidence_margin_has_its_own_bounds():
+    config, problems = parse_config({"cache": {"confidenceMargin": 12}})
+    assert problems == [] and config.cache.confidenceMargin == 12.0
+    for bad in (-1, 20.5, "high", True):
+        config, problems = parse_config({"cache": {"confidenceMargin": bad}})
+        assert len(problems) == 1 and "cache.confidenceMargin" in problems[0]
+        assert config.cache.confidenceMargin == CacheConfig().confidenceMargin
+
+
+def test_cache_defaults_are_the_engines():
+    from completion.engine import AFTER_EDIT_TOKENS, CONFIDENCE_MARGIN, TAIL_TOKENS
+
+    c = CacheConfig()
+    assert (c.tailTokens, c.afterEditTokens, c.confidenceMargin) == (
+        TAIL_TOKENS,
+        AFTER_EDIT_TOKENS,
+        CONFIDENCE_MARGIN,
+    )

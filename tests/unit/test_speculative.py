@@ -24,10 +24,12 @@ from completion.speculative import (
     Acceptance,
     CostModel,
     Drafter,
+    History,
     NgramIndex,
     SpecStats,
     _pick,
     choose_length,
+    expected_rest,
     expected_tokens,
     speculative_generate,
 )
@@ -336,3 +338,44 @@ def test_a_draft_that_ends_the_completion_earns_no_bonus() -> None:
     d.history.add([1, 2, 3, 4, 99, 5, 6])
     draft = d.propose([1, 2, 3])[0]
     assert draft and draft[0] == 4 and 5 not in draft  # never past the line end
+
+
+##### What the user will likely be shown again #####
+
+
+def test_expected_rest_after_typing_part_of_a_suggestion_and_an_edit_elsewhere() -> None:
+    old = "import os\n\ndef f(x):\n    return \n\nprint(f(2))\n"
+    cursor = old.index("return ") + len("return ")
+    shown = [(old, cursor, "x * 2 + os.sep")]
+    assert expected_rest(old, cursor, shown) == "x * 2 + os.sep"  # asked again as is
+    typed = old[:cursor] + "x * " + old[cursor:]
+    assert expected_rest(typed, cursor + 4, shown) == "2 + os.sep"
+    edited = "# a comment\n" + typed  # and an edit far above
+    assert expected_rest(edited, cursor + 4 + 12, shown) == "2 + os.sep"
+
+
+def test_expected_rest_none_when_the_text_diverges() -> None:
+    old = "def f(x):\n    return \n\nprint(f(2))\n"
+    cursor = old.index("return ") + len("return ")
+    shown = [(old, cursor, "x * 2")]
+    wrong = old[:cursor] + "@" + old[cursor:]
+    assert expected_rest(wrong, cursor + 1, shown) is None  # typed something else
+    changed_after = old[:cursor] + old[cursor:].replace("print", "len")
+    assert expected_rest(changed_after, cursor, shown) is None
+    assert expected_rest(old[:cursor] + "x * 2" + old[cursor:], cursor + 5, shown) is None
+
+
+def test_expected_rest_takes_the_newest_matching_and_longest_typed() -> None:
+    old = "a = \nb = 1\n"
+    shown = [(old[:4] + "@" + old[4:], 5, "zzz"), (old, 4, "foo(foo)")]
+    assert expected_rest(old, 4, shown) == "foo(foo)"  # the newest does not apply here
+    text = old[:4] + "foo(" + old[4:]
+    assert expected_rest(text, 8, shown) == "foo)"
+
+
+def test_history_puts_the_expected_rest_last_and_aligned() -> None:
+    history = History()
+    history.remember("doc", [1, 2, 3, 4], [5, 6, 7])
+    index, starts = history.index_for("doc", ([1, 2, 3, 4], [9, 9, 8]))
+    cont, n, s, at = index.find([1, 2, 3, 4], 8)
+    assert cont == [9, 9, 8] and n == 4 and at - starts[s] == 0

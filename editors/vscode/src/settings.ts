@@ -23,6 +23,7 @@ export interface ServerConfig {
     tailTokens: number;
     afterEditTokens: number;
     staleBudget: number;
+    confidenceMargin: number;
     maxStaleTokens: number;
     idleRefreshMs: number;
     maxDocuments: number;
@@ -48,6 +49,7 @@ export const SERVER_DEFAULTS: ServerConfig = {
     tailTokens: 32,
     afterEditTokens: 32,
     staleBudget: 512,
+    confidenceMargin: 0.05,
     maxStaleTokens: -1,
     idleRefreshMs: 800,
     maxDocuments: 8,

@@ -55,6 +55,7 @@ describe('toServerConfig', () => {
         tailTokens: 32,
         afterEditTokens: 32,
         staleBudget: 512,
+        confidenceMargin: 0.05,
         maxStaleTokens: -1,
         idleRefreshMs: 800,
         maxDocuments: 8,
@@ -116,7 +117,7 @@ describe('toServerConfig', () => {
       const property = properties[`pie.${key}`];
       assert.ok(property, `pie.${key} missing from package.json`);
       assert.deepEqual(property.default, value, `pie.${key} default`);
-      const expected = typeof value === 'number' ? (Number.isInteger(value) && key !== 'completion.temperature' ? 'integer' : 'number') : typeof value;
+      const expected = typeof value === 'number' ? (Number.isInteger(value) && !['completion.temperature', 'cache.confidenceMargin'].includes(key) ? 'integer' : 'number') : typeof value;
       assert.equal(property.type, expected, `pie.${key} type`);
     }
     const serverKeys = Object.keys(properties).filter(
@@ -134,6 +135,7 @@ describe('toServerConfig', () => {
       'cache.tailTokens': [1, 4096],
       'cache.afterEditTokens': [0, 4096],
       'cache.staleBudget': [0, 1048576],
+      'cache.confidenceMargin': [0, 20],
       'cache.maxStaleTokens': [-1, 1048576],
       'cache.idleRefreshMs': [0, 600000],
       'cache.maxDocuments': [1, 256],

@@ -1,0 +1,196 @@
+"""``pie-lsp bench drift``: where the drift budget (``cache.staleBudget``) should sit.
+
+An editing session replayed on a real file (the standard library): a window of N tokens
+ending inside a code line (the cursor), then a stream of edits above the cursor (a line
+inserted from elsewhere in the file, a line deleted, a line duplicated), each followed by
+a completion at the cursor, as a user who edits and keeps asking would see it. Stale
+tokens pile up edit after edit; the server re-encodes them in the background once the
+document holds more than the budget and is idle, which here happens between steps.
+
+For every budget in one run, on the same sessions: agreement of the completion
+(single-line mode, up to 32 tokens, greedy, the default confidence gate) with
+``recompute``, the stale tokens at completion time, and the background refresh work per
+edit (tokens re-encoded, milliseconds). A table on stdout and ``drift.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+from .bench import report_header
+from .bench_edits import SOURCES, edit_similarity, make_case
+
+NO_LIMIT = -1
+
+
+def edit_stream(
+    rng: random.Random, text: str, cursor: int, pool: list[str], steps: int
+) -> list[tuple[str, int]]:
+    """``steps`` successive (text, cursor) states, each one line edit above the cursor."""
+    states = []
+    for _ in range(steps):
+        head, tail = text[:cursor], text[cursor:]
+        lines = head.split("\n")
+        editable = len(lines) - 1  # full lines before the cursor's line
+        at = rng.randrange(max(1, editable // 20), max(2, int(editable * 0.9)))
+        op = rng.choice(("insert", "delete", "duplicate"))
+        if op == "insert":
+            lines.insert(at, rng.choice(pool))
+        elif op == "delete" and editable > 10:
+            del lines[at]
+        else:
+            lines.insert(at, lines[at])
+        head = "\n".join(lines)
+        text, cursor = head + tail, len(head)
+        states.append((text, cursor))
+    return states
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    """Run the benchmark; returns an exit code."""
+    from tqdm import tqdm
+
+    from completion.engine import CompletionOptions, CompletionRequest, Engine
+
+    from .cli import load_with_progress, model_overrides
+
+    o = model_overrides(args)
+    loaded = load_with_progress(
+        o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
+    )
+    tok = loaded.tokenizer
+    budgets = [int(b) for b in args.budgets.split(",")]
+    ref = Engine(loaded)
+    engines = {b: Engine(loaded) for b in budgets}
+    if ref.rerotator is None:
+        print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)
+        return 1
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
+    rng = random.Random(args.seed)
+
+    def options(strategy: str) -> CompletionOptions:
+        return CompletionOptions(
+            max_tokens=32,
+            multiline="never",
+            context_tokens=args.size + 400,
+            strategy=strategy,  # type: ignore[arg-type]
+            speculative=False,  # the figure is the cache's
+            **(
+                {"confidence_margin": args.confidence_margin}
+                if args.confidence_margin is not None
+                else {}
+            ),
+        )
+
+    sessions: list[tuple[Any, list[tuple[str, int]]]] = []
+    for attempt in range(args.sessions * 20):
+        if len(sessions) >= args.sessions:
+            break
+        path = files[attempt % len(files)]
+        case = make_case(rng, path, tok, args.size, "insert", "first")
+        if case is None:
+            continue
+        pool = [ln for ln in path.read_text(encoding="utf-8").split("\n") if ln.strip()]
+        sessions.append((case, edit_stream(rng, case.before, case.cursor_before, pool, args.steps)))
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(sessions) * args.steps, desc="edit steps", file=sys.stderr)
+    for s, (case, states) in enumerate(sessions):
+        key = f"session{s}"
+        for eng in engines.values():  # the document as opened: an exact cache
+            eng.prepare(CompletionRequest(key, case.before, case.cursor_before, options("pie")))
+        for step, (text, cursor) in enumerate(states):
+            gold = ref.complete(CompletionRequest(key, text, cursor, options("recompute")))
+            for budget, eng in engines.items():
+                r = eng.complete(CompletionRequest(key, text, cursor, options("pie")))
+                stale = eng.stale_tokens(key)
+                # Idle time after the completion: the background refresh, if due.
+                refreshed, ms = 0, 0.0
+                if budget != NO_LIMIT and stale > budget:
+                    t = time.perf_counter()
+                    refreshed = eng.refresh(key)
+                    ms = (time.perf_counter() - t) * 1000
+                rows.append(
+                    {
+                        "session": s,
+                        "step": step,
+                        "budget": budget,
+                        "exact": r.text == gold.text,
+                        "similarity": edit_similarity(r.text, gold.text),
+                        "staleAtCompletion": stale,
+                        "gated": r.gated,
+                        "refreshedTokens": refreshed,
+                        "refreshMs": ms,
+                        "completionMs": r.total_ms,
+                    }
+                )
+            bar.update(1)
+        for eng in (ref, *engines.values()):
+            eng.forget(key)
+    bar.close()
+    report = summarize(rows, budgets, loaded, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "drift" if o.get("model", "default") == "default" else f"drift-{Path(o['model']).name}"
+    (args.out / f"{name}.json").write_text(json.dumps({**report, "rows": rows}, indent=1))
+    print_report(report)
+    print(f"written: {args.out / (name + '.json')}")
+    return 0
+
+
+def summarize(
+    rows: list[dict[str, Any]], budgets: list[int], loaded: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Per budget: agreement, staleness, refresh work."""
+    out: dict[str, Any] = {
+        **report_header("drift", loaded),
+        "size": args.size,
+        "sessions": args.sessions,
+        "steps": args.steps,
+        "seed": args.seed,
+        "budgets": {},
+    }
+    for b in budgets:
+        sel = [r for r in rows if r["budget"] == b]
+        if not sel:
+            continue
+        out["budgets"][str(b)] = {
+            "n": len(sel),
+            "exact": sum(r["exact"] for r in sel) / len(sel),
+            "similarity": statistics.mean(r["similarity"] for r in sel),
+            "gated": sum(r["gated"] for r in sel) / len(sel),
+            "staleMedian": statistics.median(r["staleAtCompletion"] for r in sel),
+            "staleMax": max(r["staleAtCompletion"] for r in sel),
+            "refreshesPerEdit": sum(r["refreshedTokens"] > 0 for r in sel) / len(sel),
+            "refreshedTokensPerEdit": sum(r["refreshedTokens"] for r in sel) / len(sel),
+            "refreshMsPerEdit": sum(r["refreshMs"] for r in sel) / len(sel),
+            "completionMsMedian": statistics.median(r["completionMs"] for r in sel),
+        }
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The table."""
+    print(
+        f"\nmodel {report['model']} on {report['device']} ({report['dtype']}), "
+        f"{report['size']}-token windows, {report['sessions']} sessions x {report['steps']} edits"
+    )
+    print(
+        f"{'budget':>8} {'n':>4} {'exact':>6} {'sim':>5} {'gated':>6} {'stale med/max':>14}"
+        f" {'refresh/edit':>12} {'tokens/edit':>11} {'ms/edit':>8} {'completion ms':>13}"
+    )
+    for b, c in report["budgets"].items():
+        name = "none" if int(b) == NO_LIMIT else b
+        print(
+            f"{name:>8} {c['n']:>4} {c['exact']:>6.2f} {c['similarity']:>5.2f} {c['gated']:>6.2f}"
+            f" {c['staleMedian']:>6.0f}/{c['staleMax']:<7.0f} {c['refreshesPerEdit']:>12.2f}"
+            f" {c['refreshedTokensPerEdit']:>11.0f} {c['refreshMsPerEdit']:>8.0f}"
+            f" {c['completionMsMedian']:>13.0f}"
+        )
