@@ -70,6 +70,11 @@ def run_drift(args: argparse.Namespace) -> int:
     budgets = [int(b) for b in args.budgets.split(",")]
     ref = Engine(loaded)
     engines = {b: Engine(loaded) for b in budgets}
+    # As the server does once the model is ready: measure the verify cost, which also
+    # picks the CPU fast paths for short forwards (they speed up small cache updates).
+    print("measuring the verify cost curve...", file=sys.stderr)
+    costs = next(iter(engines.values())).costs
+    print(f"verify cost (k tokens / 1): {costs.relative}", file=sys.stderr)
     if ref.rerotator is None:
         print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)
         return 1

@@ -197,6 +197,11 @@ def run_edits(args: argparse.Namespace) -> int:
         variants.append(Variant("prefix", "prefix"))
     variants.append(Variant("recompute", "recompute"))
     engines = {v.name: Engine(loaded) for v in variants}
+    # As the server does once the model is ready: measure the verify cost, which also
+    # picks the CPU fast paths for short forwards (they speed up small cache updates).
+    print("measuring the verify cost curve...", file=sys.stderr)
+    costs = next(iter(engines.values())).costs
+    print(f"verify cost (k tokens / 1): {costs.relative}", file=sys.stderr)
     ref = engines["recompute"]
     if ref.rerotator is None:
         print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)

@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from completion.models import converted_dir_for, default_gguf_path
+from lsp_server.bench_drift import edit_stream
 from lsp_server.bench_edits import KINDS, edit_similarity, make_case
 
 pytestmark = pytest.mark.model
@@ -46,3 +47,24 @@ def test_edit_similarity() -> None:
     assert edit_similarity("abc", "abc") == 1.0
     assert edit_similarity("", "abc") == 0.0
     assert edit_similarity("abcd", "abce") == pytest.approx(0.75)
+
+
+def test_drift_sessions_edit_one_line_above_the_cursor_each_step() -> None:
+    path = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
+    lines = path.read_text(encoding="utf-8").split("\n")
+    text = "\n".join(lines[:200]) + "\n    x = "
+    cursor = len(text)
+    text += "1\n" + "\n".join(lines[200:220])
+    pool = [ln for ln in lines if ln.strip()]
+    states = edit_stream(random.Random(5), text, cursor, pool, 12)
+    assert len(states) == 12
+    prev_text, prev_cursor = text, cursor
+    for new_text, new_cursor in states:
+        assert new_text[new_cursor:] == text[cursor:]  # nothing after the cursor changes
+        assert new_text[new_cursor - 8 : new_cursor] == text[cursor - 8 : cursor]
+        old_lines = prev_text[:prev_cursor].split("\n")
+        new_lines = new_text[:new_cursor].split("\n")
+        assert abs(len(new_lines) - len(old_lines)) == 1  # one line inserted or deleted
+        assert new_text != prev_text
+        prev_text, prev_cursor = new_text, new_cursor
+    assert states == edit_stream(random.Random(5), text, cursor, pool, 12)  # replayable
