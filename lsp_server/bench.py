@@ -54,6 +54,18 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def measure_verify_cost(engine: Any) -> dict[int, float]:
+    """Measure the verify cost as the server does once the model is ready.
+
+    This also picks the CPU fast paths for short forwards (completion/fastpath.py),
+    which speed up verify steps and small cache updates alike. Returns the curve.
+    """
+    print("measuring the verify cost curve...", file=sys.stderr)
+    relative: dict[int, float] = engine.costs.relative
+    print(f"verify cost (k tokens / 1): {relative}", file=sys.stderr)
+    return relative
+
+
 def load_source(path: Path | None, tokenizer: Any) -> tuple[str, str]:
     """A real Python file cut at a line end to about TARGET_TOKENS tokens."""
     src = path or Path(sysconfig.get_paths()["stdlib"]) / DEFAULT_SOURCE

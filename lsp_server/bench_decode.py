@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .bench import percentile, report_header, summary
+from .bench import measure_verify_cost, percentile, report_header, summary
 from .bench_edits import SOURCES, _code_lines
 
 
@@ -98,9 +98,7 @@ def run_decode(args: argparse.Namespace) -> int:
         o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
     )
     on, off = Engine(loaded), Engine(loaded)
-    print("measuring the verify cost curve...", file=sys.stderr)
-    costs = on.costs
-    print(f"verify cost relative to one token: {costs.relative}", file=sys.stderr)
+    costs = measure_verify_cost(on)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
     rng = random.Random(args.seed)
@@ -177,7 +175,7 @@ def run_decode(args: argparse.Namespace) -> int:
         for eng in engines.values():
             eng.forget(key)
 
-    report = summarize(rows, loaded, costs.relative, args)
+    report = summarize(rows, loaded, costs, args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "decode" if o.get("model", "default") == "default" else f"decode-{Path(o['model']).name}"
     (args.out / f"{name}.json").write_text(json.dumps({**report, "rows": rows}, indent=1))

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench import report_header
+from .bench import measure_verify_cost, report_header
 from .bench_edits import SOURCES, edit_similarity, make_case
 
 NO_LIMIT = -1
@@ -58,7 +58,7 @@ def run_drift(args: argparse.Namespace) -> int:
     """Run the benchmark; returns an exit code."""
     from tqdm import tqdm
 
-    from completion.engine import CompletionOptions, CompletionRequest, Engine
+    from completion.engine import CONFIDENCE_MARGIN, CompletionOptions, CompletionRequest, Engine
 
     from .cli import load_with_progress, model_overrides
 
@@ -68,16 +68,13 @@ def run_drift(args: argparse.Namespace) -> int:
     )
     tok = loaded.tokenizer
     budgets = [int(b) for b in args.budgets.split(",")]
+    margin = CONFIDENCE_MARGIN if args.confidence_margin is None else args.confidence_margin
     ref = Engine(loaded)
     engines = {b: Engine(loaded) for b in budgets}
-    # As the server does once the model is ready: measure the verify cost, which also
-    # picks the CPU fast paths for short forwards (they speed up small cache updates).
-    print("measuring the verify cost curve...", file=sys.stderr)
-    costs = next(iter(engines.values())).costs
-    print(f"verify cost (k tokens / 1): {costs.relative}", file=sys.stderr)
     if ref.rerotator is None:
         print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)
         return 1
+    measure_verify_cost(ref)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
     rng = random.Random(args.seed)
@@ -89,11 +86,7 @@ def run_drift(args: argparse.Namespace) -> int:
             context_tokens=args.size + 400,
             strategy=strategy,  # type: ignore[arg-type]
             speculative=False,  # the figure is the cache's
-            **(
-                {"confidence_margin": args.confidence_margin}
-                if args.confidence_margin is not None
-                else {}
-            ),
+            confidence_margin=margin,
         )
 
     sessions: list[tuple[Any, list[tuple[str, int]]]] = []

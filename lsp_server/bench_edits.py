@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bench import percentile, report_header, summary
+from .bench import measure_verify_cost, percentile, report_header, summary
 
 SOURCES = (
     "argparse.py",
@@ -197,15 +197,11 @@ def run_edits(args: argparse.Namespace) -> int:
         variants.append(Variant("prefix", "prefix"))
     variants.append(Variant("recompute", "recompute"))
     engines = {v.name: Engine(loaded) for v in variants}
-    # As the server does once the model is ready: measure the verify cost, which also
-    # picks the CPU fast paths for short forwards (they speed up small cache updates).
-    print("measuring the verify cost curve...", file=sys.stderr)
-    costs = next(iter(engines.values())).costs
-    print(f"verify cost (k tokens / 1): {costs.relative}", file=sys.stderr)
     ref = engines["recompute"]
     if ref.rerotator is None:
         print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)
         return 1
+    measure_verify_cost(ref)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
     rng = random.Random(args.seed)
