@@ -7,6 +7,7 @@ It is blocking: the server runs it on a worker thread and cancels it through a
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from cache import (
 )
 
 from .decode import generate, prefill
-from .fim import Prompt, PromptFormat, build_prompt, detect_format
+from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .models import LoadedModel
 from .speculative import (
     MAX_NGRAM,
@@ -38,6 +39,7 @@ from .speculative import (
     History,
     NgramIndex,
     SpecStats,
+    Workspace,
     expected_rest,
     speculative_generate,
 )
@@ -130,6 +132,8 @@ class CompletionRequest:
     text: str
     cursor: int
     options: CompletionOptions = field(default_factory=CompletionOptions)
+    others: tuple[tuple[str, str], ...] = ()
+    """Other open documents as (key, text), most recently used first: a draft source."""
 
 
 @dataclass
@@ -196,6 +200,7 @@ class Engine:
         self.totals = Totals()
         self.history = History()
         self.acceptance = Acceptance()
+        self.workspace = Workspace(lambda text: encode(self.tokenizer, text))
         self._costs: CostModel | None = None
         self._costs_lock = threading.Lock()
         self._newline_ids: frozenset[int] | None = None
@@ -205,6 +210,9 @@ class Engine:
         """Per document: the last few suggestions (text, cursor, suggestion), newest first."""
         self._lock = threading.Lock()
         self._starts: dict[str, int] = {}
+        self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+        """The model's trained context length (0: unknown); prompts are kept inside it."""
+        self._clamp_logged = False
         supported, why = rerotation_support(config)
         rotary = find_rotary(self.model) if supported else None
         self.rerotator: Rerotator | None = Rerotator(rotary) if rotary is not None else None
@@ -359,6 +367,18 @@ class Engine:
         t.gateMs += gate_ms
         return result
 
+    def drafting_state(self) -> Any:
+        """A copy of what drafting and typing-through learn from completions.
+
+        Benchmarks restore it (:meth:`restore_drafting_state`) to time one request
+        several times from the same state.
+        """
+        return copy.deepcopy((self.history, self.acceptance, self._shown, self._recent))
+
+    def restore_drafting_state(self, state: Any) -> None:
+        """Put back a :meth:`drafting_state` copy (copied again: it can be reused)."""
+        self.history, self.acceptance, self._shown, self._recent = copy.deepcopy(state)
+
     @property
     def costs_measured(self) -> bool:
         """Whether :attr:`costs` has been measured (speculation drafts only then)."""
@@ -384,6 +404,9 @@ class Engine:
                         )
                     self._costs = _COSTS[key]
                     self._costs.apply(self.model)
+                    # Drafting in single-line mode needs these; a vocabulary scan (about
+                    # 0.2 s) that the first completion would otherwise pay.
+                    _ = self.newline_ids
                     log.info("verify cost (k tokens / 1 token): %s", self._costs.relative)
         return self._costs
 
@@ -414,6 +437,7 @@ class Engine:
             costs=self._costs or CostModel(),  # linear cost: never drafts
             acceptance=self.acceptance,
             history_starts=starts,
+            workspace=self.workspace.indexes(tuple(o for o in req.others if o[0] != req.key)),
             final_ids=self.format.stop_ids | (self.newline_ids if line else frozenset()),
         )
 
@@ -518,12 +542,27 @@ class Engine:
 
     def _prompt(self, req: CompletionRequest) -> Prompt:
         """The request's prompt, its window start kept sticky per document."""
+        budget = max(16, req.options.context_tokens)
+        if self.max_positions:
+            # Room for the completion inside the positions the model was trained on.
+            limit = max(16, self.max_positions - max(1, req.options.max_tokens) - 8)
+            if budget > limit:
+                if not self._clamp_logged:
+                    log.warning(
+                        "contextTokens %d is beyond what the model was trained on (%d "
+                        "positions): prompts are kept to %d tokens",
+                        budget,
+                        self.max_positions,
+                        limit,
+                    )
+                    self._clamp_logged = True
+                budget = limit
         prompt = build_prompt(
             self.tokenizer,
             self.format,
             req.text,
             req.cursor,
-            max(16, req.options.context_tokens),
+            budget,
             prefer_start=self._starts.get(req.key),
         )
         self._starts[req.key] = prompt.prefix_start

@@ -2,7 +2,8 @@
 
 Drafts come from text the model is likely to copy: earlier suggestions for the same
 document (the user re-asks after typing or a small edit, and the model says most of it
-again), the prompt itself (prefix and, for FIM, the suffix), and other open documents.
+again), the prompt itself (prefix and, for FIM, the suffix), and other open documents
+(:class:`Workspace`).
 A draft is verified in one forward pass on top of the cached prompt; the longest prefix
 the target model agrees with is kept and the rest rolled back out of the cache.
 
@@ -38,6 +39,12 @@ MAX_NGRAM = 4
 """Longest context suffix (in tokens) looked up in the draft sources."""
 MIN_NGRAM = 2
 """Shortest: a single-token match drafts noise too often to pay on a CPU."""
+DRAFT_SOURCES = ("aligned", "history", "prompt", "workspace")
+"""Where drafts come from (see :meth:`Drafter.propose`)."""
+WORKSPACE_DOCS = 8
+"""Other open documents drafted from (the most recently used)."""
+WORKSPACE_CHARS = 65536
+"""Characters of each such document indexed (its beginning)."""
 
 
 @dataclass
@@ -48,6 +55,10 @@ class SpecStats:
     acceptedTokens: int = 0
     verifySteps: int = 0
     plainSteps: int = 0
+    draftsBySource: dict[str, list[int]] = field(
+        default_factory=lambda: {s: [0, 0] for s in DRAFT_SOURCES}
+    )
+    """Per draft source ("aligned", "history", "prompt", "workspace"): [drafted, accepted]."""
 
 
 ##### Draft sources #####
@@ -133,6 +144,47 @@ class History:
         return idx, starts
 
 
+class Workspace:
+    """Other open documents as a draft source: code is copied between files.
+
+    Each document is tokenized and indexed once per version, lazily (when a completion
+    in another document drafts), and only its first ``max_chars`` characters.
+    """
+
+    def __init__(
+        self, encode: Any, max_docs: int = WORKSPACE_DOCS, max_chars: int = WORKSPACE_CHARS
+    ) -> None:
+        self._encode = encode
+        self.max_docs = max_docs
+        self.max_chars = max_chars
+        self._docs: dict[str, tuple[str, NgramIndex]] = {}
+
+    def __len__(self) -> int:
+        """Documents indexed now."""
+        return len(self._docs)
+
+    def indexes(self, others: tuple[tuple[str, str], ...]) -> list[NgramIndex]:
+        """Indexes of ``others`` ((key, text), most relevant first), built as needed.
+
+        Documents not in ``others`` are dropped (closed, or past ``max_docs``).
+        """
+        wanted = others[: self.max_docs]
+        out = []
+        for key, text in wanted:
+            text = text[: self.max_chars]
+            held = self._docs.get(key)
+            if held is None or held[0] != text:
+                index = NgramIndex()
+                index.add(self._encode(text))
+                held = (text, index)
+                self._docs[key] = held
+            out.append(held[1])
+        keep = {key for key, _ in wanted}
+        for key in [k for k in self._docs if k not in keep]:
+            del self._docs[key]
+        return out
+
+
 def expected_rest(
     text: str,
     cursor: int,
@@ -197,7 +249,7 @@ class CostModel:
         context: int = 768,
         repeats: int = 3,
     ) -> CostModel:
-        """Time forwards of each size on a ``context``-token cache (median of ``repeats``).
+        """Time forwards of each size on a ``context``-token cache (fastest of ``repeats``).
 
         On a CPU one token takes a fast path, and the cost grows with the context:
         measure near where completions run. Where the model has a
@@ -241,7 +293,8 @@ class CostModel:
                     if rep:  # the first run of each size warms up
                         samples.setdefault((n, transposed), []).append(time.perf_counter() - t)
                     cache.crop(-n)
-        med = {key: sorted(v)[len(v) // 2] for key, v in samples.items()}
+        # The fastest run: on a shared machine noise only ever adds time.
+        med = {key: min(v) for key, v in samples.items()}
         library = {n: t for (n, tr), t in med.items() if not tr}
         fast_rows: frozenset[int] = frozenset()
         if switch is not None:
@@ -313,6 +366,8 @@ class Acceptance:
         ("history", False): 0.45,
         ("prompt", True): 0.45,
         ("prompt", False): 0.25,
+        ("workspace", True): 0.35,
+        ("workspace", False): 0.2,
     }
     WEIGHT = 3.0
     """Pseudo-observations behind a prior."""
@@ -354,6 +409,8 @@ class Drafter:
     acceptance: Acceptance
     history_starts: list[int] = field(default_factory=list)
     """Where each history sequence's suggestion starts (see :meth:`History.index_for`)."""
+    workspace: list[NgramIndex] = field(default_factory=list)
+    """Other open documents (:class:`Workspace`), most relevant first."""
     final_ids: frozenset[int] = frozenset()
     """Tokens after which the caller stops (stop tokens; line ends in single-line mode):
     drafts are cut after the first of them."""
@@ -366,7 +423,9 @@ class Drafter:
         edit elsewhere, or a character typed and deleted): the likeliest to repeat.
         """
         best: tuple[list[int], str, int] = ([], "", 0)
-        for source, index in (("history", self.history), ("prompt", self.prompt)):
+        sources = [("history", self.history), ("prompt", self.prompt)]
+        sources += [("workspace", index) for index in self.workspace]
+        for source, index in sources:
             cont, n, s, at = index.find(context, self.max_draft)
             if not cont:
                 continue
@@ -523,6 +582,9 @@ def speculative_generate(
             cache.crop(-(fed - keep))
         position += keep
         stats.acceptedTokens += accepted
+        by_source = stats.draftsBySource.setdefault(source, [0, 0])
+        by_source[0] += len(draft)
+        by_source[1] += accepted
         drafter.acceptance.update(source, n, len(draft), accepted)
         # Emit the accepted drafts (already fed), then the correction/bonus (not fed).
         for tok in emitted[:accepted]:  # the constraint accepted these above

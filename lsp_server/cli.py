@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--positions", type=int, default=8, help="positions per kind (line, block)")
     dec.add_argument("--max-tokens", type=int, default=64)
     dec.add_argument("--max-draft", type=int, default=16)
+    dec.add_argument(
+        "--open-files", type=int, default=3, help="earlier positions' files kept open (drafts)"
+    )
+    dec.add_argument(
+        "--repeats", type=int, default=5, help="timings per request and engine (fastest kept)"
+    )
     dec.add_argument("--context-tokens", type=int, default=1024)
     dec.add_argument(
         "--context-chars", type=int, default=6000, help="document size around the cursor"

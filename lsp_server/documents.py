@@ -140,11 +140,18 @@ class DocumentStore:
         except KeyError:
             raise UnknownDocumentError(f"document not open: {uri}") from None
 
+    def mark_used(self, uri: str) -> None:
+        """Activity on a document: iteration yields the least recently used first."""
+        doc = self._docs.pop(uri, None)
+        if doc is not None:
+            self._docs[uri] = doc
+
     def close(self, uri: str) -> None:
         """Forget a document."""
         self._docs.pop(uri, None)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
+        """The documents, least recently used first (see :meth:`mark_used`)."""
         return iter(list(self._docs.values()))
 
     def __len__(self) -> int:

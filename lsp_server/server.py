@@ -170,6 +170,7 @@ class PieServer(LanguageServer):
 
     def touch(self, uri: str) -> None:
         """Activity on a document: stop its refresh and restart the idle clock."""
+        self.documents.mark_used(uri)
         timer = self._refresh_timers.pop(uri, None)
         if timer is not None:
             timer.cancel()
@@ -353,7 +354,9 @@ class PieServer(LanguageServer):
             previous.cancel("superseded")
             self.counters["superseded"] += 1
         self.inflight[uri] = token
-        request = CompletionRequest(uri, text, offset, self.options())
+        # Other open documents, most recently used first: a draft source.
+        others = tuple((d.uri, d.text) for d in self.documents if d.uri != uri)[::-1]
+        request = CompletionRequest(uri, text, offset, self.options(), others)
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(
@@ -437,6 +440,7 @@ class PieServer(LanguageServer):
         totals.update(self.counters)
         totals["cacheBytes"] = engine.caches.nbytes() if engine else 0
         totals["evictions"] = engine.caches.evictions if engine else 0
+        totals["draftDocuments"] = len(engine.workspace) if engine else 0
         strategy: str = self.config.cache.strategy
         if engine is not None:
             strategy = engine.effective_strategy(strategy)  # type: ignore[arg-type]

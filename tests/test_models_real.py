@@ -45,6 +45,16 @@ def test_special_token_text_in_documents_is_data(default_engine: Engine) -> None
     assert not special & set(ids)
 
 
+def test_prompts_stay_inside_the_models_trained_context(default_engine: Engine) -> None:
+    assert default_engine.max_positions == 8192  # SmolLM2-135M
+    eng = Engine(default_engine.loaded)
+    eng.max_positions = 300  # as if the model had been trained on 300 positions
+    text = "".join(f"value_{i} = {i} * 2\n" for i in range(200)) + "total = "
+    opts = CompletionOptions(max_tokens=16, context_tokens=4096)
+    r = eng.complete(CompletionRequest("long.py", text, len(text), opts))
+    assert 200 < r.prompt_tokens <= 300 - 16 - 8
+
+
 def test_local_checkpoint_directory(tmp_path: Path, default_engine: Engine) -> None:
     """Any transformers checkpoint directory loads (here a tiny random Llama)."""
     from transformers import LlamaConfig, LlamaForCausalLM

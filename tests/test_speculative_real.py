@@ -11,12 +11,14 @@ import pytest
 
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import is_converted, load_model, qwen_dir
+from completion.speculative import CostModel
 from lsp_server.bench_decode import make_position
 from lsp_server.bench_edits import SOURCES
 
 pytestmark = pytest.mark.model
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
+MOVING_AVERAGE = Path(__file__).parent / "data" / "moving_average.py"
 
 
 def positions(n: int, seed: int) -> list:
@@ -72,6 +74,51 @@ def test_typing_through_a_suggestion_reuses_it(loaded_default) -> None:
     third = eng.complete(CompletionRequest("t.py", text + typed + "#", len(text) + 3))
     assert third.stop_reason != "reused"
     assert eng.totals.reusedCompletions == 1
+
+
+def test_code_in_another_open_document_is_drafted_from(loaded_default) -> None:
+    lib = MOVING_AVERAGE.read_text(encoding="utf-8")
+    text = "import math\n\n" + lib[: lib.index("    for i") + len("    for i")]
+    opts = CompletionOptions(max_tokens=48, context_tokens=768)
+    results = {}
+    for others in ((), (("lib.py", lib),)):
+        eng = Engine(loaded_default)
+        # Verification as cheap as a step, so any draft is tried whatever this machine's
+        # measured curve says (the choice of length is tested apart).
+        eng._costs = CostModel({n: 1.0 for n in range(1, 40)})
+        r = eng.complete(CompletionRequest("new.py", text, len(text), opts, others))
+        results[bool(others)] = (r.text, eng.totals.draftsBySource["workspace"][0])
+    assert results[True][0] == results[False][0]  # lossless either way
+    assert results[True][1] > 0 and results[False][1] == 0  # lib.py was drafted from
+
+
+def test_drafting_state_restored_repeats_a_request_exactly(loaded_default) -> None:
+    """bench decode times a request several times from one state: the repeats must be
+    the same work (same output, same drafts), not a re-ask that drafts from the first."""
+    eng = Engine(loaded_default)
+    assert eng.costs
+    p = positions(1, seed=11)[0]
+    opts = CompletionOptions(
+        max_tokens=32, context_tokens=768, confidence_margin=0.0
+    )  # as the bench
+    eng.complete(CompletionRequest("d", p.text, p.cursor, opts))
+    edited = "# edited\n" + p.text
+    state = eng.drafting_state()
+    counts = []
+    for _ in range(2):
+        before = eng.totals.draftTokens, eng.totals.acceptedTokens
+        r = eng.complete(CompletionRequest("d", edited, p.cursor + 9, opts))
+        counts.append(
+            (r.text, eng.totals.draftTokens - before[0], eng.totals.acceptedTokens - before[1])
+        )
+        eng.restore_drafting_state(state)
+    assert counts[0] == counts[1]
+    # Without the restore, the second ask drafts from the first ask's answer.
+    eng.complete(CompletionRequest("d", edited, p.cursor + 9, opts))
+    before = eng.totals.acceptedTokens
+    again = eng.complete(CompletionRequest("d", edited, p.cursor + 9, opts))
+    assert again.text == counts[0][0]
+    assert eng.totals.acceptedTokens - before >= counts[0][2]
 
 
 @pytest.mark.qwen

@@ -396,3 +396,24 @@ async def test_typing_through_a_suggestion_is_answered_from_it(client: LanguageC
     assert _value(stats, "reusedCompletions") >= 1
     for key in ("draftTokens", "acceptedTokens", "verifySteps"):
         assert _value(stats, key) >= 0
+
+
+async def test_code_in_another_open_document_is_drafted_from(client: LanguageClient) -> None:
+    enc = encoding_of(client)
+    lib = (DATA / "moving_average.py").read_text(encoding="utf-8")
+    await open_doc(client, "lib.py", lib)
+    before = await client.protocol.send_request_async("pie/stats", None)
+    text = "import math\n\n" + lib[: lib.index("    for i")]
+    uri = await open_doc(client, "uses_lib.py", text)
+    result = await inline(
+        client, uri, end_position(text, enc), types.InlineCompletionTriggerKind.Automatic
+    )
+    assert result.items
+    after = await client.protocol.send_request_async("pie/stats", None)
+
+    totals = _as_dict(after)["totals"]
+    # lib.py (and any other open document) was indexed for drafts; whether a draft from it
+    # pays depends on the verify cost this machine measured (the engine test forces it).
+    assert totals["draftDocuments"] >= 1
+    assert set(totals["draftsBySource"]) == {"aligned", "history", "prompt", "workspace"}
+    assert _as_dict(before)["totals"]["draftDocuments"] >= 0

@@ -393,3 +393,12 @@ def test_store_unknown_uri():
         store.get("file:///missing.py")
     with pytest.raises(KeyError):  # UnknownDocumentError is a KeyError
         store.get("file:///missing.py")
+
+
+def test_store_iterates_least_recently_used_first() -> None:
+    store = DocumentStore()
+    for name in ("a", "b", "c"):
+        store.open(f"file:///{name}.py", "x = 1\n", 1, "python")
+    store.mark_used("file:///a.py")
+    store.mark_used("file:///gone.py")  # not open: ignored
+    assert [d.uri for d in store] == ["file:///b.py", "file:///c.py", "file:///a.py"]

@@ -27,6 +27,7 @@ from completion.speculative import (
     History,
     NgramIndex,
     SpecStats,
+    Workspace,
     _pick,
     choose_length,
     expected_rest,
@@ -320,6 +321,36 @@ def test_history_hit_at_the_same_offset_is_aligned() -> None:
     # The same tokens reached after a different start: an ordinary history hit.
     draft, source, _ = d.propose([7, 3, 4, 10], produced=3)
     assert source == "history" and draft == [11, 12, 13, 14]
+
+
+def test_workspace_indexes_other_documents_once_per_version() -> None:
+    encoded: list[str] = []
+
+    def encode(text: str) -> list[int]:
+        encoded.append(text)
+        return [ord(c) for c in text]
+
+    ws = Workspace(encode, max_docs=2, max_chars=6)
+    a, b = ws.indexes((("a", "abcdefgh"), ("b", "xyz")))
+    assert a.seqs == [[ord(c) for c in "abcdef"]]  # only the beginning is indexed
+    assert ws.indexes((("a", "abcdefgh"), ("b", "xyz")))[0] is a  # unchanged: not rebuilt
+    assert encoded == ["abcdef", "xyz"]
+    b2 = ws.indexes((("b", "xyz!"), ("a", "abcdefgh"), ("c", "never")))[0]
+    assert b2 is not b and encoded[-1] == "xyz!"  # changed: rebuilt; "c" is past max_docs
+    assert ws.indexes((("c", "ccc"),))[0].seqs == [[ord("c")] * 3]
+    assert ws.indexes(()) == []  # closed documents are dropped
+
+
+def test_drafts_come_from_other_documents() -> None:
+    other = NgramIndex()
+    other.add([5, 6, 7, 8, 9, 10, 11])
+    d = drafter([], [])
+    d.workspace = [other]
+    draft, source, n = d.propose([1, 6, 7, 8])
+    assert (draft, source, n) == ([9, 10, 11], "workspace", 3)
+    # A longer match in this document's own prompt wins.
+    d.prompt.add([1, 6, 7, 8, 42])
+    assert d.propose([1, 6, 7, 8])[:2] == ([42], "prompt")
 
 
 def test_a_draft_that_ends_the_completion_earns_no_bonus() -> None:
