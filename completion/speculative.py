@@ -331,6 +331,14 @@ MARGIN = 1.15
 tokens a verify step computes past the point where the caller stops are wasted."""
 
 
+MAX_LOSS = 0.05
+"""A draft from a source that is more likely wrong than right may cost at most this much
+more than a plain step when it is rejected at once (so such drafts can never make a
+completion more than 5% slower than plain decoding)."""
+SURE = 0.6
+"""Acceptance from which a source's drafts may be longer than :data:`MAX_LOSS` allows."""
+
+
 def choose_length(
     alpha: float, available: int, cap: int, costs: CostModel, final: bool = False
 ) -> int:
@@ -338,10 +346,13 @@ def choose_length(
 
     ``final``: the ``available`` draft tokens end the completion (a line end in
     single-line mode, a stop token), so a fully accepted draft of that length earns no
-    bonus token: the caller stops there.
+    bonus token: the caller stops there. Below :data:`SURE` acceptance only lengths
+    whose verify step costs at most :data:`MAX_LOSS` over a plain step are drafted.
     """
     best_k, best_rate = 0, MARGIN  # plain decoding: 1 token for cost 1, plus the margin
     for k in range(1, min(available, cap) + 1):
+        if alpha < SURE and costs.cost(k + 1) > 1.0 + MAX_LOSS:
+            break  # costs never fall with more tokens
         gain = expected_tokens(alpha, k)
         if final and k == available:
             gain -= alpha**k

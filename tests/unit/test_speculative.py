@@ -357,6 +357,11 @@ def test_a_draft_that_ends_the_completion_earns_no_bonus() -> None:
     costs = CostModel({1: 1.0, 2: 1.6, 4: 1.65, 16: 1.7})
     # One drafted token, then the line ends: one token for the cost of a 2-token forward.
     assert choose_length(0.95, 1, 16, costs, final=True) == 0
+    # An unsure source drafts only lengths whose rejection costs at most 5% over a step.
+    curve = CostModel({1: 1.0, 2: 1.0, 3: 1.04, 4: 1.2, 16: 1.6})
+    assert choose_length(0.5, 16, 16, curve) == 2
+    assert choose_length(0.5, 16, 16, CostModel({1: 1.0, 2: 1.3, 16: 1.6})) == 0
+    assert choose_length(0.9, 16, 16, curve) > 2  # a sure source still drafts long
     assert choose_length(0.95, 1, 16, costs, final=False) == 1
     d = Drafter(
         prompt=NgramIndex(),
