@@ -273,10 +273,19 @@ class CostModel:
         variants = (False, True) if switch is not None else (False,)
         samples: dict[tuple[int, bool], list[float]] = {}
         saved = switch.rows if switch is not None else frozenset()
-        for n in sizes:
-            ids = torch.randint(0, vocab, (1, n), generator=gen).to(device)
-            pos = torch.arange(context, context + n, device=device).unsqueeze(0)
-            for rep in range(repeats + 1):
+        inputs = {
+            n: (
+                torch.randint(0, vocab, (1, n), generator=gen).to(device),
+                torch.arange(context, context + n, device=device).unsqueeze(0),
+            )
+            for n in sizes
+        }
+        # Rounds over all sizes (not all rounds of one size, then the next): a slow spell
+        # on a shared machine then hits every size alike instead of a run of sizes, and
+        # the fastest round of each size is kept.
+        for rep in range(repeats + 1):
+            for n in sizes:
+                ids, pos = inputs[n]
                 for transposed in variants if n > 1 else (False,):
                     if switch is not None:
                         switch.set_rows([n] if transposed else [])
@@ -290,7 +299,7 @@ class CostModel:
                     )
                     if device.type == "cuda":
                         torch.cuda.synchronize()
-                    if rep:  # the first run of each size warms up
+                    if rep:  # the first round warms up
                         samples.setdefault((n, transposed), []).append(time.perf_counter() - t)
                     cache.crop(-n)
         # The fastest run: on a shared machine noise only ever adds time.
