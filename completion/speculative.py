@@ -171,11 +171,12 @@ class Workspace:
         wanted = others[: self.max_docs]
         out = []
         for key, text in wanted:
-            text = text[: self.max_chars]
             held = self._docs.get(key)
+            # The text object itself is kept: an unchanged document is the same object,
+            # so this check costs nothing per request (no slice, no character compare).
             if held is None or held[0] != text:
                 index = NgramIndex()
-                index.add(self._encode(text))
+                index.add(self._encode(text[: self.max_chars]))
                 held = (text, index)
                 self._docs[key] = held
             out.append(held[1])
@@ -303,15 +304,15 @@ class CostModel:
                         samples.setdefault((n, transposed), []).append(time.perf_counter() - t)
                     cache.crop(-n)
         # The fastest run: on a shared machine noise only ever adds time.
-        med = {key: min(v) for key, v in samples.items()}
-        library = {n: t for (n, tr), t in med.items() if not tr}
+        best = {key: min(v) for key, v in samples.items()}
+        library = {n: t for (n, tr), t in best.items() if not tr}
         fast_rows: frozenset[int] = frozenset()
         if switch is not None:
             switch.rows = saved
-            switch.choose(library, {n: t for (n, tr), t in med.items() if tr})
+            switch.choose(library, {n: t for (n, tr), t in best.items() if tr})
             fast_rows = switch.rows
         times = {
-            n: min(t, med.get((n, True), t)) if n in fast_rows else t for n, t in library.items()
+            n: min(t, best.get((n, True), t)) if n in fast_rows else t for n, t in library.items()
         }
         one = times[sizes[0]]
         # Costs never fall with more tokens: smooth the timing noise into a running max.
@@ -341,9 +342,9 @@ tokens a verify step computes past the point where the caller stops are wasted."
 
 
 MAX_LOSS = 0.05
-"""A draft from a source that is more likely wrong than right may cost at most this much
-more than a plain step when it is rejected at once (so such drafts can never make a
-completion more than 5% slower than plain decoding)."""
+"""A draft from a source below :data:`SURE` acceptance may cost at most this much more
+than a plain step when it is rejected at once (by the measured cost curve, such drafts
+then cannot make a completion more than 5% slower than plain decoding)."""
 SURE = 0.6
 """Acceptance from which a source's drafts may be longer than :data:`MAX_LOSS` allows."""
 

@@ -128,7 +128,7 @@ def run_decode(args: argparse.Namespace) -> int:
     engines = {"on": on, "off": off}
     rows: list[dict[str, Any]] = []
 
-    def ask(workload: str, step: str, key: str, text: str, cursor: int, pos: Position) -> str:
+    def ask(step: str, key: str, text: str, cursor: int, pos: Position) -> str:
         # Each request is timed ``repeats`` times per engine from the same state (the
         # drafting state is put back between repeats; the prompt cache is already in step
         # after the first), the engines alternating, and the fastest decode time is kept
@@ -154,7 +154,7 @@ def run_decode(args: argparse.Namespace) -> int:
         (r_off, _), (r_on, (drafted, accepted, steps)) = first["off"], first["on"]
         rows.append(
             {
-                "workload": workload,
+                "workload": "cold" if step == "cold" else "session",
                 "step": step,
                 "kind": pos.kind,
                 "source": pos.source,
@@ -184,22 +184,22 @@ def run_decode(args: argparse.Namespace) -> int:
         )[: args.open_files]
         key = f"doc{i}"
         text, cursor = pos.text, pos.cursor
-        suggestion = ask("cold", "cold", key, text, cursor, pos)
+        suggestion = ask("cold", key, text, cursor, pos)
         if len(suggestion) >= 3:
             typed = suggestion[: max(1, len(suggestion) // 3)]
             text = text[:cursor] + typed + text[cursor:]
             cursor += len(typed)
-            ask("session", "typed", key, text, cursor, pos)  # typing through: no model
+            ask("typed", key, text, cursor, pos)  # typing through: no model
         # A comment line 40 lines above the cursor, then ask again.
         line_starts = [0] + [j + 1 for j, c in enumerate(text[:cursor]) if c == "\n"]
         at = line_starts[max(0, len(line_starts) - 40)]
         comment = "# reviewed\n"
         text = text[:at] + comment + text[at:]
         cursor += len(comment)
-        ask("session", "edit", key, text, cursor, pos)
+        ask("edit", key, text, cursor, pos)
         # A wrong character typed and deleted: the same text, asked again.
-        ask("session", "wrong", key, text[:cursor] + "@" + text[cursor:], cursor + 1, pos)
-        ask("session", "again", key, text, cursor, pos)
+        ask("wrong", key, text[:cursor] + "@" + text[cursor:], cursor + 1, pos)
+        ask("again", key, text, cursor, pos)
         for eng in engines.values():
             eng.forget(key)
         if pos.path is not None:

@@ -402,7 +402,6 @@ async def test_code_in_another_open_document_is_drafted_from(client: LanguageCli
     enc = encoding_of(client)
     lib = (DATA / "moving_average.py").read_text(encoding="utf-8")
     await open_doc(client, "lib.py", lib)
-    before = await client.protocol.send_request_async("pie/stats", None)
     text = "import math\n\n" + lib[: lib.index("    for i")]
     uri = await open_doc(client, "uses_lib.py", text)
     result = await inline(
@@ -416,4 +415,3 @@ async def test_code_in_another_open_document_is_drafted_from(client: LanguageCli
     # pays depends on the verify cost this machine measured (the engine test forces it).
     assert totals["draftDocuments"] >= 1
     assert set(totals["draftsBySource"]) == {"aligned", "history", "prompt", "workspace"}
-    assert _as_dict(before)["totals"]["draftDocuments"] >= 0
