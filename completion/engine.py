@@ -410,6 +410,15 @@ class Engine:
                     log.info("verify cost (k tokens / 1 token): %s", self._costs.relative)
         return self._costs
 
+    def verify_cost(self) -> dict[str, float]:
+        """The verify-cost curve drafting uses now, rounded; empty until measured.
+
+        Tokens fed in one forward -> its time relative to a one-token step.
+        """
+        if self._costs is None:
+            return {}
+        return {str(n): round(c, 2) for n, c in self._costs.table().items()}
+
     @property
     def newline_ids(self) -> frozenset[int]:
         """Token ids whose text contains a line break (computed once)."""

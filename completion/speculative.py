@@ -219,26 +219,91 @@ def expected_rest(
 ##### The cost model #####
 
 
+ONLINE_WINDOW = 16
+"""Recent forward timings kept per size for the online cost estimate."""
+ONLINE_MIN = 3
+"""Timings of a size (and of plain steps) before they replace the start-up measurement."""
+
+
 @dataclass
 class CostModel:
-    """Forward cost of k+1 tokens relative to one token, measured on the device."""
+    """Forward cost of k+1 tokens relative to one token, measured on the device.
+
+    ``relative`` is the start-up measurement (:meth:`measure`), a prior. Completions
+    report the forwards they time anyway (:meth:`observe`: plain steps as 1 token,
+    verify steps as k+1); once a size has :data:`ONLINE_MIN` timings, its cost is the
+    fastest of its recent timings over the fastest recent plain step (noise on a
+    shared machine only ever adds time). One bad start-up reading then steers a few
+    steps, not a session, and the curve follows the machine as its load changes.
+    """
 
     relative: dict[int, float] = field(default_factory=lambda: {1: 1.0})
-    """k+1 tokens fed -> cost / cost of feeding 1."""
+    """k+1 tokens fed -> cost / cost of feeding 1 (the start-up measurement)."""
     fast_rows: frozenset[int] = frozenset()
     """Row counts for which the transposed linear path was faster (CPU)."""
+    learn: bool = True
+    """Whether :meth:`observe` records timings (off: a fixed curve, as tests use)."""
+    observed: dict[int, deque[float]] = field(default_factory=dict)
+    """Tokens fed -> recent forward times (seconds) reported by completions."""
+    _table: dict[int, float] | None = field(default=None, repr=False, compare=False)
+
+    def observe(self, fed: int, seconds: float) -> None:
+        """Record one timed forward over ``fed`` tokens on top of a cache."""
+        if not self.learn or fed < 1 or seconds <= 0:
+            return
+        self.observed.setdefault(fed, deque(maxlen=ONLINE_WINDOW)).append(seconds)
+        self._table = None
+
+    def online(self) -> dict[int, float]:
+        """Sizes with enough recent timings -> their cost relative to a plain step."""
+        ones = self.observed.get(1, ())
+        if len(ones) < ONLINE_MIN:
+            return {}
+        recent = list(ones)
+        # The fastest of as many recent plain steps as there are timings of the size:
+        # a minimum over more samples would be lower by chance alone.
+        return {
+            n: min(ts) / min(recent[-len(ts) :])
+            for n, ts in self.observed.items()
+            if n > 1 and len(ts) >= ONLINE_MIN
+        }
+
+    def table(self) -> dict[int, float]:
+        """The curve in use: the start-up measurement, with online estimates over it.
+
+        Made non-decreasing (costs never fall with more tokens: timing noise is
+        smoothed into a running maximum).
+        """
+        if self._table is None:
+            merged = {**self.relative, **self.online(), 1: 1.0}
+            table, top = {}, 1.0
+            for n in sorted(merged):
+                top = max(top, merged[n])
+                table[n] = top
+            self._table = table
+        return self._table
 
     def cost(self, fed: int) -> float:
         """Interpolated relative cost of a forward over ``fed`` tokens."""
-        if fed in self.relative:
-            return self.relative[fed]
-        keys = sorted(self.relative)
+        table = self.table()
+        if fed in table:
+            return table[fed]
+        keys = sorted(table)
         lo = max((k for k in keys if k <= fed), default=keys[0])
         hi = min((k for k in keys if k >= fed), default=keys[-1])
         if hi == lo:
-            return self.relative[lo] * fed / lo
+            return table[lo] * fed / lo
         w = (fed - lo) / (hi - lo)
-        return self.relative[lo] * (1 - w) + self.relative[hi] * w
+        return table[lo] * (1 - w) + table[hi] * w
+
+    def snapshot(self) -> dict[int, list[float]]:
+        """The online timings (benchmarks put them back to repeat a request)."""
+        return {n: list(ts) for n, ts in self.observed.items()}
+
+    def restore(self, snapshot: dict[int, list[float]]) -> None:
+        """Put back a :meth:`snapshot`."""
+        self.observed = {n: deque(ts, maxlen=ONLINE_WINDOW) for n, ts in snapshot.items()}
+        self._table = None
 
     @classmethod
     @torch.inference_mode()
@@ -485,6 +550,15 @@ def _forward_all(model: Any, ids: list[int], cache: Any, start: int) -> torch.Te
     return out.logits[0].float()
 
 
+def _elapsed(start: float, result: torch.Tensor) -> float:
+    """Seconds since ``start`` once ``result`` is computed (waits for a GPU)."""
+    if result.device.type == "cuda":
+        torch.cuda.synchronize(result.device)
+    elif result.device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter() - start
+
+
 def _pick(
     logits: torch.Tensor,
     temperature: float,
@@ -576,13 +650,17 @@ def speculative_generate(
         draft = draft[: max(0, max_new_tokens - produced - 1)]
         if not draft:
             stats.plainSteps += 1
+            t = time.perf_counter()
             row = _forward_all(model, [pending], cache, position)[0]
+            drafter.costs.observe(1, _elapsed(t, row))
             position += 1
             token, _ = pick(row)
             continue
         stats.verifySteps += 1
         stats.draftTokens += len(draft)
+        t = time.perf_counter()
         rows = _forward_all(model, [pending, *draft], cache, position)  # [k+1, V]
+        drafter.costs.observe(1 + len(draft), _elapsed(t, rows))
         accepted = 0
         emitted: list[int] = []
         for i in range(len(draft) + 1):

@@ -137,12 +137,17 @@ def run_decode(args: argparse.Namespace) -> int:
         decode: dict[str, list[float]] = {"on": [], "off": []}
         first: dict[str, tuple[Any, list[int]]] = {}
         states = {name: eng.drafting_state() for name, eng in engines.items()}
+        # The verify-cost curve learned from timed steps (shared by both engines; only
+        # the speculating one times steps) is put back for each repeat too.
+        timings = on.costs.snapshot()
         for rep in range(args.repeats):
             order = ("off", "on") if (len(rows) + rep) % 2 else ("on", "off")
             for name in order:
                 eng = engines[name]
                 if rep:
                     eng.restore_drafting_state(states[name])
+                    if name == "on":
+                        on.costs.restore(timings)
                 before = (eng.totals.draftTokens, eng.totals.acceptedTokens, eng.totals.verifySteps)
                 r = eng.complete(CompletionRequest(key, text, cursor, opts[name], others))
                 after = (eng.totals.draftTokens, eng.totals.acceptedTokens, eng.totals.verifySteps)
@@ -207,6 +212,7 @@ def run_decode(args: argparse.Namespace) -> int:
             opened[pos.source] = pos.path.read_text(encoding="utf-8")
 
     report = summarize(rows, loaded, costs, args)
+    report["verifyCostLearned"] = on.verify_cost()
     args.out.mkdir(parents=True, exist_ok=True)
     name = "decode" if o.get("model", "default") == "default" else f"decode-{Path(o['model']).name}"
     (args.out / f"{name}.json").write_text(json.dumps({**report, "rows": rows}, indent=1))
@@ -271,6 +277,8 @@ def print_report(report: dict[str, Any]) -> None:
     """The table."""
     print(f"\nmodel {report['model']} on {report['device']} ({report['dtype']})")
     print(f"verify cost (k tokens / 1): {report['verifyCost']}")
+    if "verifyCostLearned" in report:
+        print(f"verify cost at the end (learned online): {report['verifyCostLearned']}")
     head = f"{'workload':<9} {'kind':<6} {'n':>3} {'reused':>6} {'speedup med/min':>16} {'tok/s off->on':>15} {'latency ms off->on (med/p95)':>30} {'accept':>7} {'identical':>9}"
     print(head)
     for workload, cells in report["workloads"].items():

@@ -441,6 +441,7 @@ class PieServer(LanguageServer):
         totals["cacheBytes"] = engine.caches.nbytes() if engine else 0
         totals["evictions"] = engine.caches.evictions if engine else 0
         totals["draftDocuments"] = len(engine.workspace) if engine else 0
+        totals["verifyCost"] = engine.verify_cost() if engine else {}
         strategy: str = self.config.cache.strategy
         if engine is not None:
             strategy = engine.effective_strategy(strategy)  # type: ignore[arg-type]

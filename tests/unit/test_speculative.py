@@ -53,7 +53,7 @@ def model() -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-FREE = CostModel({n: 1.0 for n in range(1, 40)})
+FREE = CostModel({n: 1.0 for n in range(1, 40)}, learn=False)
 """Verification as cheap as one step: the drafter always drafts (worst case for bugs)."""
 
 
@@ -276,6 +276,57 @@ def test_cost_model_and_draft_length() -> None:
     assert choose_length(0.9, 16, 16, cheap) >= 4
     assert choose_length(0.1, 16, 16, cheap) <= 1
     assert abs(cheap.cost(3) - 1.075) < 1e-9
+
+
+def test_cost_model_learns_from_timed_steps() -> None:
+    # A start-up reading that says drafts are too expensive.
+    costs = CostModel({1: 1.0, 2: 1.5, 4: 1.6, 16: 2.0})
+    assert choose_length(0.5, 16, 16, costs) == 0
+    for _ in range(2):
+        costs.observe(1, 0.100)
+        costs.observe(2, 0.101)
+    assert costs.cost(2) == 1.5  # too few timings: the prior stands
+    costs.observe(1, 0.120)  # noise only adds time: the fastest counts
+    costs.observe(2, 0.102)
+    assert abs(costs.cost(2) - 1.01) < 1e-9
+    assert choose_length(0.5, 16, 16, costs) == 1  # now a cheap draft pays
+    assert costs.cost(4) == 1.6 and costs.cost(3) == pytest.approx(1.305)
+    # Costs never fall with more tokens: a slow 4-token reading lifts nothing below it,
+    # a 2-token reading above the prior's 4-token cost lifts 4.
+    for _ in range(3):
+        costs.observe(2, 0.170)
+    assert costs.cost(2) == pytest.approx(1.01)  # the window's fastest
+    slow = CostModel({1: 1.0, 2: 1.1, 4: 1.2})
+    for _ in range(3):
+        slow.observe(1, 0.1)
+        slow.observe(2, 0.13)
+    assert slow.cost(2) == pytest.approx(1.3) and slow.cost(4) == pytest.approx(1.3)
+    # Snapshots put the timings back; a fixed curve never learns.
+    snap = slow.snapshot()
+    slow.observe(2, 0.1)
+    slow.restore(snap)
+    assert slow.cost(2) == pytest.approx(1.3)
+    fixed = CostModel({1: 1.0, 2: 1.5}, learn=False)
+    for _ in range(5):
+        fixed.observe(1, 0.1)
+        fixed.observe(2, 0.1)
+    assert fixed.cost(2) == 1.5 and not fixed.observed
+
+
+def test_decoding_reports_its_forward_timings(model) -> None:
+    prompt = [3, 4, 5, 6, 3, 4, 5, 6, 3, 4]
+    cache, logits = prompt_cache(model, prompt)
+    d = drafter(prompt, [])
+    d.costs = CostModel({n: 1.0 for n in range(1, 40)})
+    stats = SpecStats()
+    out = list(
+        speculative_generate(model, cache, logits, len(prompt), 12, d, stats, context=prompt)
+    )
+    assert len(out) == 12
+    observed = d.costs.observed
+    assert len(observed.get(1, ())) == stats.plainSteps
+    assert sum(len(ts) for n, ts in observed.items() if n > 1) == stats.verifySteps
+    assert all(t > 0 for ts in observed.values() for t in ts)
 
 
 def test_ngram_index_prefers_longest_then_latest() -> None:
