@@ -82,8 +82,13 @@ class NgramIndex:
         s = len(self.seqs)
         self.seqs.append(seq)
         for n in range(MIN_NGRAM, MAX_NGRAM + 1):
-            for i in range(len(seq) - n - 1, -1, -1):
-                self._index[tuple(seq[i : i + n])] = (s, i + n)
+            last = len(seq) - n  # the final n-gram has no continuation
+            if last <= 0:
+                continue
+            # Written back to front, so the first occurrence is written last and wins.
+            grams = list(zip(*(seq[j : j + last] for j in range(n)), strict=True))
+            ends = [(s, e) for e in range(n, last + n)]
+            self._index.update(zip(grams[::-1], ends[::-1], strict=True))
 
     def extend(self, s: int, tokens: list[int]) -> None:
         """Append tokens to sequence ``s`` and index the new n-grams."""

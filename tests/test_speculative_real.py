@@ -59,6 +59,13 @@ def test_default_model_identical_with_and_without_speculation(loaded_default) ->
     accepted = check_identical(on, off, 4, seed=3)
     assert on.totals.verifySteps > 0 and accepted > 0  # the drafts did hit
     assert off.totals.verifySteps == 0
+    # The steps were timed: the curve in use has learned from them, and stays a curve.
+    assert on._costs is not None
+    timed = on._costs.observed
+    assert len(timed.get(1, ())) == min(on.totals.plainSteps, 16)
+    assert 0 < sum(len(t) for n, t in timed.items() if n > 1) <= on.totals.verifySteps
+    curve = on.verify_cost()
+    assert curve["1"] == 1.0 and list(curve.values()) == sorted(curve.values())
 
 
 def test_typing_through_a_suggestion_reuses_it(loaded_default) -> None:
@@ -85,7 +92,7 @@ def test_code_in_another_open_document_is_drafted_from(loaded_default) -> None:
         eng = Engine(loaded_default)
         # Verification as cheap as a step, so any draft is tried whatever this machine's
         # measured curve says (the choice of length is tested apart).
-        eng._costs = CostModel({n: 1.0 for n in range(1, 40)})
+        eng._costs = CostModel({n: 1.0 for n in range(1, 40)}, learn=False)
         r = eng.complete(CompletionRequest("new.py", text, len(text), opts, others))
         results[bool(others)] = (r.text, eng.totals.draftsBySource["workspace"][0])
     assert results[True][0] == results[False][0]  # lossless either way

@@ -329,6 +329,18 @@ def test_decoding_reports_its_forward_timings(model) -> None:
     assert all(t > 0 for ts in observed.values() for t in ts)
 
 
+@given(st.lists(st.lists(st.integers(0, 5), max_size=30), min_size=1, max_size=4))
+def test_ngram_index_equals_a_plain_loop(seqs: list[list[int]]) -> None:
+    index = NgramIndex()
+    expected: dict[tuple[int, ...], tuple[int, int]] = {}
+    for s, seq in enumerate(seqs):
+        index.add(list(seq))
+        for n in range(2, 5):
+            for i in range(len(seq) - n - 1, -1, -1):  # the first occurrence wins
+                expected[tuple(seq[i : i + n])] = (s, i + n)
+    assert index._index == expected
+
+
 def test_ngram_index_prefers_longest_then_latest() -> None:
     idx = NgramIndex()
     idx.add([1, 2, 3, 9, 9])
