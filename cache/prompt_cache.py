@@ -268,6 +268,37 @@ class PromptCache:
             if self.kv is not None:
                 truncate(self.kv, n)
 
+    def snapshot(self) -> tuple[Any, ...]:
+        """A copy of the cache's state (benchmarks time one request from it repeatedly)."""
+        kv = None
+        if self.kv is not None:
+            kv = self._make_cache()
+            layers = self.kv.layers
+            if layers and self.kv.get_seq_length():
+                _append(kv, [x.keys for x in layers], [x.values for x in layers])
+        logits = None if self.last_logits is None else self.last_logits.clone()
+        return (list(self.ids), kv, logits, bytearray(self.stale), self.strategy)
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        """Put back a :meth:`snapshot` (copied again: it can be reused)."""
+        ids, kv, logits, stale, strategy = state
+        self.kv = None
+        if kv is not None:
+            self.kv = self._make_cache()
+            if kv.layers and kv.get_seq_length():
+                _append(self.kv, [x.keys for x in kv.layers], [x.values for x in kv.layers])
+        self.ids, self.stale, self.strategy = list(ids), bytearray(stale), strategy
+        self.last_logits = None if logits is None else logits.clone()
+
+    def trim(self) -> None:
+        """Drop anything held past :attr:`ids`.
+
+        Tokens fed after the prompt (a draft verified with the prompt's last forward)
+        when decoding never started or was cut short.
+        """
+        if self.kv is not None:
+            truncate(self.kv, len(self.ids))
+
     def drop(self) -> None:
         """Free the keys and values."""
         self.ids, self.kv, self.last_logits, self.stale = [], None, None, bytearray()

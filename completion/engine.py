@@ -28,7 +28,7 @@ from cache import (
     rerotation_support,
 )
 
-from .decode import generate, prefill
+from .decode import PREFILL_CHUNK, generate, prefill
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .models import LoadedModel
 from .speculative import (
@@ -40,7 +40,9 @@ from .speculative import (
     NgramIndex,
     SpecStats,
     Workspace,
+    choose_length,
     expected_rest,
+    forward_with_draft,
     speculative_generate,
 )
 from .stops import Multiline, StopRules, strip_healed
@@ -253,36 +255,51 @@ class Engine:
         generator = None
         if opts.temperature > 0 and opts.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(opts.seed)
+        speculate = opts.speculative and not probe_tokens and opts.max_draft_tokens > 0
+        line = rules.mode == "line"
+        expected = self._expected(req, prompt) if speculate else None
+        ahead = self._draft_ahead(expected, opts, line) if expected else []
         with self._lock:
             cancel.check()
             pc = self.caches.get(req.key)
             with pc.lock:
-                sync = self._sync(pc, prompt, opts, cancel)
+                merged: dict[str, Any] = {}
+                try:
+                    sync = self._sync(pc, prompt, opts, cancel, ahead, merged)
+                except BaseException:
+                    pc.trim()  # a draft fed with the prompt must not outlive this request
+                    raise
                 assert pc.last_logits is not None
                 t1 = time.perf_counter()
+                # A suggestion verified in the prompt's last forward: that forward counts as
+                # decode time (it replaced a verify step), not as cache update time.
+                merged_ms = float(merged.get("ms", 0.0))
+                verified = (ahead, merged["rows"]) if "rows" in merged else None
 
                 def decode() -> tuple[str, str, list[int], list[int], list[float]]:
+                    nonlocal verified
                     margins: list[float] = []
                     probe: list[int] = []
                     assert pc.last_logits is not None
                     with pc.session() as kv:
                         tokens: Iterable[int]
-                        if opts.speculative and not probe_tokens and opts.max_draft_tokens > 0:
-                            line = rules.mode == "line"
+                        if speculate:
                             tokens = speculative_generate(
                                 self.model,
                                 kv,
                                 pc.last_logits,
                                 len(prompt.ids),
                                 max(1, opts.max_tokens),
-                                self._drafter(req, prompt, opts.max_draft_tokens, line),
+                                self._drafter(req, prompt, opts.max_draft_tokens, line, expected),
                                 self.totals,
                                 opts.temperature,
                                 self.format.stop_ids,
                                 generator,
                                 context=prompt.ids[-2 * MAX_NGRAM :],
                                 margins=margins,
+                                verified=verified,
                             )
+                            verified = None  # fed once: a decode after a refresh starts plain
                         else:
                             tokens = generate(
                                 self.model,
@@ -303,7 +320,10 @@ class Engine:
                         )
                     return visible, reason, out, probe, margins
 
-                visible, reason, out, probe, margins = decode()
+                try:
+                    visible, reason, out, probe, margins = decode()
+                finally:
+                    pc.trim()
                 sure = _decided(margins, out, reason)
                 gated = (
                     pc.stale_tokens > 0 and opts.temperature <= 0 and sure < opts.confidence_margin
@@ -329,7 +349,7 @@ class Engine:
                     if alternatives > 0
                     else []
                 )
-                decode_ms = (time.perf_counter() - t1) * 1000
+                decode_ms = (time.perf_counter() - t1) * 1000 + merged_ms
         if not probe_tokens:
             # Drafts for the next requests: this suggestion with a little context.
             self.history.remember(req.key, prompt.ids[-2 * MAX_NGRAM :], out)
@@ -346,7 +366,7 @@ class Engine:
             prompt_tokens=len(prompt.ids),
             reused_tokens=sync.reused,
             encoded_tokens=sync.encoded,
-            prefill_ms=sync.ms,
+            prefill_ms=sync.ms - merged_ms,
             generated_tokens=len(out),
             decode_ms=decode_ms,
             total_ms=(time.perf_counter() - t0) * 1000,
@@ -363,21 +383,37 @@ class Engine:
         t.generatedTokens += result.generated_tokens
         t.decodeMs += result.decode_ms
         t.tokensReencoded += sync.encoded
-        t.cacheUpdateMs += sync.ms
+        t.cacheUpdateMs += sync.ms - merged_ms
         t.gateMs += gate_ms
         return result
 
-    def drafting_state(self) -> Any:
+    def drafting_state(self, key: str | None = None) -> Any:
         """A copy of what drafting and typing-through learn from completions.
 
         Benchmarks restore it (:meth:`restore_drafting_state`) to time one request
-        several times from the same state.
+        several times from the same state. It includes the verify-cost timings learned
+        online (shared by the engines on one model) and, with ``key``, that document's
+        prompt cache: how a request runs depends on it (a re-ask is verified inside the
+        cache update's forward only when the cache update runs one).
         """
-        return copy.deepcopy((self.history, self.acceptance, self._shown, self._recent))
+        timings = self._costs.snapshot() if self._costs is not None else None
+        learned = copy.deepcopy((self.history, self.acceptance, self._shown, self._recent))
+        pc = self.caches.peek(key) if key is not None else None
+        return (learned, timings, key, pc.snapshot() if pc is not None else None)
 
     def restore_drafting_state(self, state: Any) -> None:
         """Put back a :meth:`drafting_state` copy (copied again: it can be reused)."""
-        self.history, self.acceptance, self._shown, self._recent = copy.deepcopy(state)
+        learned, timings, key, cache = state
+        self.history, self.acceptance, self._shown, self._recent = copy.deepcopy(learned)
+        if timings is not None and self._costs is not None:
+            self._costs.restore(timings)
+        if key is not None:
+            if cache is None:
+                self.caches.discard(key)
+            else:
+                pc = self.caches.get(key)
+                with pc.lock:
+                    pc.restore(cache)
 
     @property
     def costs_measured(self) -> bool:
@@ -428,16 +464,47 @@ class Engine:
             self._newline_ids = frozenset(ids)
         return self._newline_ids
 
+    def _expected(self, req: CompletionRequest, prompt: Prompt) -> list[int] | None:
+        """The rest of a suggestion shown here, as token ids after the prompt.
+
+        See :func:`~completion.speculative.expected_rest`; None when none applies.
+        """
+        rest = expected_rest(req.text, req.cursor, list(self._recent.get(req.key, ())))
+        if rest is None:
+            return None
+        return list(self.tokenizer.encode(prompt.healed + rest, add_special_tokens=False))
+
+    def _draft_ahead(self, expected: list[int], opts: CompletionOptions, line: bool) -> list[int]:
+        """The part of ``expected`` to verify in the prompt's last forward.
+
+        As long as an aligned draft would be drafted by :class:`Drafter` (same cost
+        model and acceptance), cut after the first token that ends the completion, and
+        leaving room for the token the verify step itself yields.
+        """
+        if self._costs is None:
+            return []
+        final_ids = self.format.stop_ids | (self.newline_ids if line else frozenset())
+        cont = expected[: max(0, min(opts.max_draft_tokens, max(1, opts.max_tokens) - 1))]
+        final = False
+        for i, t in enumerate(cont):
+            if t in final_ids:
+                cont, final = cont[: i + 1], True
+                break
+        rate = self.acceptance.rate("aligned", MAX_NGRAM)
+        k = choose_length(rate, len(cont), opts.max_draft_tokens, self._costs, final)
+        return cont[:k]
+
     def _drafter(
-        self, req: CompletionRequest, prompt: Prompt, max_draft: int, line: bool
+        self,
+        req: CompletionRequest,
+        prompt: Prompt,
+        max_draft: int,
+        line: bool,
+        expected_ids: list[int] | None = None,
     ) -> Drafter:
         index = NgramIndex()
         index.add(list(prompt.ids))
-        expected = None
-        rest = expected_rest(req.text, req.cursor, list(self._recent.get(req.key, ())))
-        if rest is not None:
-            ids = self.tokenizer.encode(prompt.healed + rest, add_special_tokens=False)
-            expected = (prompt.ids[-MAX_NGRAM:], ids)
+        expected = (prompt.ids[-MAX_NGRAM:], expected_ids) if expected_ids else None
         history, starts = self.history.index_for(req.key, expected)
         return Drafter(
             prompt=index,
@@ -578,12 +645,41 @@ class Engine:
         return prompt
 
     def _sync(
-        self, pc: PromptCache, prompt: Prompt, opts: CompletionOptions, cancel: CancelToken
+        self,
+        pc: PromptCache,
+        prompt: Prompt,
+        opts: CompletionOptions,
+        cancel: CancelToken,
+        ahead: list[int] | None = None,
+        merged: dict[str, Any] | None = None,
     ) -> SyncResult:
-        """Bring ``pc`` up to date with ``prompt`` (caller holds the locks)."""
+        """Bring ``pc`` up to date with ``prompt`` (caller holds the locks).
+
+        ``ahead``: a draft to feed after the prompt in the same forward as the prompt's
+        last span, when that span is short (one prefill chunk with the draft); its
+        logits and the forward's time go into ``merged`` (``rows``, ``ms``), and the
+        cache then holds the draft too (the caller's decode keeps or crops it).
+        """
+        n = len(prompt.ids)
+
+        def encode(ids: list[int], kv: Any, start: int) -> torch.Tensor:
+            if (
+                ahead
+                and merged is not None
+                and "rows" not in merged
+                and start + len(ids) == n
+                and len(ids) + len(ahead) <= PREFILL_CHUNK
+            ):
+                cancel.check()
+                t = time.perf_counter()
+                last, rows = forward_with_draft(self.model, ids, ahead, kv, start)
+                merged["rows"], merged["ms"] = rows, (time.perf_counter() - t) * 1000
+                return last
+            return prefill(self.model, ids, kv, start, cancel.check)
+
         return pc.sync(
             prompt.ids,
-            lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check),
+            encode,
             self.effective_strategy(opts.strategy),
             rerotator=self.rerotator,
             tail=opts.tail_tokens,

@@ -55,6 +55,8 @@ class SpecStats:
     acceptedTokens: int = 0
     verifySteps: int = 0
     plainSteps: int = 0
+    promptVerifySteps: int = 0
+    """Verify steps done inside the prompt's last forward (:func:`forward_with_draft`)."""
     draftsBySource: dict[str, list[int]] = field(
         default_factory=lambda: {s: [0, 0] for s in DRAFT_SOURCES}
     )
@@ -555,6 +557,31 @@ def _forward_all(model: Any, ids: list[int], cache: Any, start: int) -> torch.Te
     return out.logits[0].float()
 
 
+@torch.inference_mode()
+def forward_with_draft(
+    model: Any, ids: list[int], draft: list[int], cache: Any, start: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed ``ids`` (the prompt's last span) and ``draft`` after it in one forward.
+
+    Returns the prompt's last-position logits [V] and the logits after each draft token
+    [k, V] (fp32). The cache then holds the draft too: the caller hands both to
+    :func:`speculative_generate` (``verified``), which keeps what the model agrees with
+    and crops the rest. Costs little over feeding ``ids`` alone on a CPU (a forward over
+    a few more tokens), and saves the separate verify step a re-asked suggestion needs.
+    """
+    device = model.device
+    fed = [*ids, *draft]
+    out = model(
+        input_ids=torch.tensor([fed], dtype=torch.long, device=device),
+        past_key_values=cache,
+        position_ids=torch.arange(start, start + len(fed), device=device).unsqueeze(0),
+        use_cache=True,
+        logits_to_keep=len(draft) + 1,
+    )
+    rows = out.logits[0].float()
+    return rows[0], rows[1:]
+
+
 def _elapsed(start: float, result: torch.Tensor) -> float:
     """Seconds since ``start`` once ``result`` is computed (waits for a GPU)."""
     if result.device.type == "cuda":
@@ -606,6 +633,7 @@ def speculative_generate(
     constraint: Constraint | None = None,
     context: list[int] | None = None,
     margins: list[float] | None = None,
+    verified: tuple[list[int], torch.Tensor] | None = None,
 ) -> Iterator[int]:
     """Like :func:`completion.decode.generate`, with drafts verified in one pass.
 
@@ -613,6 +641,9 @@ def speculative_generate(
     tokens generated so far). Yields tokens one by one; the cache always ends holding
     exactly the prompt plus the tokens fed (rejected draft tokens are cropped out).
     ``margins`` receives the (constrained) logit margin each emitted token was picked at.
+    ``verified``: a draft already fed after the prompt with its logits
+    (:func:`forward_with_draft`); ``cache`` and ``position`` then count the prompt only
+    while the cache holds the draft too. It is accepted like any verify step's.
     """
     ctx = list(context or [])
     vocab = logits.shape[-1]
@@ -640,8 +671,39 @@ def speculative_generate(
             margins.append(margin(row))
         return _pick(row, temperature, generator, draft)
 
-    # The first token comes from the prompt's logits.
-    token, _ = pick(logits)
+    if verified is not None and verified[0]:
+        draft, after = verified
+        stats.verifySteps += 1
+        stats.promptVerifySteps += 1
+        stats.draftTokens += len(draft)
+        picked: list[int] = []
+        accepted = 0
+        for i in range(len(draft) + 1):
+            d = draft[i] if i < len(draft) else None
+            tok, ok = pick(logits if i == 0 else after[i - 1], d)
+            picked.append(tok)
+            if not ok:
+                break
+            accepted += 1
+            if constraint is not None:
+                constraint.accept(tok)
+            if tok in stop_ids:
+                break
+        if len(draft) > accepted:
+            cache.crop(-(len(draft) - accepted))
+        position += accepted
+        stats.acceptedTokens += accepted
+        by_source = stats.draftsBySource.setdefault("aligned", [0, 0])
+        by_source[0] += len(draft)
+        by_source[1] += accepted
+        drafter.acceptance.update("aligned", MAX_NGRAM, len(draft), accepted)
+        for tok in picked[:accepted]:  # fed with the prompt; the constraint accepted them
+            yield tok
+            if emitted_last(tok):
+                return
+        token = picked[accepted]  # the correction, or the bonus after a full accept
+    else:  # the first token comes from the prompt's logits
+        token, _ = pick(logits)
     while True:
         if constraint is not None:
             constraint.accept(token)

@@ -130,32 +130,35 @@ def run_decode(args: argparse.Namespace) -> int:
 
     def ask(step: str, key: str, text: str, cursor: int, pos: Position) -> str:
         # Each request is timed ``repeats`` times per engine from the same state (the
-        # drafting state is put back between repeats; the prompt cache is already in step
-        # after the first), the engines alternating, and the fastest decode time is kept
+        # drafting state and the document's prompt cache are put back between repeats),
+        # the engines alternating, and the fastest decode time is kept
         # (as timeit does): one timing on this shared 2-core machine varies by about 10%,
         # and that noise only ever adds time.
         decode: dict[str, list[float]] = {"on": [], "off": []}
         first: dict[str, tuple[Any, list[int]]] = {}
-        states = {name: eng.drafting_state() for name, eng in engines.items()}
-        # The verify-cost curve learned from timed steps (shared by both engines; only
-        # the speculating one times steps) is put back for each repeat too.
-        timings = on.costs.snapshot()
+        states = {name: eng.drafting_state(key) for name, eng in engines.items()}
+        # The drafting state includes the verify-cost timings learned online, which both
+        # engines share (only the speculating one times steps): what the last speculating
+        # run learned is what the next request starts from.
+        learned = None
         for rep in range(args.repeats):
             order = ("off", "on") if (len(rows) + rep) % 2 else ("on", "off")
             for name in order:
                 eng = engines[name]
                 if rep:
                     eng.restore_drafting_state(states[name])
-                    if name == "on":
-                        on.costs.restore(timings)
                 before = (eng.totals.draftTokens, eng.totals.acceptedTokens, eng.totals.verifySteps)
                 r = eng.complete(CompletionRequest(key, text, cursor, opts[name], others))
                 after = (eng.totals.draftTokens, eng.totals.acceptedTokens, eng.totals.verifySteps)
                 decode[name].append(r.decode_ms)
+                if name == "on":
+                    learned = on.costs.snapshot()
                 if rep == 0:
                     first[name] = (r, [b - a for a, b in zip(before, after, strict=True)])
                 elif r.text != first[name][0].text:
                     raise RuntimeError(f"{name}: a repeat of a request gave another output")
+        if learned is not None:
+            on.costs.restore(learned)
         (r_off, _), (r_on, (drafted, accepted, steps)) = first["off"], first["on"]
         rows.append(
             {

@@ -35,11 +35,17 @@ def positions(n: int, seed: int) -> list:
 
 
 def check_identical(on: Engine, off: Engine, n: int, seed: int) -> int:
-    """Cold request, a re-ask after an edit above, the same again; returns accepted drafts."""
+    """Cold request, a re-ask after an edit above, the same again; returns accepted drafts.
+
+    The edit is a comment line ten lines above the cursor (inside the prompt window, so
+    the cache update runs and the re-ask is verified in its forward).
+    """
     base = CompletionOptions(max_tokens=32, context_tokens=768)
     for i, p in enumerate(positions(n, seed)):
         key = f"doc{i}"
-        edited = "# edited\n" + p.text
+        starts = [0] + [j + 1 for j, c in enumerate(p.text[: p.cursor]) if c == "\n"]
+        at = starts[max(0, len(starts) - 10)]
+        edited = p.text[:at] + "# edited\n" + p.text[at:]
         for text, cursor in ((p.text, p.cursor), (edited, p.cursor + 9), (edited, p.cursor + 9)):
             a = on.complete(CompletionRequest(key, text, cursor, base))
             b = off.complete(CompletionRequest(key, text, cursor, replace(base, speculative=False)))
@@ -59,6 +65,8 @@ def test_default_model_identical_with_and_without_speculation(loaded_default) ->
     accepted = check_identical(on, off, 4, seed=3)
     assert on.totals.verifySteps > 0 and accepted > 0  # the drafts did hit
     assert off.totals.verifySteps == 0
+    # Re-asks after the edit verified the earlier suggestion in the prompt's forward.
+    assert on.totals.promptVerifySteps > 0
     # The steps were timed: the curve in use has learned from them, and stays a curve.
     assert on._costs is not None
     timed = on._costs.observed
@@ -110,7 +118,7 @@ def test_drafting_state_restored_repeats_a_request_exactly(loaded_default) -> No
     )  # as the bench
     eng.complete(CompletionRequest("d", p.text, p.cursor, opts))
     edited = "# edited\n" + p.text
-    state = eng.drafting_state()
+    state = eng.drafting_state("d")
     counts = []
     for _ in range(2):
         before = eng.totals.draftTokens, eng.totals.acceptedTokens
@@ -137,4 +145,4 @@ def test_qwen_fim_identical_with_and_without_speculation() -> None:
     on, off = Engine(loaded), Engine(loaded)
     assert on.format.fim and on.costs
     check_identical(on, off, 2, seed=5)
-    assert on.totals.verifySteps > 0
+    assert on.totals.verifySteps > 0 and on.totals.promptVerifySteps > 0

@@ -431,3 +431,25 @@ def test_sample():
     gen = torch.Generator().manual_seed(0)
     peaked = torch.tensor([0.0, 100.0, 0.0])
     assert all(sample(peaked, 0.5, gen) == 1 for _ in range(10))
+
+
+def test_snapshot_restore_and_trim(model, make_cache, encode):
+    pc = PromptCache(make_cache)
+    ids = [3, 1, 4, 1, 5, 9, 2, 6]
+    pc.sync(ids, encode, "prefix")
+    state = pc.snapshot()
+    keys = [layer.keys.clone() for layer in pc.kv.layers]
+    pc.sync([*ids[:4], 7, 7], encode, "prefix")  # the cache moves on
+    for _ in range(2):  # a snapshot can be put back more than once
+        pc.restore(state)
+        assert pc.ids == ids and pc.kv.get_seq_length() == len(ids)
+        for layer, k in zip(pc.kv.layers, keys, strict=True):
+            torch.testing.assert_close(layer.keys, k, atol=0, rtol=0)
+        decode_one_token(model, 1, pc.kv, len(ids))  # fed after the prompt ...
+        assert pc.kv.get_seq_length() == len(ids) + 1
+        pc.trim()  # ... and trimmed back out
+        assert pc.kv.get_seq_length() == len(ids)
+    assert pc.sync(ids, encode, "prefix").encoded == 0
+    empty = PromptCache(make_cache)
+    empty.restore(empty.snapshot())
+    assert empty.kv is None and empty.ids == []

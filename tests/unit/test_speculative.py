@@ -32,6 +32,7 @@ from completion.speculative import (
     choose_length,
     expected_rest,
     expected_tokens,
+    forward_with_draft,
     speculative_generate,
 )
 
@@ -135,6 +136,50 @@ def test_rollback_leaves_the_cache_as_if_rejected_tokens_never_came(model, promp
     fresh = DynamicCache(config=model.config)
     prefill(model, prompt + out[:-1], fresh, 0)
     assert cache.get_seq_length() == fresh.get_seq_length() == len(prompt) + len(out) - 1
+    for a, b in zip(cache.layers, fresh.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    prompt=ids,
+    tail=st.integers(1, 6),
+    right=st.integers(0, 10),
+    wrong=st.lists(st.integers(0, VOCAB - 1), max_size=4),
+    n=st.integers(1, 24),
+)
+def test_a_draft_verified_with_the_prompt_is_lossless_and_rolled_back(
+    model, prompt, tail, right, wrong, n
+) -> None:
+    expected = plain(model, prompt, n)
+    # What the user was shown before: right for a while, then maybe wrong.
+    draft = (plain(model, prompt, right + 1)[:right] + wrong)[: max(0, n - 1)]
+    m = min(tail, len(prompt))
+    cache = DynamicCache(config=model.config)
+    if len(prompt) > m:
+        prefill(model, prompt[:-m], cache, 0)
+    last, after = forward_with_draft(model, prompt[-m:], draft, cache, len(prompt) - m)
+    assert cache.get_seq_length() == len(prompt) + len(draft)
+    stats = SpecStats()
+    out = list(
+        speculative_generate(
+            model,
+            cache,
+            last,
+            len(prompt),
+            n,
+            drafter(prompt, []),
+            stats,
+            context=prompt[-8:],
+            verified=(draft, after),
+        )
+    )
+    assert out == expected
+    assert stats.promptVerifySteps == (1 if draft else 0)
+    fresh = DynamicCache(config=model.config)
+    prefill(model, prompt + out[:-1], fresh, 0)
+    assert cache.get_seq_length() == len(prompt) + len(out) - 1
     for a, b in zip(cache.layers, fresh.layers, strict=True):
         torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=1e-4)
