@@ -477,9 +477,10 @@ class Engine:
     def _draft_ahead(self, expected: list[int], opts: CompletionOptions, line: bool) -> list[int]:
         """The part of ``expected`` to verify in the prompt's last forward.
 
-        As long as an aligned draft would be drafted by :class:`Drafter` (same cost
-        model and acceptance), cut after the first token that ends the completion, and
-        leaving room for the token the verify step itself yields.
+        As long as the cost model drafts for the running acceptance of such drafts
+        (their own bucket, "ahead": they start before the first token is known), cut
+        after the first token that ends the completion, leaving room for the token the
+        verify step itself yields.
         """
         if self._costs is None:
             return []
@@ -490,7 +491,7 @@ class Engine:
             if t in final_ids:
                 cont, final = cont[: i + 1], True
                 break
-        rate = self.acceptance.rate("aligned", MAX_NGRAM)
+        rate = self.acceptance.rate("ahead", MAX_NGRAM)
         k = choose_length(rate, len(cont), opts.max_draft_tokens, self._costs, final)
         return cont[:k]
 

@@ -453,6 +453,7 @@ class Acceptance:
     """
 
     PRIORS: ClassVar[dict[tuple[str, bool], float]] = {
+        ("ahead", True): 0.8,
         ("aligned", True): 0.9,
         ("aligned", False): 0.8,
         ("history", True): 0.7,
@@ -696,7 +697,9 @@ def speculative_generate(
         by_source = stats.draftsBySource.setdefault("aligned", [0, 0])
         by_source[0] += len(draft)
         by_source[1] += accepted
-        drafter.acceptance.update("aligned", MAX_NGRAM, len(draft), accepted)
+        # Its own acceptance: the draft starts before the first token is known, so it
+        # misses whenever the model's answer starts differently (after an edit nearby).
+        drafter.acceptance.update("ahead", MAX_NGRAM, len(draft), accepted)
         for tok in picked[:accepted]:  # fed with the prompt; the constraint accepted them
             yield tok
             if emitted_last(tok):
