@@ -263,15 +263,17 @@ class CostModel:
 
     def online(self) -> dict[int, float]:
         """Sizes with enough recent timings -> their cost relative to a plain step."""
-        ones = self.observed.get(1, ())
-        if len(ones) < ONLINE_MIN:
+        # Copies first (each one step under the GIL): ``pie/stats`` reads this from the
+        # server thread while the model worker appends.
+        timed = {n: list(ts) for n, ts in list(self.observed.items())}
+        recent = timed.get(1, [])
+        if len(recent) < ONLINE_MIN:
             return {}
-        recent = list(ones)
         # The fastest of as many recent plain steps as there are timings of the size:
         # a minimum over more samples would be lower by chance alone.
         return {
             n: min(ts) / min(recent[-len(ts) :])
-            for n, ts in self.observed.items()
+            for n, ts in timed.items()
             if n > 1 and len(ts) >= ONLINE_MIN
         }
 
