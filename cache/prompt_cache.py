@@ -270,25 +270,24 @@ class PromptCache:
 
     def snapshot(self) -> tuple[Any, ...]:
         """A copy of the cache's state (benchmarks time one request from it repeatedly)."""
-        kv = None
-        if self.kv is not None:
-            kv = self._make_cache()
-            layers = self.kv.layers
-            if layers and self.kv.get_seq_length():
-                _append(kv, [x.keys for x in layers], [x.values for x in layers])
         logits = None if self.last_logits is None else self.last_logits.clone()
-        return (list(self.ids), kv, logits, bytearray(self.stale), self.strategy)
+        return (list(self.ids), self._copy(self.kv), logits, bytearray(self.stale), self.strategy)
 
     def restore(self, state: tuple[Any, ...]) -> None:
         """Put back a :meth:`snapshot` (copied again: it can be reused)."""
         ids, kv, logits, stale, strategy = state
-        self.kv = None
-        if kv is not None:
-            self.kv = self._make_cache()
-            if kv.layers and kv.get_seq_length():
-                _append(self.kv, [x.keys for x in kv.layers], [x.values for x in kv.layers])
+        self.kv = self._copy(kv)
         self.ids, self.stale, self.strategy = list(ids), bytearray(stale), strategy
         self.last_logits = None if logits is None else logits.clone()
+
+    def _copy(self, kv: Any) -> Any:
+        """A new cache holding copies of ``kv``'s keys and values (None stays None)."""
+        if kv is None:
+            return None
+        out = self._make_cache()
+        if kv.layers and kv.get_seq_length():
+            _append(out, [x.keys for x in kv.layers], [x.values for x in kv.layers])
+        return out
 
     def trim(self) -> None:
         """Drop anything held past :attr:`ids`.

@@ -34,6 +34,7 @@ from .models import LoadedModel
 from .speculative import (
     MAX_NGRAM,
     Acceptance,
+    AheadDraft,
     CostModel,
     Drafter,
     History,
@@ -41,6 +42,7 @@ from .speculative import (
     SpecStats,
     Workspace,
     choose_length,
+    cut_at_final,
     expected_rest,
     forward_with_draft,
     speculative_generate,
@@ -258,14 +260,13 @@ class Engine:
         speculate = opts.speculative and not probe_tokens and opts.max_draft_tokens > 0
         line = rules.mode == "line"
         expected = self._expected(req, prompt) if speculate else None
-        ahead = self._draft_ahead(expected, opts, line) if expected else []
+        ahead = AheadDraft(self._draft_ahead(expected, opts, line)) if expected else None
         with self._lock:
             cancel.check()
             pc = self.caches.get(req.key)
             with pc.lock:
-                merged: dict[str, Any] = {}
                 try:
-                    sync = self._sync(pc, prompt, opts, cancel, ahead, merged)
+                    sync = self._sync(pc, prompt, opts, cancel, ahead)
                 except BaseException:
                     pc.trim()  # a draft fed with the prompt must not outlive this request
                     raise
@@ -273,8 +274,8 @@ class Engine:
                 t1 = time.perf_counter()
                 # A suggestion verified in the prompt's last forward: that forward counts as
                 # decode time (it replaced a verify step), not as cache update time.
-                merged_ms = float(merged.get("ms", 0.0))
-                verified = (ahead, merged["rows"]) if "rows" in merged else None
+                merged_ms = ahead.ms if ahead is not None else 0.0
+                verified = ahead
 
                 def decode() -> tuple[str, str, list[int], list[int], list[float]]:
                     nonlocal verified
@@ -320,10 +321,7 @@ class Engine:
                         )
                     return visible, reason, out, probe, margins
 
-                try:
-                    visible, reason, out, probe, margins = decode()
-                finally:
-                    pc.trim()
+                visible, reason, out, probe, margins = decode()  # session() crops the draft
                 sure = _decided(margins, out, reason)
                 gated = (
                     pc.stale_tokens > 0 and opts.temperature <= 0 and sure < opts.confidence_margin
@@ -464,6 +462,10 @@ class Engine:
             self._newline_ids = frozenset(ids)
         return self._newline_ids
 
+    def _final_ids(self, line: bool) -> frozenset[int]:
+        """Tokens after which a completion stops: stop tokens, and line ends for one line."""
+        return self.format.stop_ids | (self.newline_ids if line else frozenset())
+
     def _expected(self, req: CompletionRequest, prompt: Prompt) -> list[int] | None:
         """The rest of a suggestion shown here, as token ids after the prompt.
 
@@ -484,13 +486,8 @@ class Engine:
         """
         if self._costs is None:
             return []
-        final_ids = self.format.stop_ids | (self.newline_ids if line else frozenset())
-        cont = expected[: max(0, min(opts.max_draft_tokens, max(1, opts.max_tokens) - 1))]
-        final = False
-        for i, t in enumerate(cont):
-            if t in final_ids:
-                cont, final = cont[: i + 1], True
-                break
+        room = max(0, min(opts.max_draft_tokens, max(1, opts.max_tokens) - 1))
+        cont, final = cut_at_final(expected[:room], self._final_ids(line))
         rate = self.acceptance.rate("ahead", MAX_NGRAM)
         k = choose_length(rate, len(cont), opts.max_draft_tokens, self._costs, final)
         return cont[:k]
@@ -515,7 +512,7 @@ class Engine:
             acceptance=self.acceptance,
             history_starts=starts,
             workspace=self.workspace.indexes(tuple(o for o in req.others if o[0] != req.key)),
-            final_ids=self.format.stop_ids | (self.newline_ids if line else frozenset()),
+            final_ids=self._final_ids(line),
         )
 
     def _typed_through(self, req: CompletionRequest, t0: float) -> CompletionResult | None:
@@ -651,30 +648,29 @@ class Engine:
         prompt: Prompt,
         opts: CompletionOptions,
         cancel: CancelToken,
-        ahead: list[int] | None = None,
-        merged: dict[str, Any] | None = None,
+        ahead: AheadDraft | None = None,
     ) -> SyncResult:
         """Bring ``pc`` up to date with ``prompt`` (caller holds the locks).
 
         ``ahead``: a draft to feed after the prompt in the same forward as the prompt's
         last span, when that span is short (one prefill chunk with the draft); its
-        logits and the forward's time go into ``merged`` (``rows``, ``ms``), and the
-        cache then holds the draft too (the caller's decode keeps or crops it).
+        logits and the forward's time go into it (``rows``, ``ms``), and the cache then
+        holds the draft too (the caller's decode keeps or crops it).
         """
         n = len(prompt.ids)
 
         def encode(ids: list[int], kv: Any, start: int) -> torch.Tensor:
             if (
-                ahead
-                and merged is not None
-                and "rows" not in merged
+                ahead is not None
+                and ahead.ids
+                and ahead.rows is None
                 and start + len(ids) == n
-                and len(ids) + len(ahead) <= PREFILL_CHUNK
+                and len(ids) + len(ahead.ids) <= PREFILL_CHUNK
             ):
                 cancel.check()
                 t = time.perf_counter()
-                last, rows = forward_with_draft(self.model, ids, ahead, kv, start)
-                merged["rows"], merged["ms"] = rows, (time.perf_counter() - t) * 1000
+                last, ahead.rows = forward_with_draft(self.model, ids, ahead.ids, kv, start)
+                ahead.ms = (time.perf_counter() - t) * 1000
                 return last
             return prefill(self.model, ids, kv, start, cancel.check)
 

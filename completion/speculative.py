@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -446,6 +446,17 @@ def choose_length(
     return best_k
 
 
+def cut_at_final(draft: list[int], final_ids: frozenset[int]) -> tuple[list[int], bool]:
+    """``draft`` cut after its first token in ``final_ids``, and whether it had one.
+
+    The caller stops after such a token, so a fully accepted draft earns no bonus.
+    """
+    for i, t in enumerate(draft):
+        if t in final_ids:
+            return draft[: i + 1], True
+    return draft, False
+
+
 class Acceptance:
     """Running per-token acceptance estimates per draft source and match strength.
 
@@ -531,11 +542,7 @@ class Drafter:
                 and at - self.history_starts[s] == produced
             ):
                 source = "aligned"
-            final = False
-            for i, t in enumerate(cont):
-                if t in self.final_ids:
-                    cont, final = cont[: i + 1], True
-                    break
+            cont, final = cut_at_final(cont, self.final_ids)
             k = choose_length(
                 self.acceptance.rate(source, n), len(cont), self.max_draft, self.costs, final
             )
@@ -558,6 +565,17 @@ def _forward_all(model: Any, ids: list[int], cache: Any, start: int) -> torch.Te
         logits_to_keep=len(ids),
     )
     return out.logits[0].float()
+
+
+@dataclass
+class AheadDraft:
+    """A draft fed right after the prompt, in the cache update's last forward."""
+
+    ids: list[int]
+    rows: torch.Tensor | None = None
+    """Logits after each draft token [k, V], once fed (:func:`forward_with_draft`)."""
+    ms: float = 0.0
+    """That forward's time."""
 
 
 @torch.inference_mode()
@@ -636,7 +654,7 @@ def speculative_generate(
     constraint: Constraint | None = None,
     context: list[int] | None = None,
     margins: list[float] | None = None,
-    verified: tuple[list[int], torch.Tensor] | None = None,
+    verified: AheadDraft | None = None,
 ) -> Iterator[int]:
     """Like :func:`completion.decode.generate`, with drafts verified in one pass.
 
@@ -644,15 +662,14 @@ def speculative_generate(
     tokens generated so far). Yields tokens one by one; the cache always ends holding
     exactly the prompt plus the tokens fed (rejected draft tokens are cropped out).
     ``margins`` receives the (constrained) logit margin each emitted token was picked at.
-    ``verified``: a draft already fed after the prompt with its logits
-    (:func:`forward_with_draft`); ``cache`` and ``position`` then count the prompt only
-    while the cache holds the draft too. It is accepted like any verify step's.
+    ``verified``: a draft already fed after the prompt, with its logits (``rows``);
+    ``cache`` and ``position`` then count the prompt only while the cache holds the
+    draft too. It is accepted like any verify step's.
     """
     ctx = list(context or [])
     vocab = logits.shape[-1]
     mask = new_bitmask(1, vocab) if constraint is not None else None
     produced = 0
-    pending: int | None = None  # the last emitted token, not fed yet
 
     def constrained(row_logits: torch.Tensor) -> torch.Tensor:
         if constraint is None or mask is None:
@@ -674,16 +691,23 @@ def speculative_generate(
             margins.append(margin(row))
         return _pick(row, temperature, generator, draft)
 
-    if verified is not None and verified[0]:
-        draft, after = verified
-        stats.verifySteps += 1
-        stats.promptVerifySteps += 1
-        stats.draftTokens += len(draft)
+    def verify(
+        rows: torch.Tensor | Sequence[torch.Tensor],
+        draft: list[int],
+        source: str,
+        bucket: str,
+        n: int,
+    ) -> tuple[list[int], int]:
+        """Accept the longest prefix of ``draft`` the model agrees with.
+
+        ``rows[i]``: the logits before ``draft[i]`` (the last one gives the bonus). The
+        draft is in the cache; its rejected tail is cropped. Returns the picked tokens
+        (accepted drafts, then the correction or bonus) and how many were accepted.
+        """
         picked: list[int] = []
         accepted = 0
         for i in range(len(draft) + 1):
-            d = draft[i] if i < len(draft) else None
-            tok, ok = pick(logits if i == 0 else after[i - 1], d)
+            tok, ok = pick(rows[i], draft[i] if i < len(draft) else None)
             picked.append(tok)
             if not ok:
                 break
@@ -694,22 +718,32 @@ def speculative_generate(
                 break
         if len(draft) > accepted:
             cache.crop(-(len(draft) - accepted))
-        position += accepted
+        stats.verifySteps += 1
+        stats.draftTokens += len(draft)
         stats.acceptedTokens += accepted
-        by_source = stats.draftsBySource.setdefault("aligned", [0, 0])
+        by_source = stats.draftsBySource.setdefault(source, [0, 0])
         by_source[0] += len(draft)
         by_source[1] += accepted
-        # Its own acceptance: the draft starts before the first token is known, so it
-        # misses whenever the model's answer starts differently (after an edit nearby).
-        drafter.acceptance.update("ahead", MAX_NGRAM, len(draft), accepted)
-        for tok in picked[:accepted]:  # fed with the prompt; the constraint accepted them
+        drafter.acceptance.update(bucket, n, len(draft), accepted)
+        return picked, accepted
+
+    # Each step ends with ``picked``: accepted drafts (already fed), then one token that
+    # is not fed yet (the correction, or the bonus after a full accept).
+    if verified is not None and verified.ids and verified.rows is not None:
+        stats.promptVerifySteps += 1
+        # Its own acceptance bucket: the draft starts before the first token is known,
+        # so it misses whenever the answer starts differently (after an edit nearby).
+        before = [logits, *verified.rows]
+        picked, accepted = verify(before, verified.ids, "aligned", "ahead", MAX_NGRAM)
+        position += accepted
+    else:  # the first token comes from the prompt's logits
+        picked, accepted = [pick(logits)[0]], 0
+    while True:
+        for tok in picked[:accepted]:  # the constraint accepted these in verify()
             yield tok
             if emitted_last(tok):
                 return
-        token = picked[accepted]  # the correction, or the bonus after a full accept
-    else:  # the first token comes from the prompt's logits
-        token, _ = pick(logits)
-    while True:
+        token = picked[accepted]
         if constraint is not None:
             constraint.accept(token)
         yield token
@@ -717,49 +751,14 @@ def speculative_generate(
             return
         if constraint is not None and constraint.is_terminated():
             return
-        pending = token
         draft, source, n = drafter.propose(ctx, produced)
         draft = draft[: max(0, max_new_tokens - produced - 1)]
+        t = time.perf_counter()
+        rows = _forward_all(model, [token, *draft], cache, position)  # [k+1, V]
+        drafter.costs.observe(1 + len(draft), _elapsed(t, rows))
         if not draft:
             stats.plainSteps += 1
-            t = time.perf_counter()
-            row = _forward_all(model, [pending], cache, position)[0]
-            drafter.costs.observe(1, _elapsed(t, row))
-            position += 1
-            token, _ = pick(row)
-            continue
-        stats.verifySteps += 1
-        stats.draftTokens += len(draft)
-        t = time.perf_counter()
-        rows = _forward_all(model, [pending, *draft], cache, position)  # [k+1, V]
-        drafter.costs.observe(1 + len(draft), _elapsed(t, rows))
-        accepted = 0
-        emitted: list[int] = []
-        for i in range(len(draft) + 1):
-            d = draft[i] if i < len(draft) else None
-            tok, ok = pick(rows[i], d)
-            emitted.append(tok)
-            if not ok:
-                break
-            accepted += 1
-            if constraint is not None:
-                constraint.accept(tok)
-            if tok in stop_ids:
-                break
-        # Keep pending + accepted drafts in the cache; drop the rejected tail.
-        fed = 1 + len(draft)
-        keep = 1 + accepted
-        if fed > keep:
-            cache.crop(-(fed - keep))
-        position += keep
-        stats.acceptedTokens += accepted
-        by_source = stats.draftsBySource.setdefault(source, [0, 0])
-        by_source[0] += len(draft)
-        by_source[1] += accepted
-        drafter.acceptance.update(source, n, len(draft), accepted)
-        # Emit the accepted drafts (already fed), then the correction/bonus (not fed).
-        for tok in emitted[:accepted]:  # the constraint accepted these above
-            yield tok
-            if emitted_last(tok):
-                return
-        token = emitted[accepted]  # the correction, or the bonus after a full accept
+            picked, accepted = [pick(rows[0])[0]], 0
+        else:
+            picked, accepted = verify(rows, draft, source, source, n)
+        position += 1 + accepted  # the fed token and the accepted drafts stay cached

@@ -22,6 +22,7 @@ from completion.constraints import (
 from completion.decode import generate, prefill
 from completion.speculative import (
     Acceptance,
+    AheadDraft,
     CostModel,
     Drafter,
     History,
@@ -172,7 +173,7 @@ def test_a_draft_verified_with_the_prompt_is_lossless_and_rolled_back(
             drafter(prompt, []),
             stats,
             context=prompt[-8:],
-            verified=(draft, after),
+            verified=AheadDraft(draft, after),
         )
     )
     assert out == expected
