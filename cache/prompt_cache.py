@@ -48,8 +48,11 @@ def truncate(kv: Any, n: int) -> None:
 
 def _append(kv: Any, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
     """Append per-layer ``[B, H, S, D]`` keys/values at the end of every cache layer."""
-    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-        kv.update(k, v, i)
+    # As the forwards do: a cache that appends in place (cache/growing.py) can then keep
+    # writing into the buffers they made.
+    with torch.inference_mode():
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            kv.update(k, v, i)
 
 
 @dataclass
@@ -95,6 +98,10 @@ class PromptCache:
             return 0
         total = 0
         for layer in getattr(self.kv, "layers", []):
+            held = getattr(layer, "nbytes", None)  # cache/growing.py: spare room included
+            if callable(held):
+                total += int(held())
+                continue
             for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
                 if isinstance(t, torch.Tensor):
                     total += t.numel() * t.element_size()
@@ -190,8 +197,8 @@ class PromptCache:
         """Rebuild the cache as ``segments`` say; positions ``>= upto`` are encoded.
 
         The leading kept run with no shift stays in place; everything after it is
-        appended segment by segment (kept runs copied from a snapshot of the old cache,
-        re-rotated by their delta; the rest encoded). ``self.ids`` always describes
+        appended segment by segment (kept runs copied out of the old cache before it is
+        cut, re-rotated by their delta; the rest encoded). ``self.ids`` always describes
         what the cache holds, so an exception (cancellation) leaves it consistent.
         """
         # Fresh logits for the last position need at least that token encoded.
@@ -201,25 +208,36 @@ class PromptCache:
             lead = len(segments[0])
             segments = segments[1:]
         old_ids, old_stale = self.ids, self.stale
+        # Kept runs after the lead, taken (re-rotated, or copied) before the cache is cut
+        # to the lead: a cache that appends in place (cache/growing.py) writes the new
+        # positions over the old ones they come from.
+        kept: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         if self.kv is None or (lead == 0 and not any(s.keep for s in segments)):
             self.kv = self._make_cache()
-            old_layers: list[tuple[torch.Tensor, torch.Tensor]] = []
         else:
-            old_layers = [(layer.keys, layer.values) for layer in self.kv.layers]
+            layers = [(layer.keys, layer.values) for layer in self.kv.layers]
+            for i, seg in enumerate(segments):
+                if seg.keep:
+                    a, b = seg.old_start, seg.old_start + len(seg)
+                    if seg.delta and rot is not None:
+                        keys = [rot.rotate(k[..., a:b, :], seg.delta) for k, _ in layers]
+                    else:
+                        keys = [k[..., a:b, :].clone() for k, _ in layers]
+                    kept[i] = (keys, [v[..., a:b, :].clone() for _, v in layers])
+            del layers
             truncate(self.kv, lead)
         self.ids = old_ids[:lead]
         self.stale = bytearray(old_stale[:lead])
         self.last_logits = None
         logits = None
         reused, encoded, shifted = lead, 0, 0
-        for seg in segments:
+        for i, seg in enumerate(segments):
             if seg.keep:
                 a, b = seg.old_start, seg.old_start + len(seg)
-                keys = [k[..., a:b, :] for k, _ in old_layers]
+                keys, values = kept.pop(i)
                 if seg.delta and rot is not None:
-                    keys = [rot.rotate(k, seg.delta) for k in keys]
                     shifted += len(seg)
-                _append(self.kv, keys, [v[..., a:b, :] for _, v in old_layers])
+                _append(self.kv, keys, values)
                 reused += len(seg)
                 if seg.new_start == 0:
                     # Only tokens before it were dropped (the window slid): a pure

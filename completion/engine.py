@@ -191,7 +191,7 @@ class Engine:
     """One loaded model serving completions for many documents."""
 
     def __init__(self, loaded: LoadedModel, max_documents: int = 8) -> None:
-        from transformers import DynamicCache
+        from cache.growing import growing_cache  # imports transformers: not at start-up
 
         self.loaded = loaded
         self.model = loaded.model
@@ -200,7 +200,7 @@ class Engine:
         eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
         self.format: PromptFormat = detect_format(self.tokenizer, eos)
         config = self.model.config
-        self.caches = CacheStore(lambda: DynamicCache(config=config), max_documents)
+        self.caches = CacheStore(lambda: growing_cache(config), max_documents)
         self.totals = Totals()
         self.history = History()
         self.acceptance = Acceptance()
@@ -428,14 +428,12 @@ class Engine:
         if self._costs is None:
             with self._costs_lock:
                 if self._costs is None:
-                    from transformers import DynamicCache
+                    from cache.growing import growing_cache
 
                     config = self.model.config
                     key = (self.loaded.path, str(self.loaded.device), str(self.loaded.dtype))
                     if key not in _COSTS:
-                        _COSTS[key] = CostModel.measure(
-                            self.model, lambda: DynamicCache(config=config)
-                        )
+                        _COSTS[key] = CostModel.measure(self.model, lambda: growing_cache(config))
                     self._costs = _COSTS[key]
                     self._costs.apply(self.model)
                     # Drafting in single-line mode needs these; a vocabulary scan (about

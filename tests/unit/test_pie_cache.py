@@ -20,6 +20,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Confi
 
 from cache import PromptCache, Rerotator, diff_ids, find_rotary, rerotation_support
 from cache.alignment import force_encode_tail
+from cache.growing import growing_cache
 from cache.rope import apply_rotation, rotate_half
 from completion.decode import prefill
 
@@ -46,7 +47,9 @@ def fresh(model, ids: list[int]) -> tuple[DynamicCache, torch.Tensor]:
 
 
 def pie_cache(model) -> PromptCache:
-    return PromptCache(lambda: DynamicCache(config=model.config))
+    # The engine's cache: appends in place, so these oracles also check that a PIE sync
+    # never overwrites kept keys before copying them (cache/growing.py).
+    return PromptCache(lambda: growing_cache(model.config))
 
 
 def encoder(model):

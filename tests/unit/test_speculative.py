@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
+from cache.growing import growing_cache
 from completion.constraints import (
     AllOf,
     AllowAll,
@@ -60,7 +61,7 @@ FREE = CostModel({n: 1.0 for n in range(1, 40)}, learn=False)
 
 
 def prompt_cache(model: LlamaForCausalLM, ids: list[int]) -> tuple[DynamicCache, torch.Tensor]:
-    cache = DynamicCache(config=model.config)
+    cache = growing_cache(model.config)  # the engine's: rollback rewrites in place
     logits = prefill(model, ids, cache, 0)
     return cache, logits
 
@@ -157,7 +158,7 @@ def test_a_draft_verified_with_the_prompt_is_lossless_and_rolled_back(
     # What the user was shown before: right for a while, then maybe wrong.
     draft = (plain(model, prompt, right + 1)[:right] + wrong)[: max(0, n - 1)]
     m = min(tail, len(prompt))
-    cache = DynamicCache(config=model.config)
+    cache = growing_cache(model.config)
     if len(prompt) > m:
         prefill(model, prompt[:-m], cache, 0)
     last, after = forward_with_draft(model, prompt[-m:], draft, cache, len(prompt) - m)
