@@ -32,6 +32,7 @@ from .decode import PREFILL_CHUNK, generate, prefill
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .models import LoadedModel
 from .speculative import (
+    AHEAD_MARGIN,
     MAX_NGRAM,
     Acceptance,
     AheadDraft,
@@ -210,8 +211,9 @@ class Engine:
         self._newline_ids: frozenset[int] | None = None
         self._shown: dict[str, tuple[str, int, str, str]] = {}
         """Per document: (text, cursor, suggestion, mode) of the last suggestion."""
-        self._recent: dict[str, deque[tuple[str, int, str]]] = {}
-        """Per document: the last few suggestions (text, cursor, suggestion), newest first."""
+        self._recent: dict[str, deque[tuple[str, int, str, int]]] = {}
+        """Per document: the last few suggestions (text, cursor, suggestion, sure chars),
+        newest first (:func:`~completion.speculative.expected_rest`)."""
         self._lock = threading.Lock()
         self._starts: dict[str, int] = {}
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
@@ -259,8 +261,9 @@ class Engine:
             generator = torch.Generator(device=self.model.device).manual_seed(opts.seed)
         speculate = opts.speculative and not probe_tokens and opts.max_draft_tokens > 0
         line = rules.mode == "line"
-        expected = self._expected(req, prompt) if speculate else None
-        ahead = AheadDraft(self._draft_ahead(expected, opts, line)) if expected else None
+        found = self._expected(req, prompt) if speculate else None
+        expected = found[0] if found else None
+        ahead = AheadDraft(self._draft_ahead(*found, opts, line)) if found else None
         with self._lock:
             cancel.check()
             pc = self.caches.get(req.key)
@@ -354,7 +357,10 @@ class Engine:
             if text:
                 self._shown[req.key] = (req.text, req.cursor, text, rules.mode)
                 recent = self._recent.setdefault(req.key, deque(maxlen=RECENT_SUGGESTIONS))
-                recent.appendleft((req.text, req.cursor, text))
+                sure = len(text)
+                if opts.temperature <= 0:
+                    sure = self._sure_chars(out, margins, prompt.healed, len(text))
+                recent.appendleft((req.text, req.cursor, text, sure))
             else:
                 self._shown.pop(req.key, None)
         result = CompletionResult(
@@ -464,27 +470,55 @@ class Engine:
         """Tokens after which a completion stops: stop tokens, and line ends for one line."""
         return self.format.stop_ids | (self.newline_ids if line else frozenset())
 
-    def _expected(self, req: CompletionRequest, prompt: Prompt) -> list[int] | None:
-        """The rest of a suggestion shown here, as token ids after the prompt.
+    def _expected(self, req: CompletionRequest, prompt: Prompt) -> tuple[list[int], int] | None:
+        """The rest of a suggestion shown here before, tokenized after the prompt.
 
-        See :func:`~completion.speculative.expected_rest`; None when none applies.
+        With how many of its first characters (counting from the ids' start) the model
+        picked by a clear margin: the part an edit elsewhere is unlikely to change. See
+        :func:`~completion.speculative.expected_rest`; None when none applies.
         """
-        rest = expected_rest(req.text, req.cursor, list(self._recent.get(req.key, ())))
-        if rest is None:
+        found = expected_rest(req.text, req.cursor, list(self._recent.get(req.key, ())))
+        if found is None:
             return None
-        return list(self.tokenizer.encode(prompt.healed + rest, add_special_tokens=False))
+        rest, sure = found
+        ids = list(self.tokenizer.encode(prompt.healed + rest, add_special_tokens=False))
+        return ids, len(prompt.healed) + sure
 
-    def _draft_ahead(self, expected: list[int], opts: CompletionOptions, line: bool) -> list[int]:
+    def _tokens_within(self, ids: list[int], chars: int) -> int:
+        """How many of ``ids``' first tokens decode to at most ``chars`` characters."""
+        n = 0
+        while n < len(ids) and len(self.tokenizer.decode(ids[: n + 1])) <= chars:
+            n += 1
+        return n
+
+    def _sure_chars(self, out: list[int], margins: list[float], healed: str, limit: int) -> int:
+        """Characters of a suggestion before its first token picked by a thin margin.
+
+        ``margins[i]``: the greedy margin ``out[i]`` was picked by; ``healed``: the
+        prompt's text the output starts by re-generating (not part of the suggestion).
+        """
+        weak = next((i for i, m in enumerate(margins[: len(out)]) if m < AHEAD_MARGIN), None)
+        if weak is None:
+            return limit
+        return max(0, min(limit, len(self.tokenizer.decode(out[:weak])) - len(healed)))
+
+    def _draft_ahead(
+        self, expected: list[int], sure: int, opts: CompletionOptions, line: bool
+    ) -> list[int]:
         """The part of ``expected`` to verify in the prompt's last forward.
 
-        As long as the cost model drafts for the running acceptance of such drafts
-        (their own bucket, "ahead": they start before the first token is known), cut
-        after the first token that ends the completion, leaving room for the token the
-        verify step itself yields.
+        Only the tokens within its first ``sure`` characters: those the model picked by
+        a clear margin last time. Such a draft starts before the first token is known
+        and costs its length in that forward whether or not it is accepted; a token
+        picked by a thin margin is the one an edit elsewhere flips, and everything after
+        it with it. Then as long as the cost model drafts for the running acceptance of
+        these drafts (their own bucket, "ahead"), cut after the first token that ends
+        the completion, leaving room for the token the verify step itself yields.
         """
         if self._costs is None:
             return []
         room = max(0, min(opts.max_draft_tokens, max(1, opts.max_tokens) - 1))
+        room = self._tokens_within(expected[:room], sure)
         cont, final = cut_at_final(expected[:room], self._final_ids(line))
         rate = self.acceptance.rate("ahead", MAX_NGRAM)
         k = choose_length(rate, len(cont), opts.max_draft_tokens, self._costs, final)
@@ -498,6 +532,7 @@ class Engine:
         line: bool,
         expected_ids: list[int] | None = None,
     ) -> Drafter:
+        self.acceptance.relax()
         index = NgramIndex()
         index.add(list(prompt.ids))
         expected = (prompt.ids[-MAX_NGRAM:], expected_ids) if expected_ids else None

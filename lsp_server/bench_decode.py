@@ -144,6 +144,7 @@ def run_decode(args: argparse.Namespace) -> int:
         # engines share (only the speculating one times steps): what the last speculating
         # run learned is what the next request starts from.
         learned = None
+        rates: dict[str, float] = {}
         for rep in range(args.repeats):
             order = ("off", "on") if (len(rows) + rep) % 2 else ("on", "off")
             for name in order:
@@ -159,6 +160,7 @@ def run_decode(args: argparse.Namespace) -> int:
                 if name == "on":
                     merged = merged or eng.totals.promptVerifySteps > merges
                     learned = on.costs.snapshot()
+                    rates = on.acceptance.rates()
                 else:
                     update_off.append(r.prefill_ms)
                 if rep == 0:
@@ -196,6 +198,7 @@ def run_decode(args: argparse.Namespace) -> int:
                 "drafted": drafted,
                 "accepted": accepted,
                 "verifySteps": steps,
+                "acceptanceAfter": rates,
             }
         )
         return r_on.text

@@ -76,6 +76,29 @@ def test_default_model_identical_with_and_without_speculation(loaded_default) ->
     assert curve["1"] == 1.0 and list(curve.values()) == sorted(curve.values())
 
 
+def test_only_the_clearly_picked_start_of_a_suggestion_is_verified_ahead(loaded_default) -> None:
+    eng = Engine(loaded_default)
+    assert eng.costs
+    tok = eng.tokenizer
+    out = list(tok.encode("    return total / count\n", add_special_tokens=False))
+    assert len(out) >= 4
+    margins = [5.0, 4.0, 0.2, 6.0] + [5.0] * (len(out) - 4)  # the third pick was close
+    sure = eng._sure_chars(out, margins, "", 100)
+    assert sure == len(tok.decode(out[:2]))
+    assert eng._sure_chars(out, margins, "  ", 100) == sure - 2  # healed text is not shown
+    assert eng._sure_chars(out, [5.0] * len(out), "", 7) == 7  # no thin pick: all of it
+    assert eng._tokens_within(out, sure) == 2
+    opts = CompletionOptions(max_tokens=32)
+    assert eng._draft_ahead(out, 0, opts, line=False) == []  # the first pick was close
+    assert eng._draft_ahead(out, sure, opts, line=False) in (out[:1], out[:2])
+    # A completion remembers how much of its suggestion was clearly picked.
+    p = positions(1, seed=5)[0]
+    r = eng.complete(CompletionRequest("doc", p.text, p.cursor, opts))
+    text, cursor, suggestion, sure = eng._recent["doc"][0]
+    assert (text, cursor, suggestion) == (p.text, p.cursor, r.text)
+    assert 0 <= sure <= len(suggestion)
+
+
 def test_typing_through_a_suggestion_reuses_it(loaded_default) -> None:
     eng = Engine(loaded_default)
     text = "def greet(name):\n    return 'Hello, ' + "

@@ -22,6 +22,7 @@ from completion.constraints import (
 )
 from completion.decode import generate, prefill
 from completion.speculative import (
+    SURE,
     Acceptance,
     AheadDraft,
     CostModel,
@@ -376,16 +377,39 @@ def test_decoding_reports_its_forward_timings(model) -> None:
     assert all(t > 0 for ts in observed.values() for t in ts)
 
 
-@given(st.lists(st.lists(st.integers(0, 5), max_size=30), min_size=1, max_size=4))
-def test_ngram_index_equals_a_plain_loop(seqs: list[list[int]]) -> None:
+@given(
+    st.lists(st.lists(st.integers(0, 5), max_size=30), min_size=1, max_size=4),
+    st.lists(st.integers(0, 5), max_size=6),
+    st.sampled_from([0, 151_000, 2**31]),
+    st.booleans(),
+)
+def test_ngram_index_equals_a_plain_loop(
+    seqs: list[list[int]], more: list[int], base: int, at_once: bool
+) -> None:
     index = NgramIndex()
     expected: dict[tuple[int, ...], tuple[int, int]] = {}
+    seqs = [[base + t for t in seq] for seq in seqs]  # large vocabularies too
+    if at_once:
+        index.add_many([list(seq) for seq in seqs])
     for s, seq in enumerate(seqs):
-        index.add(list(seq))
+        if not at_once:
+            index.add(list(seq))
         for n in range(2, 5):
             for i in range(len(seq) - n - 1, -1, -1):  # the first occurrence wins
                 expected[tuple(seq[i : i + n])] = (s, i + n)
-    assert index._index == expected
+    # Extending the last sequence indexes its new n-grams where it has none yet.
+    last = len(seqs) - 1
+    grown = index.seqs[last]
+    old = len(grown)
+    index.extend(last, [base + t for t in more])
+    for n in range(2, 5):
+        for i in range(max(0, old - n), len(grown) - n):
+            gram = tuple(grown[i : i + n])
+            if expected.get(gram, (-1, 0))[0] != last:
+                expected[gram] = (last, i + n)
+    assert len(index) == len(expected)
+    for gram, where in expected.items():
+        assert index.get(gram) == where
 
 
 def test_ngram_index_prefers_longest_then_latest() -> None:
@@ -431,6 +455,28 @@ def test_history_hit_at_the_same_offset_is_aligned() -> None:
     # The same tokens reached after a different start: an ordinary history hit.
     draft, source, _ = d.propose([7, 3, 4, 10], produced=3)
     assert source == "history" and draft == [11, 12, 13, 14]
+
+
+def test_another_documents_suggestion_is_a_weak_source_never_aligned() -> None:
+    from completion.speculative import History
+
+    history = History()
+    history.remember("other.py", [1, 2, 3, 4], [20, 21, 22, 23, 24])
+    index, starts = history.index_for("a.py")
+    assert starts == [None]
+    acceptance = Acceptance()
+    d = Drafter(
+        prompt=NgramIndex(),
+        history=index,
+        max_draft=8,
+        costs=FREE,
+        acceptance=acceptance,
+        history_starts=starts,
+    )
+    # Same context, same offset as where the other document's suggestion started.
+    draft, source, _ = d.propose([1, 2, 3, 4], produced=0)
+    assert source == "elsewhere" and draft == [20, 21, 22, 23, 24][: len(draft)]
+    assert acceptance.rate("elsewhere", 4) < SURE <= acceptance.rate("aligned", 4)
 
 
 def test_workspace_indexes_other_documents_once_per_version() -> None:
@@ -492,18 +538,22 @@ def test_a_draft_that_ends_the_completion_earns_no_bonus() -> None:
 def test_expected_rest_after_typing_part_of_a_suggestion_and_an_edit_elsewhere() -> None:
     old = "import os\n\ndef f(x):\n    return \n\nprint(f(2))\n"
     cursor = old.index("return ") + len("return ")
-    shown = [(old, cursor, "x * 2 + os.sep")]
-    assert expected_rest(old, cursor, shown) == "x * 2 + os.sep"  # asked again as is
+    # The model picked the first 9 characters ("x * 2 + o") by a clear margin.
+    shown = [(old, cursor, "x * 2 + os.sep", 9)]
+    # Asked again as is, or after typing its start: the same prompt, all of it is sure.
+    assert expected_rest(old, cursor, shown) == ("x * 2 + os.sep", 14)
     typed = old[:cursor] + "x * " + old[cursor:]
-    assert expected_rest(typed, cursor + 4, shown) == "2 + os.sep"
-    edited = "# a comment\n" + typed  # and an edit far above
-    assert expected_rest(edited, cursor + 4 + 12, shown) == "2 + os.sep"
+    assert expected_rest(typed, cursor + 4, shown) == ("2 + os.sep", 10)
+    edited = "# a comment\n" + typed  # and an edit far above: only what was clear
+    assert expected_rest(edited, cursor + 4 + 12, shown) == ("2 + os.sep", 5)
+    unsure = [(old, cursor, "x * 2 + os.sep", 2)]  # typed past what was clear
+    assert expected_rest("#\n" + typed, cursor + 4 + 2, unsure) == ("2 + os.sep", 0)
 
 
 def test_expected_rest_none_when_the_text_diverges() -> None:
     old = "def f(x):\n    return \n\nprint(f(2))\n"
     cursor = old.index("return ") + len("return ")
-    shown = [(old, cursor, "x * 2")]
+    shown = [(old, cursor, "x * 2", 5)]
     wrong = old[:cursor] + "@" + old[cursor:]
     assert expected_rest(wrong, cursor + 1, shown) is None  # typed something else
     changed_after = old[:cursor] + old[cursor:].replace("print", "len")
@@ -513,10 +563,12 @@ def test_expected_rest_none_when_the_text_diverges() -> None:
 
 def test_expected_rest_takes_the_newest_matching_and_longest_typed() -> None:
     old = "a = \nb = 1\n"
-    shown = [(old[:4] + "@" + old[4:], 5, "zzz"), (old, 4, "foo(foo)")]
-    assert expected_rest(old, 4, shown) == "foo(foo)"  # the newest does not apply here
+    shown = [(old[:4] + "@" + old[4:], 5, "zzz", 3), (old, 4, "foo(foo)", 8)]
+    assert expected_rest(old, 4, shown) == ("foo(foo)", 8)  # the newest does not apply here
     text = old[:4] + "foo(" + old[4:]
-    assert expected_rest(text, 8, shown) == "foo)"
+    assert expected_rest(text, 8, shown) == ("foo)", 4)
+    shown = [(old, 4, "foo(foo)", 2)]
+    assert expected_rest("\n" + text, 9, shown) == ("foo)", 0)  # an edit above, "f" sure
 
 
 def test_history_puts_the_expected_rest_last_and_aligned() -> None:
@@ -525,3 +577,15 @@ def test_history_puts_the_expected_rest_last_and_aligned() -> None:
     index, starts = history.index_for("doc", ([1, 2, 3, 4], [9, 9, 8]))
     cont, n, s, at = index.find([1, 2, 3, 4], 8)
     assert cont == [9, 9, 8] and n == 4 and at - starts[s] == 0
+
+
+def test_a_source_that_missed_is_tried_again_after_some_completions() -> None:
+    acc = Acceptance()
+    for _ in range(6):
+        acc.update("history", 4, drafted=8, accepted=0)
+    assert acc.rate("history", 4) < SURE  # it stops drafting, so nothing updates it...
+    for _ in range(30):
+        acc.relax()  # ...but every completion fades the evidence toward the prior
+    assert acc.rate("history", 4) >= SURE
+    assert acc.rate("history", 4) <= Acceptance.PRIORS[("history", True)]
+    assert set(acc.rates()) == {"history"}
