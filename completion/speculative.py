@@ -487,26 +487,31 @@ tokens a verify step computes past the point where the caller stops are wasted."
 
 
 MAX_LOSS = 0.05
-"""A draft from a source below :data:`SURE` acceptance may cost at most this much more
-than a plain step when it is rejected at once (by the measured cost curve, such drafts
-then cannot make a completion more than 5% slower than plain decoding)."""
+"""What drafts from unsure sources may cost a completion, as a share of what plain
+decoding of its tokens costs (by the measured cost curve): see :meth:`Drafter.settle`."""
 SURE = 0.6
-"""Acceptance from which a source's drafts may be longer than :data:`MAX_LOSS` allows."""
+"""Acceptance from which a source's drafts are not bounded by the loss allowance."""
 
 
 def choose_length(
-    alpha: float, available: int, cap: int, costs: CostModel, final: bool = False
+    alpha: float,
+    available: int,
+    cap: int,
+    costs: CostModel,
+    final: bool = False,
+    allowance: float = MAX_LOSS,
 ) -> int:
     """Draft length maximising tokens per unit of cost; 0 when plain decoding is best.
 
     ``final``: the ``available`` draft tokens end the completion (a line end in
     single-line mode, a stop token), so a fully accepted draft of that length earns no
     bonus token: the caller stops there. Below :data:`SURE` acceptance only lengths
-    whose verify step costs at most :data:`MAX_LOSS` over a plain step are drafted.
+    whose verify step, rejected at once, would cost at most ``allowance`` plain steps
+    more than a plain step are drafted.
     """
     best_k, best_rate = 0, MARGIN  # plain decoding: 1 token for cost 1, plus the margin
     for k in range(1, min(available, cap) + 1):
-        if alpha < SURE and costs.cost(k + 1) > 1.0 + MAX_LOSS:
+        if alpha < SURE and costs.cost(k + 1) - 1.0 > allowance + 1e-9:
             break  # costs never fall with more tokens
         gain = expected_tokens(alpha, k)
         if final and k == available:
@@ -616,6 +621,24 @@ class Drafter:
     final_ids: frozenset[int] = frozenset()
     """Tokens after which the caller stops (stop tokens; line ends in single-line mode):
     drafts are cut after the first of them."""
+    allowance: float = MAX_LOSS
+    """What drafts from unsure sources may still risk in this completion, in plain
+    steps (:meth:`settle`)."""
+
+    def settle(self, drafted: int, accepted: int) -> None:
+        """Account for one decode step: ``drafted`` tokens verified, ``accepted`` kept.
+
+        The completion earns :data:`MAX_LOSS` of a plain step per token it yields, plus
+        what the step gained or lost against plain decoding (tokens yielded minus the
+        step's cost, in plain steps). Unsure sources may only draft lengths whose
+        rejection would not take this below zero, so by the cost curve their drafts
+        never make a completion more than 5% slower than plain decoding, while they
+        still draft (and their acceptance is still learned) on a machine where every
+        multi-token forward costs more than a plain step.
+        """
+        tokens = 1 + accepted
+        step = self.costs.cost(drafted + 1) if drafted else 1.0
+        self.allowance += MAX_LOSS * tokens + (tokens - step)
 
     def propose(self, context: list[int], produced: int = 0) -> tuple[list[int], str, int]:
         """(draft tokens, source, matched n) after ``produced`` generated tokens.
@@ -640,7 +663,12 @@ class Drafter:
                     source = "aligned"
             cont, final = cut_at_final(cont, self.final_ids)
             k = choose_length(
-                self.acceptance.rate(source, n), len(cont), self.max_draft, self.costs, final
+                self.acceptance.rate(source, n),
+                len(cont),
+                self.max_draft,
+                self.costs,
+                final,
+                self.allowance,
             )
             if k and (n, k) > (best[2], len(best[0])):
                 best = (cont[:k], source, n)
@@ -857,4 +885,5 @@ def speculative_generate(
             picked, accepted = [pick(rows[0])[0]], 0
         else:
             picked, accepted = verify(rows, draft, source, source, n)
+        drafter.settle(len(draft), accepted)
         position += 1 + accepted  # the fed token and the accepted drafts stay cached

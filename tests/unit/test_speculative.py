@@ -22,6 +22,7 @@ from completion.constraints import (
 )
 from completion.decode import generate, prefill
 from completion.speculative import (
+    MAX_LOSS,
     SURE,
     Acceptance,
     AheadDraft,
@@ -589,3 +590,44 @@ def test_a_source_that_missed_is_tried_again_after_some_completions() -> None:
     assert acc.rate("history", 4) >= SURE
     assert acc.rate("history", 4) <= Acceptance.PRIORS[("history", True)]
     assert set(acc.rates()) == {"history"}
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 8)), min_size=1, max_size=60),
+    two=st.floats(1.0, 1.6),
+)
+def test_unsure_drafts_cost_at_most_five_percent_over_plain_decoding(steps, two) -> None:
+    """Whatever unsure drafts are offered and however they fare, by the cost curve."""
+    costs = CostModel({1: 1.0, 2: two, 4: two + 0.2, 16: two + 0.8}, learn=False)
+    d = Drafter(
+        prompt=NgramIndex(),
+        history=NgramIndex(),
+        max_draft=16,
+        costs=costs,
+        acceptance=Acceptance(),
+    )
+    spent = tokens = 0.0
+    for offered, accepted in steps:
+        k = choose_length(0.45, 16, 16, costs, allowance=d.allowance) if offered else 0
+        got = min(accepted, k)
+        d.settle(k, got)
+        spent += costs.cost(k + 1) if k else 1.0
+        tokens += 1 + got
+    assert spent <= (1 + MAX_LOSS) * tokens + MAX_LOSS + 1e-9
+
+
+def test_an_unsure_source_drafts_once_the_completion_has_earned_it() -> None:
+    costs = CostModel({1: 1.0, 2: 1.11, 16: 2.0}, learn=False)
+    d = Drafter(
+        prompt=NgramIndex(), history=NgramIndex(), max_draft=8, costs=costs, acceptance=Acceptance()
+    )
+    d.prompt.add([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    assert d.propose([0, 1, 2, 3]) == ([], "", 0)  # a miss would cost 11% of a step: not yet
+    d.settle(0, 0)
+    d.settle(0, 0)  # two plain steps later 15% may be risked
+    draft, source, _ = d.propose([0, 1, 2, 3])
+    assert (draft, source) == ([4], "prompt")
+    d.settle(1, 0)  # rejected: the allowance shrinks, never below zero
+    assert 0 <= d.allowance < 0.11
+    assert d.propose([0, 1, 2, 3]) == ([], "", 0)
