@@ -194,8 +194,9 @@ class History:
         This document's suggestions go last, so their matches win; ``expected`` (the
         prompt's last tokens, the tokens the model will likely say after them: see
         :func:`expected_rest`) goes after them all. Other documents' suggestions have no
-        start (None): they are drafted from as a source of their own ("elsewhere"), a
-        weak one, since a few tokens matching at another document's cursor say little.
+        start (None): they are a source of their own ("elsewhere"), never "aligned" (a few
+        tokens matching where another document's suggestion started say little), with
+        an acceptance learned apart from this document's.
         """
         idx = NgramIndex()
         ordered = [i for i in self.items if i[0] != key] + [i for i in self.items if i[0] == key]
@@ -547,8 +548,8 @@ class Acceptance:
         ("aligned", False): 0.8,
         ("history", True): 0.7,
         ("history", False): 0.45,
-        ("elsewhere", True): 0.35,
-        ("elsewhere", False): 0.2,
+        ("elsewhere", True): 0.7,
+        ("elsewhere", False): 0.45,
         ("prompt", True): 0.45,
         ("prompt", False): 0.25,
         ("workspace", True): 0.35,
@@ -646,7 +647,7 @@ class Drafter:
         A history hit at the same offset into an earlier suggestion as this request's
         output is "aligned": the user asks again where that suggestion started (after an
         edit elsewhere, or a character typed and deleted): the likeliest to repeat. A
-        hit in another document's suggestion is "elsewhere" (weak, like other documents).
+        hit in another document's suggestion is "elsewhere", never aligned.
         """
         best: tuple[list[int], str, int] = ([], "", 0)
         sources = [("history", self.history), ("prompt", self.prompt)]
