@@ -41,7 +41,7 @@ MAX_NGRAM = 4
 """Longest context suffix (in tokens) looked up in the draft sources."""
 MIN_NGRAM = 2
 """Shortest: a single-token match drafts noise too often to pay on a CPU."""
-DRAFT_SOURCES = ("aligned", "history", "prompt", "workspace")
+DRAFT_SOURCES = ("aligned", "history", "elsewhere", "prompt", "workspace")
 """Where drafts come from (see :meth:`Drafter.propose`)."""
 WORKSPACE_DOCS = 8
 """Other open documents drafted from (the most recently used)."""
@@ -62,7 +62,7 @@ class SpecStats:
     draftsBySource: dict[str, list[int]] = field(
         default_factory=lambda: {s: [0, 0] for s in DRAFT_SOURCES}
     )
-    """Per draft source ("aligned", "history", "prompt", "workspace"): [drafted, accepted]."""
+    """Per draft source (:data:`DRAFT_SOURCES`): [drafted, accepted]."""
 
 
 ##### Draft sources #####

@@ -35,10 +35,13 @@ def positions(n: int, seed: int) -> list:
 
 
 def check_identical(on: Engine, off: Engine, n: int, seed: int) -> int:
-    """Cold request, a re-ask after an edit above, the same again; returns accepted drafts.
+    """Cold request, a re-ask after an edit above, the same again, a wrong character typed,
+    then deleted and asked again; returns accepted drafts.
 
     The edit is a comment line ten lines above the cursor (inside the prompt window, so
-    the cache update runs and the re-ask is verified in its forward).
+    the cache update runs). The last re-ask has the text an earlier suggestion came from:
+    all of that suggestion is verified in the cache update's forward, when the cost
+    curve drafts it.
     """
     base = CompletionOptions(max_tokens=32, context_tokens=768)
     for i, p in enumerate(positions(n, seed)):
@@ -46,7 +49,10 @@ def check_identical(on: Engine, off: Engine, n: int, seed: int) -> int:
         starts = [0] + [j + 1 for j, c in enumerate(p.text[: p.cursor]) if c == "\n"]
         at = starts[max(0, len(starts) - 10)]
         edited = p.text[:at] + "# edited\n" + p.text[at:]
-        for text, cursor in ((p.text, p.cursor), (edited, p.cursor + 9), (edited, p.cursor + 9)):
+        at = p.cursor + 9
+        wrong = edited[:at] + "@" + edited[at:]
+        asks = ((p.text, p.cursor), (edited, at), (edited, at), (wrong, at + 1), (edited, at))
+        for text, cursor in asks:
             a = on.complete(CompletionRequest(key, text, cursor, base))
             b = off.complete(CompletionRequest(key, text, cursor, replace(base, speculative=False)))
             assert a.text == b.text, (p.source, p.kind)
@@ -65,8 +71,6 @@ def test_default_model_identical_with_and_without_speculation(loaded_default) ->
     accepted = check_identical(on, off, 4, seed=3)
     assert on.totals.verifySteps > 0 and accepted > 0  # the drafts did hit
     assert off.totals.verifySteps == 0
-    # Re-asks after the edit verified the earlier suggestion in the prompt's forward.
-    assert on.totals.promptVerifySteps > 0
     # The steps were timed: the curve in use has learned from them, and stays a curve.
     assert on._costs is not None
     timed = on._costs.observed
@@ -76,9 +80,23 @@ def test_default_model_identical_with_and_without_speculation(loaded_default) ->
     assert curve["1"] == 1.0 and list(curve.values()) == sorted(curve.values())
 
 
+def flat_costs(eng: Engine) -> CostModel:
+    """A fixed verify-cost curve where short drafts cost what a step costs."""
+    measured = eng.costs  # picks the linear paths
+    curve = {1: 1.0, 2: 1.0, 4: 1.05, 8: 1.2, 16: 1.5}
+    return CostModel(curve, measured.fast_rows, learn=False)
+
+
+def test_re_asks_are_verified_in_the_cache_updates_forward(loaded_default) -> None:
+    on, off = Engine(loaded_default), Engine(loaded_default)
+    on._costs = flat_costs(on)
+    assert check_identical(on, off, 2, seed=3) > 0
+    assert on.totals.promptVerifySteps > 0
+
+
 def test_only_the_clearly_picked_start_of_a_suggestion_is_verified_ahead(loaded_default) -> None:
     eng = Engine(loaded_default)
-    assert eng.costs
+    eng._costs = flat_costs(eng)
     tok = eng.tokenizer
     out = list(tok.encode("    return total / count\n", add_special_tokens=False))
     assert len(out) >= 4
@@ -90,7 +108,7 @@ def test_only_the_clearly_picked_start_of_a_suggestion_is_verified_ahead(loaded_
     assert eng._tokens_within(out, sure) == 2
     opts = CompletionOptions(max_tokens=32)
     assert eng._draft_ahead(out, 0, opts, line=False) == []  # the first pick was close
-    assert eng._draft_ahead(out, sure, opts, line=False) in (out[:1], out[:2])
+    assert eng._draft_ahead(out, sure, opts, line=False) == out[:2]
     # A completion remembers how much of its suggestion was clearly picked.
     p = positions(1, seed=5)[0]
     r = eng.complete(CompletionRequest("doc", p.text, p.cursor, opts))
@@ -167,5 +185,8 @@ def test_qwen_fim_identical_with_and_without_speculation() -> None:
     loaded = load_model("qwen2.5-coder-0.5b", "cpu", "auto")
     on, off = Engine(loaded), Engine(loaded)
     assert on.format.fim and on.costs
+    on._costs = flat_costs(on)  # what is drafted must not depend on this machine's load
     check_identical(on, off, 2, seed=5)
-    assert on.totals.verifySteps > 0 and on.totals.promptVerifySteps > 0
+    # (At these positions Qwen's suggestions are too short to be fed with the prompt:
+    # that path is tested with the default model, and is model-independent.)
+    assert on.totals.verifySteps > 0

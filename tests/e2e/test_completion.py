@@ -414,4 +414,10 @@ async def test_code_in_another_open_document_is_drafted_from(client: LanguageCli
     # lib.py (and any other open document) was indexed for drafts; whether a draft from it
     # pays depends on the verify cost this machine measured (the engine test forces it).
     assert totals["draftDocuments"] >= 1
-    assert set(totals["draftsBySource"]) == {"aligned", "history", "prompt", "workspace"}
+    assert set(totals["draftsBySource"]) == {
+        "aligned",
+        "history",
+        "elsewhere",
+        "prompt",
+        "workspace",
+    }
