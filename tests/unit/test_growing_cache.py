@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaForCausalLM
 
 from cache import PromptCache, Rerotator, find_rotary
 from cache.growing import GrowingLayer, growing_cache
@@ -16,18 +16,8 @@ VOCAB = 64
 
 
 @pytest.fixture(scope="module")
-def model() -> LlamaForCausalLM:
-    torch.manual_seed(7)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-    )
-    return LlamaForCausalLM(config).eval()
+def model(tiny_llama) -> LlamaForCausalLM:
+    return tiny_llama(VOCAB, 2048, 7)
 
 
 def feed(model: LlamaForCausalLM, cache, ids: list[int], start: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaForCausalLM
 
 from cache.growing import growing_cache
 from completion.constraints import (
@@ -44,18 +44,8 @@ VOCAB = 24
 
 
 @pytest.fixture(scope="module")
-def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    return LlamaForCausalLM(config).eval()
+def model(tiny_llama) -> LlamaForCausalLM:
+    return tiny_llama(VOCAB, 512, 0)
 
 
 FREE = CostModel({n: 1.0 for n in range(1, 40)}, learn=False)
