@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -32,13 +33,14 @@ from .decode import PREFILL_CHUNK, generate, prefill
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .models import LoadedModel
 from .speculative import (
-    AHEAD_MARGIN,
     MAX_NGRAM,
     Acceptance,
     AheadDraft,
     CostModel,
     Drafter,
     History,
+    MarginBands,
+    Marks,
     NgramIndex,
     SpecStats,
     Workspace,
@@ -47,6 +49,8 @@ from .speculative import (
     expected_rest,
     forward_with_draft,
     speculative_generate,
+    suggestion_marks,
+    token_margins,
 )
 from .stops import Multiline, StopRules, strip_healed
 
@@ -211,9 +215,11 @@ class Engine:
         self._newline_ids: frozenset[int] | None = None
         self._shown: dict[str, tuple[str, int, str, str]] = {}
         """Per document: (text, cursor, suggestion, mode) of the last suggestion."""
-        self._recent: dict[str, deque[tuple[str, int, str, int]]] = {}
-        """Per document: the last few suggestions (text, cursor, suggestion, sure chars),
+        self._recent: dict[str, deque[tuple[str, int, str, Marks]]] = {}
+        """Per document: the last few suggestions (text, cursor, suggestion, marks),
         newest first (:func:`~completion.speculative.expected_rest`)."""
+        self.bands = MarginBands()
+        """How often a re-asked suggestion's tokens come again, by their old margin."""
         self._lock = threading.Lock()
         self._starts: dict[str, int] = {}
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
@@ -354,15 +360,24 @@ class Engine:
         if not probe_tokens:
             # Drafts for the next requests: this suggestion with a little context.
             self.history.remember(req.key, prompt.ids[-2 * MAX_NGRAM :], out)
+            if found is not None and opts.temperature <= 0:
+                self.bands.observe(found[1], found[0], out)
             if text:
                 self._shown[req.key] = (req.text, req.cursor, text, rules.mode)
-                recent = self._recent.setdefault(req.key, deque(maxlen=RECENT_SUGGESTIONS))
-                sure = len(text)
-                if opts.temperature <= 0:
-                    sure = self._sure_chars(out, margins, prompt.healed, len(text))
-                recent.appendleft((req.text, req.cursor, text, sure))
             else:
                 self._shown.pop(req.key, None)
+            # What the model said, as it said it: the suggestion shown may be cut (at a
+            # stop, or empty where the output repeats the text after the cursor), but
+            # asked again the model says this.
+            full = self.tokenizer.decode(out, skip_special_tokens=True)
+            said, _ = strip_healed(full, prompt.healed)
+            if said.strip():
+                recent = self._recent.setdefault(req.key, deque(maxlen=RECENT_SUGGESTIONS))
+                marks: Marks = ((len(said), math.inf),)  # sampled: no margins to go by
+                if opts.temperature <= 0:
+                    ends = self._ends(out, len(full) - len(said))
+                    marks = suggestion_marks(ends, margins)
+                recent.appendleft((req.text, req.cursor, said, marks))
         result = CompletionResult(
             text=text,
             mode=rules.mode,
@@ -401,14 +416,18 @@ class Engine:
         cache update's forward only when the cache update runs one).
         """
         timings = self._costs.snapshot() if self._costs is not None else None
-        learned = copy.deepcopy((self.history, self.acceptance, self._shown, self._recent))
+        learned = copy.deepcopy(
+            (self.history, self.acceptance, self.bands, self._shown, self._recent)
+        )
         pc = self.caches.peek(key) if key is not None else None
         return (learned, timings, key, pc.snapshot() if pc is not None else None)
 
     def restore_drafting_state(self, state: Any) -> None:
         """Put back a :meth:`drafting_state` copy (copied again: it can be reused)."""
         learned, timings, key, cache = state
-        self.history, self.acceptance, self._shown, self._recent = copy.deepcopy(learned)
+        self.history, self.acceptance, self.bands, self._shown, self._recent = copy.deepcopy(
+            learned
+        )
         if timings is not None and self._costs is not None:
             self._costs.restore(timings)
         if key is not None:
@@ -470,58 +489,48 @@ class Engine:
         """Tokens after which a completion stops: stop tokens, and line ends for one line."""
         return self.format.stop_ids | (self.newline_ids if line else frozenset())
 
-    def _expected(self, req: CompletionRequest, prompt: Prompt) -> tuple[list[int], int] | None:
+    def _expected(
+        self, req: CompletionRequest, prompt: Prompt
+    ) -> tuple[list[int], list[float]] | None:
         """The rest of a suggestion shown here before, tokenized after the prompt.
 
-        With how many of its first characters (counting from the ids' start) the model
-        picked by a clear margin: the part an edit elsewhere is unlikely to change. See
-        :func:`~completion.speculative.expected_rest`; None when none applies.
+        With the margin each of those tokens was picked by the last time
+        (:func:`~completion.speculative.token_margins`; infinite where nothing else
+        changed). See :func:`~completion.speculative.expected_rest`; None when none
+        applies.
         """
         found = expected_rest(req.text, req.cursor, list(self._recent.get(req.key, ())))
         if found is None:
             return None
-        rest, sure = found
+        rest, marks = found
         ids = list(self.tokenizer.encode(prompt.healed + rest, add_special_tokens=False))
-        return ids, len(prompt.healed) + sure
+        return ids, token_margins(self._ends(ids, len(prompt.healed)), marks)
 
-    def _tokens_within(self, ids: list[int], chars: int) -> int:
-        """How many of ``ids``' first tokens decode to at most ``chars`` characters."""
-        n = 0
-        while n < len(ids) and len(self.tokenizer.decode(ids[: n + 1])) <= chars:
-            n += 1
-        return n
-
-    def _sure_chars(self, out: list[int], margins: list[float], healed: str, limit: int) -> int:
-        """Characters of a suggestion before its first token picked by a thin margin.
-
-        ``margins[i]``: the greedy margin ``out[i]`` was picked by; ``healed``: the
-        prompt's text the output starts by re-generating (not part of the suggestion).
-        """
-        weak = next((i for i, m in enumerate(margins[: len(out)]) if m < AHEAD_MARGIN), None)
-        if weak is None:
-            return limit
-        return max(0, min(limit, len(self.tokenizer.decode(out[:weak])) - len(healed)))
+    def _ends(self, ids: list[int], skip: int) -> list[int]:
+        """Where each of ``ids`` ends, in characters of their text after its first ``skip``."""
+        return [
+            len(self.tokenizer.decode(ids[: n + 1], skip_special_tokens=True)) - skip
+            for n in range(len(ids))
+        ]
 
     def _draft_ahead(
-        self, expected: list[int], sure: int, opts: CompletionOptions, line: bool
+        self, expected: list[int], margins: list[float], opts: CompletionOptions, line: bool
     ) -> list[int]:
         """The part of ``expected`` to verify in the prompt's last forward.
 
-        Only the tokens within its first ``sure`` characters: those the model picked by
-        a clear margin last time. Such a draft starts before the first token is known
-        and costs its length in that forward whether or not it is accepted; a token
-        picked by a thin margin is the one an edit elsewhere flips, and everything after
-        it with it. Then as long as the cost model drafts for the running acceptance of
-        these drafts (their own bucket, "ahead"), cut after the first token that ends
-        the completion, leaving room for the token the verify step itself yields.
+        Such a draft starts before the first token is known and costs its length in
+        that forward whether or not it is accepted. Each token is accepted as likely as
+        tokens picked by its old margin came again in earlier re-asks (:attr:`bands`):
+        a pick by a thin margin is what an edit elsewhere flips, and everything after it
+        with it. As long as the cost model drafts for those chances, cut after the first
+        token that ends the completion, leaving room for the token the step yields.
         """
         if self._costs is None:
             return []
         room = max(0, min(opts.max_draft_tokens, max(1, opts.max_tokens) - 1))
-        room = self._tokens_within(expected[:room], sure)
         cont, final = cut_at_final(expected[:room], self._final_ids(line))
-        rate = self.acceptance.rate("ahead", MAX_NGRAM)
-        k = choose_length(rate, len(cont), opts.max_draft_tokens, self._costs, final)
+        chances = [self.bands.rate(m) for m in margins[: len(cont)]]
+        k = choose_length(chances, len(cont), opts.max_draft_tokens, self._costs, final)
         return cont[:k]
 
     def _drafter(

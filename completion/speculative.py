@@ -23,7 +23,9 @@ and nothing when no length beats plain decoding.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -249,33 +251,36 @@ class Workspace:
         return out
 
 
-AHEAD_MARGIN = 1.0
-"""A suggestion's tokens picked by a greedy margin (top logit minus runner-up) below this
-are not verified ahead of the first token when it is asked for again after an edit
-elsewhere (see :func:`expected_rest`). Measured with SmolLM2 (docs/speculative.md): after
-a comment line added 40 lines above, none of 183 picks made by 1 or more flipped, 10 of
-108 below 1 did."""
+Marks = tuple[tuple[int, float], ...]
+"""Per token of a suggestion: where the token ends, in characters from the suggestion's
+start (at most 0 for a token that only re-generates the prompt's healed text), and the
+greedy margin (top logit minus runner-up) it was picked by; ``inf`` where the suggestion
+is known to come again as it was (nothing but its typed beginning changed)."""
+
+
+def suggestion_marks(ends: Sequence[int], margins: Sequence[float]) -> Marks:
+    """:data:`Marks` of a suggestion: ``ends[i]`` where token i ends, its margin."""
+    return tuple((int(e), float(m)) for e, m in zip(ends, margins, strict=False))
 
 
 def expected_rest(
     text: str,
     cursor: int,
-    shown: list[tuple[str, int, str, int]],
+    shown: list[tuple[str, int, str, Marks]],
     before: int = 64,
     after: int = 32,
-) -> tuple[str, int] | None:
+) -> tuple[str, Marks] | None:
     """What the model will likely say at ``cursor``: the rest of a suggestion shown here.
 
     ``shown``: recent suggestions for the document, newest first, each as (text, cursor,
-    suggestion, sure), ``sure`` the length of the suggestion's beginning that the model
-    picked by a clear margin (:data:`AHEAD_MARGIN`). One applies when the text around
-    the cursor is the text around its cursor with a beginning of the suggestion typed in
-    between (possibly nothing), the rest of the document may have changed (an edit
-    elsewhere, a character typed and deleted). The longest typed beginning wins.
-    Returns (rest, how much of the rest is sure), None when no suggestion applies; when
-    nothing but the typed beginning changed, all of the rest is sure.
+    suggestion, marks). One applies when the text around the cursor is the text around
+    its cursor with a beginning of the suggestion typed in between (possibly nothing),
+    the rest of the document may have changed (an edit elsewhere, a character typed and
+    deleted). The longest typed beginning wins. Returns the rest and its marks (counted
+    from the rest's start; one infinite mark when nothing but the typed beginning
+    changed), None when no suggestion applies.
     """
-    for old_text, old_cursor, suggestion, sure in shown:
+    for old_text, old_cursor, suggestion, marks in shown:
         if text[cursor : cursor + after] != old_text[old_cursor : old_cursor + after]:
             continue
         ctx = old_text[max(0, old_cursor - before) : old_cursor]
@@ -290,9 +295,91 @@ def expected_rest(
                     text[cursor:] == old_text[old_cursor:]
                     and text[: cursor - typed] == old_text[:old_cursor]
                 ):
-                    return rest, len(rest)  # nothing else changed: all of it is sure
-                return rest, max(0, min(len(rest), sure - typed))
+                    return rest, ((len(rest), math.inf),)  # nothing else changed
+                return rest, tuple((e - typed, m) for e, m in marks if e - typed > 0)
     return None
+
+
+def token_margins(ends: Sequence[int], marks: Marks) -> list[float]:
+    """The margin each token of a re-tokenized rest was picked by the last time.
+
+    ``ends[j]``: where token j ends (characters from the rest's start); ``marks``: the
+    old tokens (:func:`expected_rest`). A token gets the thinnest margin among the old
+    tokens it overlaps (the old tokenization may cut elsewhere), 0 where none does.
+    """
+    out: list[float] = []
+    prev = -math.inf
+    starts = (-math.inf, *(e for e, _ in marks))  # one more than marks: zip stops
+    for end in ends:
+        overlapped = [m for s, (e, m) in zip(starts, marks, strict=False) if e > prev and s < end]
+        out.append(min(overlapped, default=0.0))
+        prev = max(prev, end)
+    return out
+
+
+class MarginBands:
+    """How often a suggestion's token comes again when the suggestion is asked for anew.
+
+    After an edit elsewhere the model mostly says what it said before, but not always:
+    the tokens it picked by a thin margin are the ones that flip, and everything after
+    them with them. Per band of that margin (and a band of its own for re-asks where
+    nothing but the typed beginning changed, whose cache state may still differ): the
+    share of such tokens picked again, learned from every re-ask's output compared with
+    what was expected (at temperature 0), whether or not it was drafted. The priors are
+    what SmolLM2 measured (docs/speculative.md: after a comment line added 40 lines
+    above, 38 of 44 picks by less than 0.25 came again, 20 of 22 up to 0.5, 40 of 42 up
+    to 1, all 183 above); the model in use replaces them within a few re-asks.
+    """
+
+    EDGES: ClassVar[tuple[float, ...]] = (0.25, 0.5, 1.0, 2.0)
+    PRIORS: ClassVar[tuple[float, ...]] = (0.85, 0.9, 0.95, 0.99, 0.995, 0.97)
+    """Per band: margins below 0.25, 0.5, 1, 2, above, and infinite (:data:`Marks`)."""
+    NAMES: ClassVar[tuple[str, ...]] = ("<0.25", "<0.5", "<1", "<2", ">=2", "same")
+    WEIGHT = 5.0
+    """Pseudo-observations behind a prior."""
+    DECAY = 0.98
+    """Per re-ask, older observations fade."""
+
+    def __init__(self) -> None:
+        self.counts = [[0.0, 0.0] for _ in self.PRIORS]
+
+    def band(self, margin: float) -> int:
+        """The band of a margin (an index into :data:`PRIORS`)."""
+        if margin == math.inf:
+            return len(self.PRIORS) - 1
+        return bisect.bisect_right(self.EDGES, margin)
+
+    def rate(self, margin: float) -> float:
+        """Estimated probability that a token picked by ``margin`` is picked again."""
+        b = self.band(margin)
+        kept, total = self.counts[b]
+        return (kept + self.WEIGHT * self.PRIORS[b]) / (total + self.WEIGHT)
+
+    def observe(
+        self, margins: Sequence[float], expected: Sequence[int], out: Sequence[int]
+    ) -> None:
+        """One re-ask: the expected tokens with their margins, and what came out.
+
+        Tokens up to the first difference count as picked again, that one as flipped;
+        what follows it is not evidence (the model went elsewhere).
+        """
+        for c in self.counts:
+            c[0] *= self.DECAY
+            c[1] *= self.DECAY
+        for m, want, got in zip(margins, expected, out, strict=False):
+            c = self.counts[self.band(m)]
+            c[1] += 1
+            if want != got:
+                break
+            c[0] += 1
+
+    def rates(self) -> dict[str, float]:
+        """Every band's estimate (benchmarks report them)."""
+        return {n: round(self.rate(self._probe(i)), 3) for i, n in enumerate(self.NAMES)}
+
+    def _probe(self, band: int) -> float:
+        """A margin inside ``band``."""
+        return math.inf if band == len(self.PRIORS) - 1 else ((0.0, *self.EDGES)[band])
 
 
 ##### The cost model #####
@@ -475,13 +562,6 @@ class CostModel:
             switch.set_rows(self.fast_rows)
 
 
-def expected_tokens(alpha: float, k: int) -> float:
-    """Tokens one verify step yields with k drafted tokens, each accepted w.p. ``alpha``."""
-    if alpha >= 1.0:
-        return k + 1.0
-    return (1 - alpha ** (k + 1)) / (1 - alpha)
-
-
 MARGIN = 1.15
 """A draft must promise this much over plain decoding: estimates are noisy, and the
 tokens a verify step computes past the point where the caller stops are wasted."""
@@ -495,29 +575,34 @@ SURE = 0.6
 
 
 def choose_length(
-    alpha: float,
+    alpha: float | Sequence[float],
     available: int,
     cap: int,
     costs: CostModel,
     final: bool = False,
     allowance: float = MAX_LOSS,
+    bounded: bool = False,
 ) -> int:
     """Draft length maximising tokens per unit of cost; 0 when plain decoding is best.
 
-    ``final``: the ``available`` draft tokens end the completion (a line end in
-    single-line mode, a stop token), so a fully accepted draft of that length earns no
-    bonus token: the caller stops there. Below :data:`SURE` acceptance only lengths
-    whose verify step, rejected at once, would cost at most ``allowance`` plain steps
-    more than a plain step are drafted.
+    ``alpha``: the probability that each drafted token is accepted, one for all or one
+    per token (given that the ones before it were). ``final``: the ``available`` draft
+    tokens end the completion (a line end in single-line mode, a stop token), so a fully
+    accepted draft of that length earns no bonus token: the caller stops there. Below
+    :data:`SURE` acceptance (of the first token) only lengths whose verify step,
+    rejected at once, would cost at most ``allowance`` plain steps more than a plain
+    step are drafted; with ``bounded``, whatever the acceptance.
     """
+    limit = min(available, cap)
+    ps = [float(alpha)] * limit if isinstance(alpha, (int, float)) else list(alpha[:limit])
     best_k, best_rate = 0, MARGIN  # plain decoding: 1 token for cost 1, plus the margin
-    for k in range(1, min(available, cap) + 1):
-        if alpha < SURE and costs.cost(k + 1) - 1.0 > allowance + 1e-9:
+    reach, gain = 1.0, 1.0  # P(the first k accepted); expected tokens of a k-token step
+    for k in range(1, len(ps) + 1):
+        if (bounded or ps[0] < SURE) and costs.cost(k + 1) - 1.0 > allowance + 1e-9:
             break  # costs never fall with more tokens
-        gain = expected_tokens(alpha, k)
-        if final and k == available:
-            gain -= alpha**k
-        rate = gain / costs.cost(k + 1)
+        reach *= min(1.0, ps[k - 1])
+        gain += reach
+        rate = (gain - (reach if final and k == available else 0.0)) / costs.cost(k + 1)
         if rate > best_rate:
             best_k, best_rate = k, rate
     return best_k
@@ -543,7 +628,7 @@ class Acceptance:
     """
 
     PRIORS: ClassVar[dict[tuple[str, bool], float]] = {
-        ("ahead", True): 0.8,
+        ("ahead", True): 0.8,  # reported only: drafts fed with the prompt use MarginBands
         ("aligned", True): 0.9,
         ("aligned", False): 0.8,
         ("history", True): 0.7,
@@ -625,8 +710,10 @@ class Drafter:
     allowance: float = MAX_LOSS
     """What drafts from unsure sources may still risk in this completion, in plain
     steps (:meth:`settle`)."""
+    missed: set[str] = field(default_factory=set)
+    """Sources whose draft lost time in this completion: bounded like unsure ones since."""
 
-    def settle(self, drafted: int, accepted: int) -> None:
+    def settle(self, drafted: int, accepted: int, source: str = "") -> None:
         """Account for one decode step: ``drafted`` tokens verified, ``accepted`` kept.
 
         The completion earns :data:`MAX_LOSS` of a plain step per token it yields, plus
@@ -636,10 +723,17 @@ class Drafter:
         never make a completion more than 5% slower than plain decoding, while they
         still draft (and their acceptance is still learned) on a machine where every
         multi-token forward costs more than a plain step.
+
+        A sure source whose draft (``source``) lost time is bounded the same way for the
+        rest of the completion: its learned acceptance says little about this stretch of
+        code, and a run of long rejected drafts is what made a completion slower than
+        plain decoding (docs/speculative.md).
         """
         tokens = 1 + accepted
         step = self.costs.cost(drafted + 1) if drafted else 1.0
         self.allowance += MAX_LOSS * tokens + (tokens - step)
+        if drafted and tokens < step:
+            self.missed.add(source)
 
     def propose(self, context: list[int], produced: int = 0) -> tuple[list[int], str, int]:
         """(draft tokens, source, matched n) after ``produced`` generated tokens.
@@ -670,6 +764,7 @@ class Drafter:
                 self.costs,
                 final,
                 self.allowance,
+                bounded=source in self.missed,
             )
             if k and (n, k) > (best[2], len(best[0])):
                 best = (cont[:k], source, n)
@@ -886,5 +981,5 @@ def speculative_generate(
             picked, accepted = [pick(rows[0])[0]], 0
         else:
             picked, accepted = verify(rows, draft, source, source, n)
-        drafter.settle(len(draft), accepted)
+        drafter.settle(len(draft), accepted, source)
         position += 1 + accepted  # the fed token and the accepted drafts stay cached

@@ -144,7 +144,7 @@ def run_decode(args: argparse.Namespace) -> int:
         # engines share (only the speculating one times steps): what the last speculating
         # run learned is what the next request starts from.
         learned = None
-        rates: dict[str, float] = {}
+        rates: dict[str, Any] = {}
         for rep in range(args.repeats):
             order = ("off", "on") if (len(rows) + rep) % 2 else ("on", "off")
             for name in order:
@@ -160,7 +160,7 @@ def run_decode(args: argparse.Namespace) -> int:
                 if name == "on":
                     merged = merged or eng.totals.promptVerifySteps > merges
                     learned = on.costs.snapshot()
-                    rates = on.acceptance.rates()
+                    rates = {**on.acceptance.rates(), "comeAgain": on.bands.rates()}
                 else:
                     update_off.append(r.prefill_ms)
                 if rep == 0:

@@ -4,6 +4,8 @@ tests/test_speculative_real.py."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -22,6 +24,7 @@ from completion.constraints import (
 )
 from completion.decode import generate, prefill
 from completion.speculative import (
+    MARGIN,
     MAX_LOSS,
     SURE,
     Acceptance,
@@ -29,15 +32,16 @@ from completion.speculative import (
     CostModel,
     Drafter,
     History,
+    MarginBands,
     NgramIndex,
     SpecStats,
     Workspace,
     _pick,
     choose_length,
     expected_rest,
-    expected_tokens,
     forward_with_draft,
     speculative_generate,
+    token_margins,
 )
 
 VOCAB = 24
@@ -306,15 +310,34 @@ def test_bitmask_helpers() -> None:
 
 
 def test_cost_model_and_draft_length() -> None:
-    assert expected_tokens(0.0, 5) == 1.0
-    assert expected_tokens(1.0, 5) == 6.0
-    assert abs(expected_tokens(0.5, 1) - 1.5) < 1e-9
     linear = CostModel({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})
     assert choose_length(0.9, 8, 8, linear) == 0  # verify costs as much as stepping: never
     cheap = CostModel({1: 1.0, 2: 1.05, 4: 1.1, 8: 1.3, 16: 2.0})
     assert choose_length(0.9, 16, 16, cheap) >= 4
     assert choose_length(0.1, 16, 16, cheap) <= 1
     assert abs(cheap.cost(3) - 1.075) < 1e-9
+    # One probability per token: a draft is cut where the chance of getting that far drops.
+    assert choose_length([0.99] * 3 + [0.05] * 13, 16, 16, cheap) == 3
+    assert choose_length([0.99] * 16, 16, 16, cheap) >= 8
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    alpha=st.floats(0.0, 1.0),
+    available=st.integers(0, 16),
+    final=st.booleans(),
+    two=st.floats(1.0, 2.0),
+)
+def test_draft_length_same_for_one_rate_or_a_rate_per_token(alpha, available, final, two) -> None:
+    costs = CostModel({1: 1.0, 2: two, 4: two + 0.2, 16: two + 0.8}, learn=False)
+    one = choose_length(alpha, available, 16, costs, final)
+    assert one == choose_length([alpha] * available, available, 16, costs, final)
+    # The gain it maximises: 1 + alpha + ... + alpha^k tokens for cost(k + 1).
+    if one:
+        gain = sum(alpha**i for i in range(one + 1)) - (
+            alpha**one if final and one == available else 0
+        )
+        assert gain / costs.cost(one + 1) > MARGIN - 1e-9
 
 
 def test_cost_model_learns_from_timed_steps() -> None:
@@ -528,25 +551,57 @@ def test_a_draft_that_ends_the_completion_earns_no_bonus() -> None:
 ##### What the user will likely be shown again #####
 
 
+SAME = ((10**6, math.inf),)
+
+
 def test_expected_rest_after_typing_part_of_a_suggestion_and_an_edit_elsewhere() -> None:
     old = "import os\n\ndef f(x):\n    return \n\nprint(f(2))\n"
     cursor = old.index("return ") + len("return ")
-    # The model picked the first 9 characters ("x * 2 + o") by a clear margin.
-    shown = [(old, cursor, "x * 2 + os.sep", 9)]
-    # Asked again as is, or after typing its start: the same prompt, all of it is sure.
-    assert expected_rest(old, cursor, shown) == ("x * 2 + os.sep", 14)
+    # Tokens "x", " *", " 2", " +", " os", ".sep": the fifth picked by a thin margin.
+    marks = ((1, 5.0), (3, 4.0), (5, 3.0), (7, 2.5), (10, 0.3), (14, 6.0))
+    shown = [(old, cursor, "x * 2 + os.sep", marks)]
+    # Asked again as is, or after typing its start: the same prompt, it comes again.
+    assert expected_rest(old, cursor, shown) == ("x * 2 + os.sep", ((14, math.inf),))
     typed = old[:cursor] + "x * " + old[cursor:]
-    assert expected_rest(typed, cursor + 4, shown) == ("2 + os.sep", 10)
-    edited = "# a comment\n" + typed  # and an edit far above: only what was clear
-    assert expected_rest(edited, cursor + 4 + 12, shown) == ("2 + os.sep", 5)
-    unsure = [(old, cursor, "x * 2 + os.sep", 2)]  # typed past what was clear
-    assert expected_rest("#\n" + typed, cursor + 4 + 2, unsure) == ("2 + os.sep", 0)
+    assert expected_rest(typed, cursor + 4, shown) == ("2 + os.sep", ((10, math.inf),))
+    edited = "# a comment\n" + typed  # and an edit far above: the margins, from the rest
+    rest = expected_rest(edited, cursor + 4 + 12, shown)
+    assert rest == ("2 + os.sep", ((1, 3.0), (3, 2.5), (6, 0.3), (10, 6.0)))
+    typed_in = old[:cursor] + "x * 2 + o" + old[cursor:]  # typed into the thin token
+    assert expected_rest("#\n" + typed_in, cursor + 9 + 2, shown) == ("s.sep", ((1, 0.3), (5, 6.0)))
+
+
+def test_margins_of_a_rest_tokenized_anew() -> None:
+    marks = ((1, 3.0), (3, 2.5), (6, 0.3), (10, 6.0))
+    assert token_margins([1, 3, 6, 10], marks) == [3.0, 2.5, 0.3, 6.0]  # the same tokens
+    # Cut elsewhere: a token gets the thinnest old token it overlaps; healed text (ends at
+    # or below 0) belongs to the first; with no old token, nothing is known.
+    assert token_margins([-2, 2, 5, 10], marks) == [3.0, 2.5, 0.3, 0.3]
+    assert token_margins([4, 8, 10], marks) == [0.3, 0.3, 6.0]
+    assert token_margins([3, 10], ((10, math.inf),)) == [math.inf, math.inf]
+    assert token_margins([3], ()) == [0.0]
+
+
+def test_margin_bands_learn_which_picks_come_again() -> None:
+    bands = MarginBands()
+    assert bands.rate(0.1) < bands.rate(0.7) < bands.rate(1.5) < bands.rate(3.0)
+    thin = bands.rate(0.1)
+    for _ in range(20):  # this model's thin picks always come again...
+        bands.observe([0.1, 0.1, 5.0], [1, 2, 3], [1, 2, 3])
+    assert bands.rate(0.1) > 0.97 > thin
+    before = bands.rate(3.0)
+    for _ in range(20):  # ...and its clear ones flip (and nothing after a flip counts)
+        bands.observe([3.0, 0.1], [1, 2], [9, 2])
+    assert bands.rate(3.0) < 0.5 < before
+    assert bands.rate(0.1) > 0.9
+    assert bands.rate(math.inf) == MarginBands.PRIORS[-1]  # its own band, not observed
+    assert set(bands.rates()) == set(MarginBands.NAMES)
 
 
 def test_expected_rest_none_when_the_text_diverges() -> None:
     old = "def f(x):\n    return \n\nprint(f(2))\n"
     cursor = old.index("return ") + len("return ")
-    shown = [(old, cursor, "x * 2", 5)]
+    shown = [(old, cursor, "x * 2", SAME)]
     wrong = old[:cursor] + "@" + old[cursor:]
     assert expected_rest(wrong, cursor + 1, shown) is None  # typed something else
     changed_after = old[:cursor] + old[cursor:].replace("print", "len")
@@ -556,12 +611,11 @@ def test_expected_rest_none_when_the_text_diverges() -> None:
 
 def test_expected_rest_takes_the_newest_matching_and_longest_typed() -> None:
     old = "a = \nb = 1\n"
-    shown = [(old[:4] + "@" + old[4:], 5, "zzz", 3), (old, 4, "foo(foo)", 8)]
-    assert expected_rest(old, 4, shown) == ("foo(foo)", 8)  # the newest does not apply here
+    shown = [(old[:4] + "@" + old[4:], 5, "zzz", SAME), (old, 4, "foo(foo)", ((8, 1.0),))]
+    assert expected_rest(old, 4, shown) == ("foo(foo)", ((8, math.inf),))  # not the newest
     text = old[:4] + "foo(" + old[4:]
-    assert expected_rest(text, 8, shown) == ("foo)", 4)
-    shown = [(old, 4, "foo(foo)", 2)]
-    assert expected_rest("\n" + text, 9, shown) == ("foo)", 0)  # an edit above, "f" sure
+    assert expected_rest(text, 8, shown) == ("foo)", ((4, math.inf),))
+    assert expected_rest("\n" + text, 9, shown) == ("foo)", ((4, 1.0),))  # an edit above
 
 
 def test_history_puts_the_expected_rest_last_and_aligned() -> None:
@@ -623,3 +677,27 @@ def test_an_unsure_source_drafts_once_the_completion_has_earned_it() -> None:
     d.settle(1, 0)  # rejected: the allowance shrinks, never below zero
     assert 0 <= d.allowance < 0.11
     assert d.propose([0, 1, 2, 3]) == ([], "", 0)
+
+
+def test_a_sure_source_that_lost_time_is_bounded_for_the_rest_of_the_completion() -> None:
+    costs = CostModel({1: 1.0, 2: 1.2, 4: 1.4, 16: 2.0}, learn=False)
+    d = Drafter(
+        prompt=NgramIndex(), history=NgramIndex(), max_draft=8, costs=costs, acceptance=Acceptance()
+    )
+    d.history.add([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    d.history_starts = [0]
+    draft, source, _ = d.propose([1, 2, 3, 4], produced=4)  # aligned: sure, drafts long
+    assert source == "aligned" and len(draft) >= 4
+    d.settle(len(draft), 0, source)  # it lost time: a step of several tokens, none kept
+    assert d.missed == {"aligned"}
+    assert d.propose([1, 2, 3, 4], produced=4) == ([], "", 0)  # no allowance left for it
+    for _ in range(40):
+        d.settle(0, 0)  # plain steps earn the allowance back
+    draft, _, _ = d.propose([1, 2, 3, 4], produced=4)
+    assert 1 <= len(draft) <= 8
+    # A draft that paid (all kept) does not count as a miss.
+    d2 = Drafter(
+        prompt=NgramIndex(), history=NgramIndex(), max_draft=8, costs=costs, acceptance=Acceptance()
+    )
+    d2.settle(4, 4, "aligned")
+    assert not d2.missed
