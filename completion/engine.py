@@ -49,7 +49,6 @@ from .speculative import (
     expected_rest,
     forward_with_draft,
     speculative_generate,
-    suggestion_marks,
     token_margins,
 )
 from .stops import Multiline, StopRules, strip_healed
@@ -376,7 +375,7 @@ class Engine:
                 marks: Marks = ((len(said), math.inf),)  # sampled: no margins to go by
                 if opts.temperature <= 0:
                     ends = self._ends(out, len(full) - len(said))
-                    marks = suggestion_marks(ends, margins)
+                    marks = tuple(zip(ends, margins, strict=False))
                 recent.appendleft((req.text, req.cursor, said, marks))
         result = CompletionResult(
             text=text,

@@ -258,11 +258,6 @@ greedy margin (top logit minus runner-up) it was picked by; ``inf`` where the su
 is known to come again as it was (nothing but its typed beginning changed)."""
 
 
-def suggestion_marks(ends: Sequence[int], margins: Sequence[float]) -> Marks:
-    """:data:`Marks` of a suggestion: ``ends[i]`` where token i ends, its margin."""
-    return tuple((int(e), float(m)) for e, m in zip(ends, margins, strict=False))
-
-
 def expected_rest(
     text: str,
     cursor: int,
@@ -327,8 +322,9 @@ class MarginBands:
     share of such tokens picked again, learned from every re-ask's output compared with
     what was expected (at temperature 0), whether or not it was drafted. The priors are
     what SmolLM2 measured (docs/speculative.md: after a comment line added 40 lines
-    above, 38 of 44 picks by less than 0.25 came again, 20 of 22 up to 0.5, 40 of 42 up
-    to 1, all 183 above); the model in use replaces them within a few re-asks.
+    above, 38 of 44 picks by less than 0.25 came again, 20 of 22 up to 0.5, 41 of 43 up
+    to 1, all 182 above), each worth 5 observations; the model in use replaces them as
+    its re-asks come in.
     """
 
     EDGES: ClassVar[tuple[float, ...]] = (0.25, 0.5, 1.0, 2.0)
@@ -351,9 +347,11 @@ class MarginBands:
 
     def rate(self, margin: float) -> float:
         """Estimated probability that a token picked by ``margin`` is picked again."""
-        b = self.band(margin)
-        kept, total = self.counts[b]
-        return (kept + self.WEIGHT * self.PRIORS[b]) / (total + self.WEIGHT)
+        return self._band_rate(self.band(margin))
+
+    def _band_rate(self, band: int) -> float:
+        kept, total = self.counts[band]
+        return (kept + self.WEIGHT * self.PRIORS[band]) / (total + self.WEIGHT)
 
     def observe(
         self, margins: Sequence[float], expected: Sequence[int], out: Sequence[int]
@@ -375,11 +373,7 @@ class MarginBands:
 
     def rates(self) -> dict[str, float]:
         """Every band's estimate (benchmarks report them)."""
-        return {n: round(self.rate(self._probe(i)), 3) for i, n in enumerate(self.NAMES)}
-
-    def _probe(self, band: int) -> float:
-        """A margin inside ``band``."""
-        return math.inf if band == len(self.PRIORS) - 1 else ((0.0, *self.EDGES)[band])
+        return {n: round(self._band_rate(i), 3) for i, n in enumerate(self.NAMES)}
 
 
 ##### The cost model #####

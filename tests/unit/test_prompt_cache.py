@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache
 
 from cache import CacheStore, PromptCache, common_prefix
 from cache.growing import MIN_ROOM, GrowingLayer, growing_cache
@@ -18,22 +18,13 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def config():
-    return LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
+def model(tiny_llama):
+    return tiny_llama(VOCAB, 256, 1234)
 
 
 @pytest.fixture(scope="module")
-def model(config):
-    torch.manual_seed(1234)
-    return LlamaForCausalLM(config).eval()
+def config(model):
+    return model.config
 
 
 @pytest.fixture(params=["growing", "dynamic"])
