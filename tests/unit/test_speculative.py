@@ -389,6 +389,17 @@ def test_decoding_reports_its_forward_timings(model) -> None:
     assert len(observed.get(1, ())) == stats.plainSteps
     assert sum(len(ts) for n, ts in observed.items() if n > 1) == stats.verifySteps
     assert all(t > 0 for ts in observed.values() for t in ts)
+    # The forwards weighted by the curve: on a flat curve, one per forward; fewer than
+    # the 11 plain decoding needs after the first token, since drafts hit here.
+    cache, logits = prompt_cache(model, prompt)
+    d = drafter(prompt, [])
+    d.costs = CostModel({1: 1.0, 40: 1.0}, learn=False)
+    stats = SpecStats()
+    out = list(
+        speculative_generate(model, cache, logits, len(prompt), 12, d, stats, context=prompt)
+    )
+    assert stats.decodeCostSteps == stats.plainSteps + stats.verifySteps
+    assert stats.verifySteps > 0 and stats.decodeCostSteps < len(out) - 1
 
 
 @given(
@@ -677,6 +688,32 @@ def test_an_unsure_source_drafts_once_the_completion_has_earned_it() -> None:
     d.settle(1, 0)  # rejected: the allowance shrinks, never below zero
     assert 0 <= d.allowance < 0.11
     assert d.propose([0, 1, 2, 3]) == ([], "", 0)
+
+
+def test_only_the_aligned_suggestion_drafts_past_the_allowance() -> None:
+    """Learned acceptance is an average over other code; a cold completion must not bet
+    on it: every source but the re-asked suggestion drafts within the allowance."""
+    costs = CostModel({1: 1.0, 2: 1.2, 4: 1.4, 16: 2.0}, learn=False)
+    acc = Acceptance()
+    for _ in range(20):
+        acc.update("prompt", 4, drafted=8, accepted=8)
+        acc.update("workspace", 4, drafted=8, accepted=8)
+    assert acc.rate("prompt", 4) > 0.9 and acc.rate("workspace", 4) > 0.9
+    seq = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    d = Drafter(prompt=NgramIndex(), history=NgramIndex(), max_draft=8, costs=costs, acceptance=acc)
+    d.prompt.add(seq)
+    other = NgramIndex()
+    other.add(seq)
+    d.workspace = [other]
+    assert d.propose([1, 2, 3, 4]) == ([], "", 0)  # a miss would cost 20% of a step
+    d.history.add(seq)
+    d.history_starts = [0]
+    draft, source, _ = d.propose([1, 2, 3, 4], produced=4)
+    assert source == "aligned" and draft == [5, 6, 7, 8, 9]
+    for _ in range(4):
+        d.settle(0, 0)  # four plain steps: a one-token miss (0.2 of a step) is affordable
+    draft, source, _ = d.propose([1, 2, 3, 4])
+    assert source != "aligned" and draft == [5]  # history at another offset: bounded too
 
 
 def test_a_sure_source_that_lost_time_is_bounded_for_the_rest_of_the_completion() -> None:
