@@ -25,6 +25,9 @@ speedup: the speedup by the cost curve (plain decoding's forwards over the specu
 engine's forwards weighted by the verify-cost curve; requests verified with the prompt's
 forward excepted), and the plain engine against itself (fastest of its even repeats over
 fastest of its odd ones: the spread timing noise alone gives a ratio on this machine).
+Also printed: the speedup with each engine's median repeat instead of its fastest
+(drafting decisions follow timings learned as a request runs, so repeats may draft
+differently, and the fastest repeat favours the lucky ones).
 Table on stdout, JSON in ``--out``.
 """
 
