@@ -15,10 +15,8 @@ Run: .venv/bin/python benchmarks/cold_drafting.py [--model default] [--n 8] [--a
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import sysconfig
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import completion.speculative as spec
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import load_model
-from lsp_server.bench_decode import make_position
-from lsp_server.bench_edits import SOURCES
+from lsp_server.bench_decode import make_positions
 
 
 def main() -> None:
@@ -42,19 +39,7 @@ def main() -> None:
     engine = Engine(load_model(args.model, "cpu", "auto"))
     # Measured once, before the first completion (the server does it at start-up).
     print("verify cost:", {n: round(engine.costs.cost(n), 2) for n in (2, 4, 8, 16)})
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
-    rng = random.Random(args.seed)
-    positions = []
-    for kind in ("line", "block"):
-        made = 0
-        for attempt in range(args.n * 20):
-            if made >= args.n:
-                break
-            p = make_position(rng, files[attempt % len(files)], kind, 6000)
-            if p is not None:
-                positions.append(p)
-                made += 1
+    positions = make_positions(args.seed, args.n, 6000)
     opts = CompletionOptions(max_tokens=64, context_tokens=1024, confidence_margin=0.0)
     opened: dict[str, str] = {}
     ratios = []

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import random
 import sys
-import sysconfig
 from pathlib import Path
 
 import torch
@@ -28,8 +26,7 @@ from completion.decode import generate, prefill
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import load_model
 from completion.speculative import MarginBands
-from lsp_server.bench_decode import make_position
-from lsp_server.bench_edits import SOURCES
+from lsp_server.bench_decode import make_positions
 
 TOKENS = 24
 
@@ -65,44 +62,33 @@ def main() -> None:
         )
         return out, margins
 
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
-    rng = random.Random(args.seed)
     edges = MarginBands.EDGES
     names = MarginBands.NAMES[: len(edges) + 1]
     kept = [0] * len(names)
     flipped = [0] * len(names)
     whole = thin = total = 0
-    for kind in ("line", "block"):
-        made = 0
-        for attempt in range(args.n * 20):
-            if made >= args.n:
-                break
-            pos = make_position(rng, files[attempt % len(files)], kind, 6000)
-            if pos is None:
-                continue
-            made += 1
-            total += 1
-            text, cursor = pos.text, pos.cursor
-            before, margins = greedy(text, cursor)
-            starts = [0] + [j + 1 for j, c in enumerate(text[:cursor]) if c == "\n"]
-            at = starts[max(0, len(starts) - 40)]
-            comment = "# reviewed\n"
-            after, _ = greedy(text[:at] + comment + text[at:], cursor + len(comment))
-            n = min(len(before), len(after))
-            diverge = next((i for i in range(n) if before[i] != after[i]), n)
-            whole += diverge == n
-            thin += any(m < 0.5 for m in margins[: len(before)])
-            for i, m in enumerate(margins[: min(diverge + 1, len(before))]):
-                band = bisect.bisect_right(edges, m)
-                if i < diverge:
-                    kept[band] += 1
-                else:
-                    flipped[band] += 1
-            print(
-                f"{kind} {pos.source}: {len(before)} tokens, first difference at {diverge}",
-                file=sys.stderr,
-            )
+    for pos in make_positions(args.seed, args.n, 6000):
+        total += 1
+        text, cursor = pos.text, pos.cursor
+        before, margins = greedy(text, cursor)
+        starts = [0] + [j + 1 for j, c in enumerate(text[:cursor]) if c == "\n"]
+        at = starts[max(0, len(starts) - 40)]
+        comment = "# reviewed\n"
+        after, _ = greedy(text[:at] + comment + text[at:], cursor + len(comment))
+        n = min(len(before), len(after))
+        diverge = next((i for i in range(n) if before[i] != after[i]), n)
+        whole += diverge == n
+        thin += any(m < 0.5 for m in margins[: len(before)])
+        for i, m in enumerate(margins[: min(diverge + 1, len(before))]):
+            band = bisect.bisect_right(edges, m)
+            if i < diverge:
+                kept[band] += 1
+            else:
+                flipped[band] += 1
+        print(
+            f"{pos.kind} {pos.source}: {len(before)} tokens, first difference at {diverge}",
+            file=sys.stderr,
+        )
     print(
         f"{args.model}: {whole} of {total} answers the same for their first {TOKENS} tokens;"
         f" {thin} had a pick by a margin below 0.5"

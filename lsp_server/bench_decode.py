@@ -97,6 +97,24 @@ def make_position(rng: random.Random, path: Path, kind: str, max_chars: int) -> 
     return None
 
 
+def make_positions(seed: int, n: int, max_chars: int) -> list[Position]:
+    """``n`` single-line positions, then ``n`` block positions, in the standard library."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
+    rng = random.Random(seed)
+    positions: list[Position] = []
+    for kind in ("line", "block"):
+        made = 0
+        for attempt in range(n * 20):
+            if made >= n:
+                break
+            p = make_position(rng, files[attempt % len(files)], kind, max_chars)
+            if p is not None:
+                positions.append(p)
+                made += 1
+    return positions
+
+
 def run_decode(args: argparse.Namespace) -> int:
     """Run the benchmark; returns an exit code."""
     from tqdm import tqdm
@@ -111,19 +129,7 @@ def run_decode(args: argparse.Namespace) -> int:
     )
     on, off = Engine(loaded), Engine(loaded)
     costs = measure_verify_cost(on)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
-    rng = random.Random(args.seed)
-    positions: list[Position] = []
-    for kind in ("line", "block"):
-        made = 0
-        for attempt in range(args.positions * 20):
-            if made >= args.positions:
-                break
-            p = make_position(rng, files[attempt % len(files)], kind, args.context_chars)
-            if p is not None:
-                positions.append(p)
-                made += 1
+    positions = make_positions(args.seed, args.positions, args.context_chars)
     base = CompletionOptions(
         max_tokens=args.max_tokens,
         context_tokens=args.context_tokens,
