@@ -42,6 +42,7 @@ from .speculative import (
     MarginBands,
     Marks,
     NgramIndex,
+    Said,
     SpecStats,
     Workspace,
     choose_length,
@@ -214,9 +215,9 @@ class Engine:
         self._newline_ids: frozenset[int] | None = None
         self._shown: dict[str, tuple[str, int, str, str]] = {}
         """Per document: (text, cursor, suggestion, mode) of the last suggestion."""
-        self._recent: dict[str, deque[tuple[str, int, str, Marks]]] = {}
-        """Per document: the last few suggestions (text, cursor, suggestion, marks),
-        newest first (:func:`~completion.speculative.expected_rest`)."""
+        self._recent: dict[str, deque[Said]] = {}
+        """Per document: the last few suggestions, newest first
+        (:func:`~completion.speculative.expected_rest`)."""
         self.bands = MarginBands()
         """How often a re-asked suggestion's tokens come again, by their old margin."""
         self._lock = threading.Lock()
@@ -376,7 +377,8 @@ class Engine:
                 if opts.temperature <= 0:
                     ends = self._ends(out, len(full) - len(said))
                     marks = tuple(zip(ends, margins, strict=False))
-                recent.appendleft((req.text, req.cursor, said, marks))
+                lead = full[: len(full) - len(said)]
+                recent.appendleft(Said(req.text, req.cursor, said, marks, lead))
         result = CompletionResult(
             text=text,
             mode=rules.mode,
@@ -501,9 +503,11 @@ class Engine:
         found = expected_rest(req.text, req.cursor, list(self._recent.get(req.key, ())))
         if found is None:
             return None
-        rest, marks = found
-        ids = list(self.tokenizer.encode(prompt.healed + rest, add_special_tokens=False))
-        return ids, token_margins(self._ends(ids, len(prompt.healed)), marks)
+        # What the model said before the rest: the healed whitespace it re-creates, or
+        # (nothing typed since) what it said there the last time.
+        lead = prompt.healed if found.lead is None else found.lead
+        ids = list(self.tokenizer.encode(lead + found.rest, add_special_tokens=False))
+        return ids, token_margins(self._ends(ids, len(lead)), found.marks)
 
     def _ends(self, ids: list[int], skip: int) -> list[int]:
         """Where each of ``ids`` ends, in characters of their text after its first ``skip``."""

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -262,24 +262,49 @@ greedy margin (top logit minus runner-up) it was picked by; ``inf`` where the su
 is known to come again as it was (nothing but its typed beginning changed)."""
 
 
+class Said(NamedTuple):
+    """A suggestion remembered where it was made (:func:`expected_rest`)."""
+
+    text: str
+    """The document then."""
+    cursor: int
+    suggestion: str
+    """What the model said, less the whitespace prompt healing made it re-create."""
+    marks: Marks
+    lead: str = ""
+    """What the model said before ``suggestion``: the healed whitespace as a rule, but
+    not always (a prefix-only model on a blank indented line often starts a new line
+    instead, and then ``suggestion`` starts there)."""
+
+
+class Expected(NamedTuple):
+    """What the model will likely say again (:func:`expected_rest`)."""
+
+    rest: str
+    marks: Marks
+    lead: str | None
+    """What it will say before ``rest``: the old lead when nothing was typed since (the
+    same prompt end); None when a beginning was typed (the prompt's own healed text)."""
+
+
 def expected_rest(
     text: str,
     cursor: int,
-    shown: list[tuple[str, int, str, Marks]],
+    shown: Sequence[Said],
     before: int = 64,
     after: int = 32,
-) -> tuple[str, Marks] | None:
+) -> Expected | None:
     """What the model will likely say at ``cursor``: the rest of a suggestion shown here.
 
-    ``shown``: recent suggestions for the document, newest first, each as (text, cursor,
-    suggestion, marks). One applies when the text around the cursor is the text around
-    its cursor with a beginning of the suggestion typed in between (possibly nothing),
-    the rest of the document may have changed (an edit elsewhere, a character typed and
-    deleted). The longest typed beginning wins. Returns the rest and its marks (counted
-    from the rest's start; one infinite mark when nothing but the typed beginning
-    changed), None when no suggestion applies.
+    ``shown``: recent suggestions for the document, newest first. One applies when the
+    text around the cursor is the text around its cursor with a beginning of the
+    suggestion typed in between (possibly nothing), the rest of the document may have
+    changed (an edit elsewhere, a character typed and deleted). The longest typed
+    beginning wins. Returns the rest, its marks (counted from the rest's start; one
+    infinite mark when nothing but the typed beginning changed) and what comes before
+    it; None when no suggestion applies.
     """
-    for old_text, old_cursor, suggestion, marks in shown:
+    for old_text, old_cursor, suggestion, marks, lead in shown:
         if text[cursor : cursor + after] != old_text[old_cursor : old_cursor + after]:
             continue
         ctx = old_text[max(0, old_cursor - before) : old_cursor]
@@ -290,12 +315,16 @@ def expected_rest(
                 rest = suggestion[typed:]
                 if not rest.strip():
                     break
+                said_before = None if typed else lead
                 if (
                     text[cursor:] == old_text[old_cursor:]
                     and text[: cursor - typed] == old_text[:old_cursor]
                 ):
-                    return rest, ((len(rest), math.inf),)  # nothing else changed
-                return rest, tuple((e - typed, m) for e, m in marks if e - typed > 0)
+                    # Nothing else changed.
+                    return Expected(rest, ((len(rest), math.inf),), said_before)
+                return Expected(
+                    rest, tuple((e - typed, m) for e, m in marks if e - typed > 0), said_before
+                )
     return None
 
 

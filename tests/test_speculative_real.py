@@ -94,6 +94,32 @@ def test_re_asks_are_verified_in_the_cache_updates_forward(loaded_default) -> No
     assert on.totals.promptVerifySteps > 0
 
 
+def test_a_re_ask_expects_what_the_model_said_as_it_said_it(loaded_default) -> None:
+    """On a blank indented line the prompt ends before the indentation (healing), and the
+    prefix-only model often starts a new line instead of re-creating it. Asked again
+    with nothing changed, the expected tokens are its output's, from the first token on
+    (they used to start with the healed indentation, so that the draft fed with the
+    prompt was rejected at its first token at every such re-ask)."""
+    eng = Engine(loaded_default)
+    opts = CompletionOptions(max_tokens=16, context_tokens=768)
+    led = 0
+    for i, p in enumerate(positions(8, seed=11)):
+        if p.kind != "block":
+            continue
+        req = CompletionRequest(f"doc{i}", p.text, p.cursor, opts)
+        eng.complete(req)
+        _, context, start = eng.history.items[-1]
+        out = context[start:]
+        found = eng._expected(req, eng._prompt(req))
+        assert found is not None, p.source
+        ids = found[0]
+        n = min(len(ids), len(out))
+        assert n > 0 and ids[:n] == out[:n], (p.source, ids[:4], out[:4])
+        healed = eng._prompt(req).healed
+        led += bool(healed) and not eng._recent[req.key][0].lead
+    assert led > 0  # the case above was met
+
+
 def test_a_re_asked_suggestion_is_verified_ahead_while_its_picks_likely_come_again(
     loaded_default,
 ) -> None:
@@ -115,7 +141,7 @@ def test_a_re_asked_suggestion_is_verified_ahead_while_its_picks_likely_come_aga
     # A completion remembers where each token of its suggestion ends and its margin...
     p = positions(1, seed=5)[0]
     r = eng.complete(CompletionRequest("doc", p.text, p.cursor, opts))
-    text, cursor, suggestion, marks = eng._recent["doc"][0]
+    text, cursor, suggestion, marks, _ = eng._recent["doc"][0]
     assert (text, cursor) == (p.text, p.cursor) and suggestion.startswith(r.text)
     ends = [e for e, _ in marks]
     assert ends == sorted(ends) and ends[-1] >= len(suggestion)

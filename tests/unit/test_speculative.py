@@ -34,6 +34,7 @@ from completion.speculative import (
     History,
     MarginBands,
     NgramIndex,
+    Said,
     SpecStats,
     Workspace,
     _pick,
@@ -570,16 +571,29 @@ def test_expected_rest_after_typing_part_of_a_suggestion_and_an_edit_elsewhere()
     cursor = old.index("return ") + len("return ")
     # Tokens "x", " *", " 2", " +", " os", ".sep": the fifth picked by a thin margin.
     marks = ((1, 5.0), (3, 4.0), (5, 3.0), (7, 2.5), (10, 0.3), (14, 6.0))
-    shown = [(old, cursor, "x * 2 + os.sep", marks)]
+    shown = [Said(old, cursor, "x * 2 + os.sep", marks)]
     # Asked again as is, or after typing its start: the same prompt, it comes again.
-    assert expected_rest(old, cursor, shown) == ("x * 2 + os.sep", ((14, math.inf),))
+    assert expected_rest(old, cursor, shown) == ("x * 2 + os.sep", ((14, math.inf),), "")
     typed = old[:cursor] + "x * " + old[cursor:]
-    assert expected_rest(typed, cursor + 4, shown) == ("2 + os.sep", ((10, math.inf),))
+    assert expected_rest(typed, cursor + 4, shown) == ("2 + os.sep", ((10, math.inf),), None)
     edited = "# a comment\n" + typed  # and an edit far above: the margins, from the rest
     rest = expected_rest(edited, cursor + 4 + 12, shown)
-    assert rest == ("2 + os.sep", ((1, 3.0), (3, 2.5), (6, 0.3), (10, 6.0)))
+    assert rest == ("2 + os.sep", ((1, 3.0), (3, 2.5), (6, 0.3), (10, 6.0)), None)
     typed_in = old[:cursor] + "x * 2 + o" + old[cursor:]  # typed into the thin token
-    assert expected_rest("#\n" + typed_in, cursor + 9 + 2, shown) == ("s.sep", ((1, 0.3), (5, 6.0)))
+    rest = expected_rest("#\n" + typed_in, cursor + 9 + 2, shown)
+    assert rest == ("s.sep", ((1, 0.3), (5, 6.0)), None)
+
+
+def test_expected_rest_keeps_what_the_model_said_before_the_suggestion() -> None:
+    # A blank indented line: the prompt ends before the indentation (healed), and the
+    # model started a new line instead of re-creating it. Asked again as is, it will say
+    # that again; once a beginning is typed, the prompt's own healed text comes first.
+    old = "def f(x):\n    y = x\n    \n"
+    cursor = old.index("y = x\n") + len("y = x\n    ")
+    shown = [Said(old, cursor, "\n    return y", SAME, lead="")]
+    assert expected_rest(old, cursor, shown) == ("\n    return y", ((13, math.inf),), "")
+    typed = old[:cursor] + "\n" + old[cursor:]
+    assert expected_rest(typed, cursor + 1, shown) == ("    return y", ((12, math.inf),), None)
 
 
 def test_margins_of_a_rest_tokenized_anew() -> None:
@@ -612,7 +626,7 @@ def test_margin_bands_learn_which_picks_come_again() -> None:
 def test_expected_rest_none_when_the_text_diverges() -> None:
     old = "def f(x):\n    return \n\nprint(f(2))\n"
     cursor = old.index("return ") + len("return ")
-    shown = [(old, cursor, "x * 2", SAME)]
+    shown = [Said(old, cursor, "x * 2", SAME)]
     wrong = old[:cursor] + "@" + old[cursor:]
     assert expected_rest(wrong, cursor + 1, shown) is None  # typed something else
     changed_after = old[:cursor] + old[cursor:].replace("print", "len")
@@ -622,11 +636,11 @@ def test_expected_rest_none_when_the_text_diverges() -> None:
 
 def test_expected_rest_takes_the_newest_matching_and_longest_typed() -> None:
     old = "a = \nb = 1\n"
-    shown = [(old[:4] + "@" + old[4:], 5, "zzz", SAME), (old, 4, "foo(foo)", ((8, 1.0),))]
-    assert expected_rest(old, 4, shown) == ("foo(foo)", ((8, math.inf),))  # not the newest
+    shown = [Said(old[:4] + "@" + old[4:], 5, "zzz", SAME), Said(old, 4, "foo(foo)", ((8, 1.0),))]
+    assert expected_rest(old, 4, shown) == ("foo(foo)", ((8, math.inf),), "")  # not the newest
     text = old[:4] + "foo(" + old[4:]
-    assert expected_rest(text, 8, shown) == ("foo)", ((4, math.inf),))
-    assert expected_rest("\n" + text, 9, shown) == ("foo)", ((4, 1.0),))  # an edit above
+    assert expected_rest(text, 8, shown) == ("foo)", ((4, math.inf),), None)
+    assert expected_rest("\n" + text, 9, shown) == ("foo)", ((4, 1.0),), None)  # an edit above
 
 
 def test_history_puts_the_expected_rest_last_and_aligned() -> None:
