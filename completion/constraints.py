@@ -19,7 +19,8 @@ their masks (:class:`AllOf`).
 
 from __future__ import annotations
 
-from typing import Protocol
+import bisect
+from typing import Any, Protocol
 
 import torch
 
@@ -171,3 +172,106 @@ class AllOf:
 
     def is_terminated(self) -> bool:
         return any(part.is_terminated() for part in self.parts)
+
+
+class TokenTexts:
+    """Every token's text, indexed to find the tokens that begin with a given text.
+
+    Built once per tokenizer (decoding each id alone). Tokens whose text alone is not
+    valid text (a piece of a multi-byte character) or is empty (special tokens) are
+    never matched.
+    """
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = [s if s and "\ufffd" not in s else "" for s in texts]
+        """Per id: its text ("" where never matched)."""
+        usable = [(s, i) for i, s in enumerate(self.texts) if s]
+        usable.sort()
+        self.sorted_texts = [s for s, _ in usable]
+        self.sorted_ids = torch.tensor([i for _, i in usable], dtype=torch.long)
+        self.exact: dict[str, list[int]] = {}
+        for s, i in usable:
+            self.exact.setdefault(s, []).append(i)
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> TokenTexts:
+        """The index of ``tokenizer``'s vocabulary."""
+        n = len(tokenizer)
+        return cls([tokenizer.decode([i], skip_special_tokens=True) for i in range(n)])
+
+    def compatible(self, text: str) -> torch.Tensor:
+        """Ids of the tokens that begin with ``text`` or are a beginning of it."""
+        lo = bisect.bisect_left(self.sorted_texts, text)
+        hi = bisect.bisect_left(self.sorted_texts, text + "\U0010ffff")
+        longer = self.sorted_ids[lo:hi]
+        shorter = [i for j in range(1, len(text)) for i in self.exact.get(text[:j], ())]
+        return torch.cat([longer, torch.tensor(shorter, dtype=torch.long)])
+
+
+def pack(allowed: torch.Tensor) -> torch.Tensor:
+    """``[V]`` bool -> ``[words]`` int32 bitmask (the inverse of :func:`unpack`)."""
+    words = mask_words(allowed.numel())
+    bits = torch.zeros(words * 32, dtype=torch.int64)
+    bits[: allowed.numel()] = allowed.to(torch.int64)
+    packed = (bits.view(words, 32) << _SHIFTS.to(torch.int64)).sum(dim=1)
+    return torch.where(packed >= 1 << 31, packed - (1 << 32), packed).to(torch.int32)
+
+
+class TextPrefix:
+    """The output must begin with ``text``: token healing.
+
+    A prompt that ends inside a word (the user typed part of an identifier) is cut back
+    to before the word, and the model re-creates it under this constraint: the next
+    token must begin with what is left of ``text`` or be a beginning of it; once all of
+    ``text`` is out, everything is allowed. So the model picks its own tokens across the
+    cut (``" group"`` after ``"if not gr"``) instead of continuing from the odd tokens a
+    half-typed word splits into. Where no token fits (never for ASCII text with a
+    byte-level vocabulary), every token is allowed rather than none.
+    """
+
+    def __init__(self, texts: TokenTexts, text: str) -> None:
+        self.texts = texts
+        self.text = text
+        self.accepted: list[int] = []
+        self._left = [text]
+        """What is left of ``text`` before each accepted token, and now (last)."""
+
+    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
+        left = self._left[-1]
+        bitmask[row].fill_(-1)
+        if not left:
+            return
+        ids = self.texts.compatible(left)
+        if not len(ids):
+            return
+        vocab = bitmask.shape[-1] * 32
+        allowed = torch.zeros(vocab, dtype=torch.bool)
+        allowed[ids[ids < vocab]] = True
+        bitmask[row] = pack(allowed)
+
+    def accept(self, token: int) -> bool:
+        left = self._left[-1]
+        piece = self.texts.texts[token] if 0 <= token < len(self.texts.texts) else ""
+        fits = bool(piece) and (piece.startswith(left) or left.startswith(piece))
+        if left and not fits and len(self.texts.compatible(left)):
+            return False  # not allowed (where nothing fitted, everything was)
+        self.accepted.append(token)
+        self._left.append(left[len(piece) :] if piece and left.startswith(piece) else "")
+        return True
+
+    def rollback(self, n: int) -> None:
+        if n > 0:
+            del self.accepted[-n:]
+            del self._left[-n:]
+
+    def fork(self) -> TextPrefix:
+        twin = TextPrefix(self.texts, self.text)
+        twin.accepted = list(self.accepted)
+        twin._left = list(self._left)
+        return twin
+
+    def forced_tokens(self) -> list[int]:
+        return []
+
+    def is_terminated(self) -> bool:
+        return False

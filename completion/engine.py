@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from cache import (
     rerotation_support,
 )
 
+from .constraints import TextPrefix, TokenTexts
 from .decode import PREFILL_CHUNK, generate, prefill
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .models import LoadedModel
@@ -213,6 +214,7 @@ class Engine:
         self._costs: CostModel | None = None
         self._costs_lock = threading.Lock()
         self._newline_ids: frozenset[int] | None = None
+        self._token_texts: TokenTexts | None = None
         self._shown: dict[str, tuple[str, int, str, str]] = {}
         """Per document: (text, cursor, suggestion, mode) of the last suggestion."""
         self._recent: dict[str, deque[Said]] = {}
@@ -266,6 +268,7 @@ class Engine:
         if opts.temperature > 0 and opts.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(opts.seed)
         speculate = opts.speculative and not probe_tokens and opts.max_draft_tokens > 0
+        healing = self._healing(prompt)
         line = rules.mode == "line"
         found = self._expected(req, prompt) if speculate else None
         expected = found[0] if found else None
@@ -305,6 +308,7 @@ class Engine:
                                 opts.temperature,
                                 self.format.stop_ids,
                                 generator,
+                                healing(),
                                 context=prompt.ids[-2 * MAX_NGRAM :],
                                 margins=margins,
                                 verified=verified,
@@ -321,6 +325,7 @@ class Engine:
                                 frozenset() if probe_tokens else self.format.stop_ids,
                                 generator,
                                 margins=margins,
+                                constraint=healing(),
                             )
                         if probe_tokens:  # decode a fixed length first, then apply the rules
                             probe = list(tokens)
@@ -465,6 +470,7 @@ class Engine:
                     # Drafting in single-line mode needs these; a vocabulary scan (about
                     # 0.2 s) that the first completion would otherwise pay.
                     _ = self.newline_ids
+                    _ = self.token_texts
                     log.info("verify cost (k tokens / 1 token): %s", self._costs.relative)
         return self._costs
 
@@ -476,6 +482,26 @@ class Engine:
         if self._costs is None:
             return {}
         return {str(n): round(c, 2) for n, c in self._costs.table().items()}
+
+    @property
+    def token_texts(self) -> TokenTexts:
+        """Every token's text, indexed for token healing (built once: 0.3-1 s on a CPU)."""
+        if self._token_texts is None:
+            n = len(self.tokenizer)
+            texts = self.tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=True)
+            self._token_texts = TokenTexts(texts)
+        return self._token_texts
+
+    def _healing(self, prompt: Prompt) -> Callable[[], TextPrefix | None]:
+        """A new token-healing constraint per decode, where the prompt cut a word off.
+
+        Healed whitespace alone is not constrained: the model may start a new line
+        instead of re-creating an indentation (:func:`~completion.stops.strip_healed`).
+        """
+        if not prompt.healed.strip(" \t"):
+            return lambda: None
+        texts = self.token_texts
+        return lambda: TextPrefix(texts, prompt.healed)
 
     @property
     def newline_ids(self) -> frozenset[int]:
@@ -625,6 +651,7 @@ class Engine:
                     0.0,
                     self.format.stop_ids,
                     first=token,
+                    constraint=self._healing(prompt)(),
                 )
                 visible, _, _ = self._apply_rules(tokens, rules, healed, cancel)
             text = rules.finish(visible)

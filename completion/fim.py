@@ -242,20 +242,40 @@ class Prompt:
     fim: bool
 
 
+HEAL_WORD_CHARS = 32
+"""Longest half-typed word cut off a prompt's end (longer runs are left alone)."""
+
+
+def _word_char(c: str) -> bool:
+    return c.isascii() and (c.isalnum() or c == "_")
+
+
 def heal_split(prefix: str, *, blank_lines: bool = True) -> tuple[str, str]:
-    """Split trailing spaces/tabs off the prefix's last line.
+    """Split what the model should re-create off the prefix's last line.
 
     BPE vocabularies attach a space to the word after it (and merge runs of indentation),
-    so a prompt ending in spaces is out of distribution. The model re-generates them and
-    :func:`completion.stops.strip_healed` drops them again. With ``blank_lines=False`` a
-    line of nothing but indentation is left alone: FIM models read a prefix that ends at a
-    line break, followed by a suffix that starts with one, as "this line stays empty".
+    so a prompt ending in spaces is out of distribution; a prompt ending inside a word
+    (the user typed part of an identifier) splits it into tokens the model seldom saw
+    there, and it continues from those instead of finishing the word. So a trailing
+    ASCII word (up to :data:`HEAL_WORD_CHARS` characters) is cut off, then the spaces and
+    tabs before it; the model re-creates them (under :class:`~completion.constraints.
+    TextPrefix` when a word was cut) and :func:`completion.stops.strip_healed` drops
+    them again. With ``blank_lines=False`` a line's indentation alone is left alone:
+    FIM models read a prefix that ends at a line break, followed by a suffix that starts
+    with one, as "this line stays empty".
     """
     line = prefix[prefix.rfind("\n") + 1 :]
-    stripped = line.rstrip(" \t")
-    if stripped == line or (not stripped and not blank_lines):
-        return prefix, ""
+    start = len(line)
+    while start > 0 and _word_char(line[start - 1]):
+        start -= 1
+    if len(line) - start > HEAL_WORD_CHARS or (start and line[start - 1].isalnum()):
+        start = len(line)  # too long to be half-typed, or part of a non-ASCII word
+    stripped = line[:start].rstrip(" \t")
+    if not stripped and not blank_lines:
+        stripped = line[:start]  # the indentation stays
     cut = len(line) - len(stripped)
+    if not cut:
+        return prefix, ""
     return prefix[:-cut], prefix[-cut:]
 
 

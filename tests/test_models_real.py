@@ -35,6 +35,24 @@ def test_default_model_completes_a_return_statement(default_engine: Engine) -> N
     assert "a" in r.text and "b" in r.text and "\n" not in r.text
 
 
+@pytest.mark.parametrize(
+    ("text", "rest"),
+    [
+        ("import sys\n\ndef main():\n    args = sys.ar", "gv"),
+        ("class Foo:\n    def __in", "it"),
+        ("data = [1, 2]\nfor i in ra", "nge"),
+    ],
+)
+def test_a_half_typed_word_is_finished(default_engine: Engine, text: str, rest: str) -> None:
+    # Token healing: the prompt is cut before the half-typed word and the model re-creates
+    # it under a constraint. Without it, SmolLM2 continued from the odd tokens the word
+    # split into ("sys.ar" -> "()", "for i in ra" -> "iz_list:").
+    for speculative in (True, False):
+        opts = CompletionOptions(max_tokens=12, speculative=speculative)
+        r = default_engine.complete(CompletionRequest("half.py", text, len(text), opts))
+        assert r.text.startswith(rest), (text, r.text)
+
+
 def test_special_token_text_in_documents_is_data(default_engine: Engine) -> None:
     text = 'END = "<|endoftext|>"\nSTART = "<|im_start|>"\nvalue = '
     r = default_engine.complete(CompletionRequest("special.py", text, len(text)))

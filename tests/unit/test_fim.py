@@ -230,7 +230,7 @@ def test_psm_layout(make):
     tok = make()
     fmt = detect_format(tok)
     text = "def f(x):\n    return x\n\nprint(f(1))\n"
-    cursor = text.index("\n\nprint")
+    cursor = text.index("\n\nprint") + 1
     prompt = build_prompt(tok, fmt, text, cursor, context_tokens=512)
     p, s, m = fmt.special_ids
     head = [fmt.bos_id] if fmt.bos_id is not None else []
@@ -244,11 +244,11 @@ def test_psm_layout(make):
 def test_deepseek_layout_starts_with_bos():
     tok = deepseek()
     fmt = detect_format(tok)
-    prompt = build_prompt(tok, fmt, "ab", 1, context_tokens=64)
+    prompt = build_prompt(tok, fmt, "(b", 1, context_tokens=64)
     assert prompt.ids == [
         tok.vocab["<｜begin▁of▁sentence｜>"],
         tok.vocab["<｜fim▁begin｜>"],
-        ord("a"),
+        ord("("),
         tok.vocab["<｜fim▁hole｜>"],
         ord("b"),
         tok.vocab["<｜fim▁end｜>"],
@@ -259,7 +259,7 @@ def test_prefix_only_layout():
     tok = plain()
     fmt = detect_format(tok)
     text = "import os\nprint(os.sep)\n"
-    cursor = text.index("(")
+    cursor = text.index("(") + 1
     prompt = build_prompt(tok, fmt, text, cursor, context_tokens=512)
     assert prompt.ids == chars(text[:cursor])
     assert not prompt.fim
@@ -294,6 +294,24 @@ def test_blank_line_is_healed_only_for_prefix_only_prompts():
     prompt = build_prompt(tok, detect_format(tok), text, cursor, context_tokens=512)
     assert prompt.healed == "    "
     assert prompt.ids == chars("def f():\n")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "blank_lines", "kept", "healed"),
+    [
+        ("if not gr", True, "if not", " gr"),  # a half-typed word and the space before it
+        ("x = self.fo", True, "x = self.", "fo"),
+        ("    return x", True, "    return", " x"),
+        ("a\n    gr", True, "a\n", "    gr"),  # a word alone on its line
+        ("a\n    gr", False, "a\n    ", "gr"),  # FIM: the indentation stays
+        ("call(", True, "call(", ""),
+        ("x = 12", True, "x =", " 12"),
+        ("s = 'héllo", True, "s = 'héllo", ""),  # not an ASCII word: left alone
+        ("x = " + "a" * 40, True, "x = " + "a" * 40, ""),  # too long to be half-typed
+    ],
+)
+def test_a_half_typed_word_is_healed(prefix, blank_lines, kept, healed):
+    assert heal_split(prefix, blank_lines=blank_lines) == (kept, healed)
 
 
 ##### budgets #####
@@ -416,7 +434,7 @@ def test_fit_prefix_and_suffix_cut_at_lines():
         ("def f():\n    ", ("def f():\n", "    ")),
         ("    ", ("", "    ")),
         ("x = 1\n\t \t", ("x = 1\n", "\t \t")),
-        ("    return", ("    return", "")),
+        ("x = retur", ("x =", " retur")),  # a half-typed word and the space before it
         ("x = 1\n", ("x = 1\n", "")),
         ("x = 1 \n", ("x = 1 \n", "")),  # only the last line is healed
         ("", ("", "")),

@@ -17,9 +17,12 @@ from completion.constraints import (
     AllOf,
     AllowAll,
     ForbidTokens,
+    TextPrefix,
+    TokenTexts,
     apply_bitmask,
     forbid,
     new_bitmask,
+    pack,
     unpack,
 )
 from completion.decode import generate, prefill
@@ -308,6 +311,77 @@ def test_bitmask_helpers() -> None:
     free.accept(2)
     free.rollback(1)
     assert free.accepted == [1] and fork.accepted == []
+
+
+# A toy vocabulary for token healing: id -> text ("" = special, "\ufffd" = a byte piece).
+TEXTS = [
+    "",
+    " ",
+    " g",
+    " gr",
+    " group",
+    " great",
+    "g",
+    "gr",
+    "oup",
+    ".",
+    "x",
+    "\ufffd",
+    " grip",
+    "r",
+    "roup",
+]
+
+
+def test_token_healing_allows_only_tokens_that_fit_the_cut_text() -> None:
+    texts = TokenTexts(TEXTS)
+    heal = TextPrefix(texts, " gr")
+    mask = new_bitmask(1, 40)
+    heal.fill_mask(mask, 0)
+    allowed = {i for i, ok in enumerate(unpack(mask, 40)[0].tolist()) if ok}
+    assert allowed == {1, 2, 3, 4, 5, 12}  # " ", " g", " gr", " group", " great", " grip"
+    twin = heal.fork()
+    assert heal.accept(2) and heal._left[-1] == "r"  # " g": "r" is left
+    heal.fill_mask(mask, 0)
+    assert {i for i, ok in enumerate(unpack(mask, 40)[0].tolist()) if ok} == {13, 14}  # "r", "roup"
+    assert not heal.accept(9)  # "." does not continue " gr"
+    heal.rollback(1)
+    assert heal.accepted == [] and heal._left == [" gr"]
+    assert twin.accept(4) and twin._left[-1] == ""  # " group": all of it is out
+    twin.fill_mask(mask, 0)
+    assert unpack(mask, 40)[0].all()  # from here on, anything
+    assert twin.accept(9) and not twin.is_terminated()
+    # Nothing fits (a text no token begins): everything is allowed rather than nothing.
+    odd = TextPrefix(texts, "zz")
+    odd.fill_mask(mask, 0)
+    assert unpack(mask, 40)[0].all() and odd.accept(9)
+
+
+def test_pack_is_the_inverse_of_unpack() -> None:
+    allowed = torch.zeros(70, dtype=torch.bool)
+    allowed[[0, 5, 31, 32, 63, 69]] = True
+    assert torch.equal(unpack(pack(allowed), 70), allowed)
+
+
+def test_decoding_under_token_healing_is_the_same_with_and_without_drafts(model) -> None:
+    # Tokens of the tiny random model's vocabulary: token 3 begins the healed text, and
+    # the loop, plain or speculative, must begin with 3 (or 2 then 3...).
+    texts = TokenTexts(["a", "b", "c", "xy", "x", "y", *["q"] * (VOCAB - 6)])
+    prompt = [7, 8, 9, 7, 8, 9, 7, 8]
+    cache, logits = prompt_cache(model, prompt)
+    expected = list(
+        generate(model, cache, logits, len(prompt), 12, constraint=TextPrefix(texts, "xy"))
+    )
+    assert expected[0] in (3, 4) and (expected[0] == 3 or expected[1] == 5)
+    out, _ = spec(
+        model,
+        prompt,
+        12,
+        [prompt + expected, [3, 5, 1, 2, 3]],
+        SpecStats(),
+        constraint=TextPrefix(texts, "xy"),
+    )
+    assert out == expected
 
 
 def test_cost_model_and_draft_length() -> None:
