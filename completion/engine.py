@@ -487,9 +487,7 @@ class Engine:
     def token_texts(self) -> TokenTexts:
         """Every token's text, indexed for token healing (built once: 0.3-1 s on a CPU)."""
         if self._token_texts is None:
-            n = len(self.tokenizer)
-            texts = self.tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=True)
-            self._token_texts = TokenTexts(texts)
+            self._token_texts = TokenTexts.of(self.tokenizer)
         return self._token_texts
 
     def _healing(self, prompt: Prompt) -> Callable[[], TextPrefix | None]:
@@ -559,7 +557,8 @@ class Engine:
         room = max(0, min(opts.max_draft_tokens, max(1, opts.max_tokens) - 1))
         cont, final = cut_at_final(expected[:room], self._final_ids(line))
         chances = [self.bands.rate(m) for m in margins[: len(cont)]]
-        k = choose_length(chances, len(cont), opts.max_draft_tokens, self._costs, final)
+        costs = self._costs.appended()  # on top of the update's forward, which runs anyway
+        k = choose_length(chances, len(cont), opts.max_draft_tokens, costs, final)
         return cont[:k]
 
     def _drafter(

@@ -269,7 +269,8 @@ class Said(NamedTuple):
     """The document then."""
     cursor: int
     suggestion: str
-    """What the model said, less the whitespace prompt healing made it re-create."""
+    """What the model said, less what prompt healing made it re-create (whitespace, a
+    half-typed word)."""
     marks: Marks
     lead: str = ""
     """What the model said before ``suggestion``: the healed whitespace as a rule, but
@@ -490,6 +491,21 @@ class CostModel:
             return table[lo] * fed / lo
         w = (fed - lo) / (hi - lo)
         return table[lo] * (1 - w) + table[hi] * w
+
+    def appended(self) -> CostModel:
+        """The cost of tokens fed after the others of a forward that runs anyway.
+
+        A draft fed with the prompt's last span (:func:`forward_with_draft`) adds its
+        tokens to a forward over tens of tokens, which the cache update runs whatever
+        the draft; a token there costs what one costs on average in the longest forward
+        measured, ``(cost(n) - 1) / (n - 1)``, not what a verify step of its own costs
+        (whose first extra tokens are the dearest on a CPU: 4 tokens cost 1.5-2.1 plain
+        steps there, 16 tokens 1.9-2.4). A fixed linear curve, ``1 + k * slope``.
+        """
+        table = self.table()
+        top = max(table)
+        slope = (table[top] - 1.0) / (top - 1) if top > 1 else 1.0
+        return CostModel({1: 1.0, top: 1.0 + slope * (top - 1)}, self.fast_rows, learn=False)
 
     def snapshot(self) -> dict[int, list[float]]:
         """The online timings (benchmarks put them back to repeat a request)."""

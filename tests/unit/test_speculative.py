@@ -384,6 +384,20 @@ def test_decoding_under_token_healing_is_the_same_with_and_without_drafts(model)
     assert out == expected
 
 
+def test_tokens_appended_to_a_forward_cost_their_average_share() -> None:
+    # A CPU-like curve: the 4th token is dear, 16 cost 2.2 steps.
+    curve = CostModel({1: 1.0, 2: 1.04, 3: 1.1, 4: 2.08, 8: 2.16, 16: 2.2}, learn=False)
+    appended = curve.appended()
+    assert appended.cost(1) == 1.0
+    assert abs(appended.cost(16) - 2.2) < 1e-9 and abs(appended.cost(5) - 1.32) < 1e-9
+    # A re-asked answer whose tokens come again 80% of the time each is fed with the
+    # prompt further than a verify step of its own would go (it stops before the dear
+    # 4th token).
+    likely = [0.8] * 12
+    assert choose_length(likely, 12, 16, curve) == 2
+    assert choose_length(likely, 12, 16, appended) == 6
+
+
 def test_cost_model_and_draft_length() -> None:
     linear = CostModel({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})
     assert choose_length(0.9, 8, 8, linear) == 0  # verify costs as much as stepping: never
