@@ -217,7 +217,7 @@ def pack(allowed: torch.Tensor) -> torch.Tensor:
     return torch.where(packed >= 1 << 31, packed - (1 << 32), packed).to(torch.int32)
 
 
-class TextPrefix:
+class TextPrefix(AllowAll):
     """The output must begin with ``text``: token healing.
 
     A prompt that ends inside a word (the user typed part of an identifier) is cut back
@@ -230,9 +230,9 @@ class TextPrefix:
     """
 
     def __init__(self, texts: TokenTexts, text: str) -> None:
+        super().__init__()
         self.texts = texts
         self.text = text
-        self.accepted: list[int] = []
         self._left = [text]
         """What is left of ``text`` before each accepted token, and now (last)."""
 
@@ -255,23 +255,16 @@ class TextPrefix:
         fits = bool(piece) and (piece.startswith(left) or left.startswith(piece))
         if left and not fits and len(self.texts.compatible(left)):
             return False  # not allowed (where nothing fitted, everything was)
-        self.accepted.append(token)
         self._left.append(left[len(piece) :] if piece and left.startswith(piece) else "")
-        return True
+        return super().accept(token)
 
     def rollback(self, n: int) -> None:
         if n > 0:
-            del self.accepted[-n:]
             del self._left[-n:]
+        super().rollback(n)
 
     def fork(self) -> TextPrefix:
         twin = TextPrefix(self.texts, self.text)
         twin.accepted = list(self.accepted)
         twin._left = list(self._left)
         return twin
-
-    def forced_tokens(self) -> list[int]:
-        return []
-
-    def is_terminated(self) -> bool:
-        return False

@@ -97,6 +97,28 @@ def make_position(rng: random.Random, path: Path, kind: str, max_chars: int) -> 
     return None
 
 
+@dataclass(frozen=True)
+class _Counters:
+    """The speculation counters of an engine's totals that a request row reports."""
+
+    drafted: int
+    accepted: int
+    steps: int
+    cost_steps: float
+
+    def __sub__(self, other: _Counters) -> _Counters:
+        return _Counters(
+            self.drafted - other.drafted,
+            self.accepted - other.accepted,
+            self.steps - other.steps,
+            self.cost_steps - other.cost_steps,
+        )
+
+
+def _counters(t: Any) -> _Counters:
+    return _Counters(t.draftTokens, t.acceptedTokens, t.verifySteps, t.decodeCostSteps)
+
+
 def make_positions(seed: int, n: int, max_chars: int) -> list[Position]:
     """``n`` single-line positions, then ``n`` block positions, in the standard library."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -152,7 +174,7 @@ def run_decode(args: argparse.Namespace) -> int:
         work: dict[str, list[float]] = {"on": [], "off": []}  # cache update + decode
         update_off: list[float] = []
         merged = False  # the speculating engine verified with the prompt's forward
-        first: dict[str, tuple[Any, list[float]]] = {}
+        first: dict[str, tuple[Any, _Counters]] = {}
         states = {name: eng.drafting_state(key) for name, eng in engines.items()}
         # The drafting state includes the verify-cost timings learned online, which both
         # engines share (only the speculating one times steps): what the last speculating
@@ -165,20 +187,10 @@ def run_decode(args: argparse.Namespace) -> int:
                 eng = engines[name]
                 if rep:
                     eng.restore_drafting_state(states[name])
-                before = (
-                    eng.totals.draftTokens,
-                    eng.totals.acceptedTokens,
-                    eng.totals.verifySteps,
-                    eng.totals.decodeCostSteps,
-                )
+                before = _counters(eng.totals)
                 merges = eng.totals.promptVerifySteps
                 r = eng.complete(CompletionRequest(key, text, cursor, opts[name], others))
-                after = (
-                    eng.totals.draftTokens,
-                    eng.totals.acceptedTokens,
-                    eng.totals.verifySteps,
-                    eng.totals.decodeCostSteps,
-                )
+                after = _counters(eng.totals)
                 decode[name].append(r.decode_ms)
                 work[name].append(r.prefill_ms + r.decode_ms)
                 if name == "on":
@@ -188,13 +200,12 @@ def run_decode(args: argparse.Namespace) -> int:
                 else:
                     update_off.append(r.prefill_ms)
                 if rep == 0:
-                    first[name] = (r, [b - a for a, b in zip(before, after, strict=True)])
+                    first[name] = (r, after - before)
                 elif r.text != first[name][0].text:
                     raise RuntimeError(f"{name}: a repeat of a request gave another output")
         if learned is not None:
             on.costs.restore(learned)
-        (r_off, _), (r_on, (drafted_f, accepted_f, steps_f, cost_steps)) = first["off"], first["on"]
-        drafted, accepted, steps = int(drafted_f), int(accepted_f), int(steps_f)
+        (r_off, _), (r_on, used) = first["off"], first["on"]
         # A suggestion verified inside the cache update's forward: that forward also did
         # the update work the plain engine counts as update time. Both engines start from
         # the same cache and do the same update, so the speculating engine's decode time
@@ -207,6 +218,7 @@ def run_decode(args: argparse.Namespace) -> int:
         # Not for a draft verified in the cache update's forward (that forward is not
         # a decode step).
         forwards = r_off.generated_tokens - 1
+        cost_steps = used.cost_steps
         modelled = forwards / cost_steps if forwards > 0 and cost_steps > 0 and not merged else None
         off_t = decode["off"]
         rows.append(
@@ -233,9 +245,9 @@ def run_decode(args: argparse.Namespace) -> int:
                 "decodeMsOnAll": decode["on"],
                 "totalMsOff": r_off.total_ms,
                 "totalMsOn": r_on.total_ms,
-                "drafted": drafted,
-                "accepted": accepted,
-                "verifySteps": steps,
+                "drafted": used.drafted,
+                "accepted": used.accepted,
+                "verifySteps": used.steps,
                 "acceptanceAfter": rates,
             }
         )
