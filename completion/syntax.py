@@ -1,9 +1,14 @@
 """tree-sitter grammars: which language a document is, and a parser for it.
 
-Python is always available (``tree-sitter-python``). JavaScript, TypeScript, Rust and Go
-come with ``pip install 'pie-lsp[languages]'``; any other ``tree-sitter-<name>`` package
-or ``tree-sitter-language-pack`` is picked up when installed.
-A language without a grammar still gets completions, just no syntax tree.
+Only the languages in :data:`GRAMMARS` have a grammar: Python always
+(``tree-sitter-python``), JavaScript, TypeScript/TSX, Rust and Go with
+``pip install 'pie-lsp[languages]'``. A client's languageId selects a table entry (directly
+or through :data:`ALIASES`) and is never turned into a module name itself, so any other
+languageId (``"os"``, ``"../evil"``) imports nothing. Nothing here downloads a grammar.
+
+A language without a grammar, or whose grammar fails to load (a wheel built for another
+tree-sitter ABI), still gets completions, just no syntax tree; a failure is logged once
+per language.
 """
 
 from __future__ import annotations
@@ -16,16 +21,23 @@ from tree_sitter import Language, Parser
 
 log = logging.getLogger(__name__)
 
-# LSP languageId -> tree-sitter-language-pack name, where they differ.
-_ALIASES = {
+GRAMMARS: dict[str, tuple[str, str]] = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "rust": ("tree_sitter_rust", "language"),
+    "go": ("tree_sitter_go", "language"),
+}
+"""Grammar name -> (module, function returning the language pointer). The only modules
+this file ever imports."""
+
+ALIASES: dict[str, str] = {
     "javascriptreact": "javascript",
     "typescriptreact": "tsx",
-    "shellscript": "bash",
-    "sh": "bash",
-    "c++": "cpp",
-    "cs": "csharp",
     "py": "python",
 }
+"""Other LSP languageIds -> a :data:`GRAMMARS` key."""
 
 # File extension -> LSP languageId, for the CLI (no client tells us the language there).
 EXTENSIONS = {
@@ -62,44 +74,44 @@ def language_for_path(path: str) -> str:
     return "plaintext"
 
 
-# languageId -> (module, function) for grammars shipped as their own PyPI packages.
-_PACKAGES = {
-    "python": ("tree_sitter_python", "language"),
-    "javascript": ("tree_sitter_javascript", "language"),
-    "typescript": ("tree_sitter_typescript", "language_typescript"),
-    "tsx": ("tree_sitter_typescript", "language_tsx"),
-    "rust": ("tree_sitter_rust", "language"),
-    "go": ("tree_sitter_go", "language"),
-}
+def grammar_name(language_id: str) -> str | None:
+    """The :data:`GRAMMARS` key for an LSP languageId, or None when it has no grammar."""
+    name = ALIASES.get(language_id, language_id)
+    return name if name in GRAMMARS else None
+
+
+def get_language(language_id: str) -> Language | None:
+    """The tree-sitter grammar for an LSP languageId, or None.
+
+    None when the languageId is not in the table, when its package is not installed, or
+    when loading it fails; never raises.
+    """
+    name = grammar_name(language_id)
+    return _load(name) if name is not None else None
 
 
 @cache
-def get_language(language_id: str) -> Language | None:
-    """The tree-sitter grammar for an LSP languageId, or None if none is installed.
-
-    Per-language packages (``tree-sitter-python``, ``-javascript``, ...) come first; then
-    ``tree-sitter-language-pack`` if installed (recent versions of it download grammars
-    on first use, which fails offline: that is logged, not raised).
-    """
-    name = _ALIASES.get(language_id, language_id)
-    module_name, func = _PACKAGES.get(name, (f"tree_sitter_{name}", "language"))
+def _load(name: str) -> Language | None:
+    """Load the grammar ``GRAMMARS[name]`` once (a failure is cached and logged once)."""
+    module_name, func = GRAMMARS[name]
     try:
         module = importlib.import_module(module_name)
-        return Language(getattr(module, func)())
-    except (ImportError, AttributeError):
-        pass
-    try:
-        from tree_sitter_language_pack import get_language as pack_get_language
     except ImportError:
+        log.info("no tree-sitter grammar for %s: %s is not installed", name, module_name)
         return None
     try:
-        return pack_get_language(name)  # type: ignore[arg-type]
-    except Exception as exc:  # unknown name, or a download that cannot happen offline
-        log.info("no tree-sitter grammar for %r: %s", language_id, exc)
+        return Language(getattr(module, func)())
+    except Exception as exc:  # ABI mismatch (ValueError), a broken wheel, ...
+        log.warning(
+            "tree-sitter grammar for %s failed to load (%s: %s): no syntax tree",
+            name,
+            type(exc).__name__,
+            exc,
+        )
         return None
 
 
 def make_parser(language_id: str) -> Parser | None:
-    """A fresh parser for ``language_id``, or None without a grammar."""
+    """A fresh parser for ``language_id``, or None without a (loadable) grammar."""
     language = get_language(language_id)
     return Parser(language) if language is not None else None
