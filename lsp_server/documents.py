@@ -5,6 +5,11 @@ replay each change, in order, against our own pre-edit copy and derive one
 :class:`TextEdit` per change (str offsets, UTF-8 byte offsets and tree-sitter points).
 That record is what the syntax tree (and, later, the token alignment and the KV cache)
 are updated from.
+
+The syntax tree is lazy: opening or editing a document never parses. An edit only marks
+a tree that was already built (``tree.edit``, cheap), and the next read of
+:attr:`Document.tree` reparses incrementally from it; a document whose tree nobody reads
+is never parsed at all.
 """
 
 from __future__ import annotations
@@ -39,24 +44,47 @@ class TextEdit:
 
 @dataclass
 class Document:
-    """Text, version, language and syntax tree of one open document."""
+    """Text, version, language and (lazily parsed) syntax tree of one open document.
+
+    Not thread-safe: edits and reads of :attr:`tree` belong on one thread (the event loop).
+    """
 
     uri: str
     text: str
     version: int
     language_id: str
     parser: Parser | None = field(default=None, repr=False)
-    tree: Tree | None = field(default=None, repr=False)
+    """Parser for ``language_id``; None when the language has no (loadable) grammar."""
+    _tree: Tree | None = field(default=None, repr=False)
+    """The last tree parsed, edited (not reparsed) by every change since when ``_stale``."""
+    _stale: bool = field(default=False, repr=False)
     _index: LineIndex | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, uri: str, text: str, version: int, language_id: str) -> Document:
-        """Open a document and parse it from scratch."""
+        """Open a document (its grammar is looked up, nothing is parsed yet)."""
         doc = cls(uri=uri, text=text, version=version, language_id=language_id)
         doc.parser = make_parser(language_id)
-        if doc.parser is not None:
-            doc.tree = doc.parser.parse(text.encode("utf-8", "surrogatepass"))
         return doc
+
+    @property
+    def tree(self) -> Tree | None:
+        """Syntax tree of the current text; None without a parser.
+
+        Parsed on first read, then reparsed incrementally (from the edited old tree) on
+        the first read after edits; reads without edits in between reuse the tree.
+        """
+        if self.parser is None:
+            return None
+        if self._tree is None:
+            self._tree = self.parser.parse(self._source())
+        elif self._stale:
+            self._tree = self.parser.parse(self._source(), self._tree)
+        self._stale = False
+        return self._tree
+
+    def _source(self) -> bytes:
+        return self.text.encode("utf-8", "surrogatepass")
 
     @property
     def index(self) -> LineIndex:
@@ -104,17 +132,22 @@ class Document:
             inserted=inserted,
         )
         self.text = old[:a] + inserted + old[b:]
-        if self.tree is not None and self.parser is not None:
-            self.tree.edit(
-                edit.start_byte,
-                edit.old_end_byte,
-                edit.new_end_byte,
-                edit.start_point,
-                edit.old_end_point,
-                edit.new_end_point,
-            )
-            self.tree = self.parser.parse(self.text.encode("utf-8", "surrogatepass"), self.tree)
+        self._edit_tree(edit)
         return edit
+
+    def _edit_tree(self, edit: TextEdit) -> None:
+        """Tell a tree already built about ``edit``; the reparse waits for a read."""
+        if self._tree is None:
+            return
+        self._tree.edit(
+            edit.start_byte,
+            edit.old_end_byte,
+            edit.new_end_byte,
+            edit.start_point,
+            edit.old_end_point,
+            edit.new_end_point,
+        )
+        self._stale = True
 
 
 class UnknownDocumentError(KeyError):
@@ -139,6 +172,10 @@ class DocumentStore:
             return self._docs[uri]
         except KeyError:
             raise UnknownDocumentError(f"document not open: {uri}") from None
+
+    def get_open(self, uri: str) -> Document | None:
+        """The open document at ``uri``, or None."""
+        return self._docs.get(uri)
 
     def mark_used(self, uri: str) -> None:
         """Activity on a document: iteration yields the least recently used first."""

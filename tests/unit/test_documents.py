@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -303,10 +305,16 @@ def test_quote_edits_tree_equals_independent_replay():
         text = new
     assert text == 'def f():\n    a = 1\n    """b = 2\n\nc"""lass C:\n    x = 1\n'
     doc = Document.open("file:///t.py", src, 1, "python")
+    assert doc.tree is not None  # read after open and after each edit, like the replay
     doc.apply_change((2, 4), (2, 4), '"""', "utf-16")
+    assert doc.tree is not None
     doc.apply_change((4, 1), (4, 1), '"""', "utf-16")
     assert doc.text == text
     assert nodes(doc.tree) == nodes(tree)
+    unread = Document.open("file:///t.py", src, 1, "python")
+    unread.apply_change((2, 4), (2, 4), '"""', "utf-16")
+    unread.apply_change((4, 1), (4, 1), '"""', "utf-16")
+    assert_same_tree(unread)  # never parsed before: its first read is a fresh parse
 
 
 def test_typing_a_line_keeps_tree_in_step():
@@ -332,6 +340,90 @@ def test_delete_whole_document_and_retype():
     doc.apply_change((0, 0), (0, 0), PY_SOURCE, "utf-8")
     assert doc.text == PY_SOURCE
     assert_same_tree(doc)
+
+
+##### Lazy tree #####
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+class CountingParser:
+    """Wraps a tree-sitter parser; records every parse (True: incremental, from a tree)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls: list[bool] = []
+
+    def parse(self, source: bytes, old_tree=None):
+        self.calls.append(old_tree is not None)
+        if old_tree is None:
+            return self.inner.parse(source)
+        return self.inner.parse(source, old_tree)
+
+
+@pytest.fixture
+def counting(monkeypatch) -> list[CountingParser]:
+    """Documents opened from now on get a :class:`CountingParser` (listed here)."""
+    made: list[CountingParser] = []
+
+    def make(language_id: str):
+        inner = make_parser(language_id)
+        if inner is None:
+            return None
+        made.append(CountingParser(inner))
+        return made[-1]
+
+    monkeypatch.setattr("lsp_server.documents.make_parser", make)
+    return made
+
+
+def type_line(doc: Document, offset: int, typed: str) -> None:
+    """Type ``typed`` at str ``offset`` one character at a time (UTF-16 positions)."""
+    for i, ch in enumerate(typed):
+        pos = ref_position(doc.text, offset + i, "utf-16")
+        doc.apply_change(pos, pos, ch, "utf-16")
+
+
+@pytest.mark.parametrize("name", ["sample_unicode.py", "sample_crlf.py"])
+def test_edits_do_not_parse_until_the_tree_is_read(counting, name: str) -> None:
+    src = (DATA / name).read_bytes().decode("utf-8") + PY_SOURCE  # emoji, CJK, CRLF
+    store = DocumentStore()
+    doc = store.open("file:///t.py", src, 1, "python")
+    typed = "形 = '😀'  # 注释\r\n"
+    type_line(doc, src.rindex("    return None"), typed)
+    doc.replace_all(doc.text + "x = 1\r\n")
+    (parser,) = counting
+    assert parser.calls == []  # open, a typed line and a full replace: no parse
+    assert_same_tree(doc)
+    assert parser.calls == [False]  # first read: one parse from scratch
+    assert_same_tree(doc)
+    assert parser.calls == [False]  # no edit since: the same tree
+    type_line(doc, 0, typed)
+    doc.apply_change((0, 0), (1, 0), "", "utf-16")
+    assert parser.calls == [False]  # edits only mark the tree
+    assert_same_tree(doc)
+    assert parser.calls == [False, True]  # one incremental reparse for all of them
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_several_edits_between_reads_match_fresh_parse(data):
+    """Edits batched between two reads of the tree: one incremental reparse, same tree."""
+    doc = Document.open("file:///t.py", PY_SOURCE, 1, "python")
+    assert_same_tree(doc)
+    for _ in range(data.draw(st.integers(1, 4))):
+        for _ in range(data.draw(st.integers(1, 5))):
+            encoding = data.draw(st.sampled_from(ENCODINGS))
+            start, end, _, _ = data.draw(lsp_range(doc.text, encoding))
+            snippets = st.lists(st.sampled_from(QUOTE_FREE_SNIPPETS), max_size=3)
+            doc.apply_change(start, end, "".join(data.draw(snippets)), encoding)
+        assert_same_tree(doc)
+
+
+def test_no_grammar_no_parse(counting) -> None:
+    doc = Document.open("file:///t.txt", "形 😀\r\nplain", 1, "plaintext")
+    doc.apply_change((0, 0), (0, 0), "x", "utf-16")
+    assert doc.parser is None and doc.tree is None and counting == []
 
 
 def test_reversed_range_is_normalised():
