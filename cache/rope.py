@@ -8,9 +8,15 @@ All maths here is fp32, in pure functions over tensors:
 
 - ``keys``: ``[batch, kv_heads, seq, head_dim]`` (a transformers cache layer's layout);
 - ``cos`` / ``sin``: ``[seq, head_dim]``, the model's own tables for the deltas, with any
-  ``attention_scaling`` (YaRN, LongRoPE) divided back out so they are a pure rotation.
+  ``attention_scaling`` (YaRN) divided back out so they are a pure rotation.
 
 The half-split pairing (``rotate_half``) is the one transformers' Llama-family models use.
+
+This only holds while ``R`` is one fixed table for every position. transformers' RoPE
+types ``dynamic`` (NTK) and ``longrope`` change their frequencies with the length of the
+forward pass (``dynamic_rope_update`` in ``transformers.modeling_rope_utils``), so keys
+cached by an earlier pass are not ``R(p) k`` for the table a delta would use:
+:func:`rerotation_support` refuses them, and every type not proven static.
 """
 
 from __future__ import annotations
@@ -19,9 +25,17 @@ from typing import Any
 
 import torch
 
-# Rope types whose frequencies do not depend on the sequence length: re-rotation by a
-# delta is exact for them. "dynamic" rescales with length; multi-axis RoPE (mrope) is 3-D.
-STATIC_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn", "longrope"})
+STATIC_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn", "proportional"})
+"""transformers rope types whose frequency table is computed once, independent of the
+sequence length, and for which a unit test shows re-rotated keys equal keys computed at
+the new positions (tests/unit/test_pie_cache.py). Every other type is refused."""
+
+LENGTH_DEPENDENT_ROPE_TYPES = {
+    "dynamic": "rescales its frequencies with the sequence length (dynamic NTK)",
+    "longrope": "switches between short and long frequency factors by sequence length",
+}
+"""Why the rope types transformers re-tables by length are refused (any type containing
+"dynamic" is treated as dynamic there, so here too)."""
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -46,12 +60,24 @@ def _rope_parameters(config: Any) -> dict[str, Any]:
     return dict(params or {})
 
 
+def _not_static(rope_type: str) -> str:
+    """Why ``rope_type`` (not in :data:`STATIC_ROPE_TYPES`) is refused; names the type."""
+    kind = "dynamic" if "dynamic" in rope_type else rope_type
+    why = LENGTH_DEPENDENT_ROPE_TYPES.get(kind, "is not known to be a static rotation")
+    return f"rope type {rope_type!r} {why}"
+
+
 def rerotation_support(config: Any) -> tuple[bool, str]:
-    """Whether re-rotating cached keys is valid for this model, and why not if it is not."""
+    """Whether re-rotating cached keys is valid for this model, and why not if it is not.
+
+    Valid only for a rope type in :data:`STATIC_ROPE_TYPES`, one rotation axis, no
+    sliding-window layers and rotation over the whole head; the reason otherwise is one
+    line for the log (it names the rope type when that is the cause).
+    """
     params = _rope_parameters(config)
-    rope_type = params.get("rope_type", params.get("type", "default"))
+    rope_type = str(params.get("rope_type", params.get("type", "default")))
     if rope_type not in STATIC_ROPE_TYPES:
-        return False, f"rope type {rope_type!r} is not a static rotation"
+        return False, _not_static(rope_type)
     if params.get("mrope_section") or getattr(config, "mrope_section", None):
         return False, "multi-axis RoPE"
     layer_types = getattr(config, "layer_types", None) or []
@@ -59,7 +85,10 @@ def rerotation_support(config: Any) -> tuple[bool, str]:
         return False, "sliding-window attention layers"
     if getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None):
         return False, "sliding-window attention"
-    if getattr(config, "partial_rotary_factor", 1.0) not in (None, 1.0):
+    partial = params.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0))
+    # "proportional" spans the whole head with zero frequencies past the rotary part, so its
+    # tables still rotate every dimension; other types' tables would be too short.
+    if partial not in (None, 1.0) and rope_type != "proportional":
         return False, "partial rotary embedding"
     return True, ""
 

@@ -11,17 +11,27 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+    PhiConfig,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from cache import PromptCache, Rerotator, diff_ids, find_rotary, rerotation_support
 from cache.alignment import force_encode_tail
 from cache.growing import growing_cache
-from cache.rope import apply_rotation, rotate_half
+from cache.rope import STATIC_ROPE_TYPES, apply_rotation, rotate_half
 from completion.decode import prefill
 
 
@@ -205,42 +215,121 @@ def test_rotation_composes_and_inverts(a: int, b: int, seed: int) -> None:
     assert rot.rotate(k, 0) is k
 
 
-@pytest.mark.parametrize(
-    "rope",
-    [
-        {"rope_type": "default", "rope_theta": 10000.0},
-        {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
-        {
-            "rope_type": "llama3",
-            "rope_theta": 500000.0,
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 256,
-        },
-        {
-            "rope_type": "yarn",
-            "rope_theta": 10000.0,
-            "factor": 4.0,
-            "original_max_position_embeddings": 256,
-        },
-    ],
-    ids=lambda r: r["rope_type"],
-)
-def test_rerotated_keys_equal_keys_at_new_positions(rope: dict) -> None:
+STATIC_ROPES = [
+    {"rope_type": "default", "rope_theta": 10000.0},
+    {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+    {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 256,
+    },
+    {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 256,
+    },
+    {"rope_type": "proportional", "rope_theta": 10000.0},
+    {"rope_type": "proportional", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+]
+
+
+def test_every_static_rope_type_is_proven() -> None:
+    """A type joins STATIC_ROPE_TYPES only with a case in the equality test below."""
+    assert {r["rope_type"] for r in STATIC_ROPES} == STATIC_ROPE_TYPES
+
+
+def shifted_keys(model, rot: Rerotator, ids: list[int], start: int, d: int):
+    """Layer-0 keys of ``ids`` prefilled at ``start`` then moved by ``d``, and at ``start + d``."""
+    kv0 = DynamicCache(config=model.config)
+    prefill(model, ids, kv0, start)
+    kv1 = DynamicCache(config=model.config)
+    prefill(model, ids, kv1, start + d)  # the same tokens at the new place
+    return rot.rotate(kv0.layers[0].keys, d), kv1.layers[0].keys
+
+
+@pytest.mark.parametrize("d", [37, 5, -20])
+@pytest.mark.parametrize("rope", STATIC_ROPES, ids=lambda r: "-".join(map(str, r.values())))
+def test_rerotated_keys_equal_keys_at_new_positions(rope: dict, d: int) -> None:
     """Shift a whole sequence by d: re-rotated layer-0 keys equal a prefill at the new place."""
     model = tiny_llama(1, rope)
     ok, why = rerotation_support(model.config)
     assert ok, why
     rot = Rerotator(find_rotary(model))
-    ids = list(range(3, 40))
-    d = 37
-    kv0 = DynamicCache(config=model.config)
-    prefill(model, ids, kv0, 0)
-    kv1 = DynamicCache(config=model.config)
-    prefill(model, ids, kv1, d)  # the same tokens at positions d..
-    moved = rot.rotate(kv0.layers[0].keys, d)
-    torch.testing.assert_close(moved, kv1.layers[0].keys, atol=1e-4, rtol=1e-4)
+    moved, want = shifted_keys(model, rot, list(range(3, 40)), 20, d)
+    torch.testing.assert_close(moved, want, atol=1e-4, rtol=1e-4)
+
+
+def longrope_phi3() -> Phi3ForCausalLM:
+    """Tiny Phi-3 with LongRoPE: short factors up to 32 positions, long ones past them."""
+    torch.manual_seed(1)
+    config = Phi3Config(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        max_position_embeddings=128,
+        original_max_position_embeddings=32,  # where Phi-3 keeps it (it wins over the dict)
+        rope_parameters={
+            "rope_type": "longrope",
+            "rope_theta": 10000.0,
+            "short_factor": [1.0] * 8,
+            "long_factor": [4.0] * 8,
+        },
+    )
+    return Phi3ForCausalLM(config).eval()
+
+
+def dynamic_llama() -> LlamaForCausalLM:
+    """Tiny Llama with dynamic NTK scaling past 32 positions."""
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0},
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("make", [longrope_phi3, dynamic_llama], ids=["longrope", "dynamic"])
+def test_length_dependent_rope_is_refused_because_rerotation_is_wrong(make) -> None:
+    """Keys cached by a long pass, moved by a small delta, are not keys at the new place:
+    transformers picks the table by the pass's length, so the refusal is needed."""
+    model = make()
+    rope_type = model.config.rope_parameters["rope_type"]
+    ok, why = rerotation_support(model.config)
+    assert not ok and repr(rope_type) in why and "sequence length" in why
+    moved, want = shifted_keys(model, Rerotator(find_rotary(model)), list(range(3, 40)), 0, 5)
+    assert (moved - want).abs().max() > 0.1
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        LlamaConfig(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}),
+        SimpleNamespace(rope_parameters={"rope_type": "longrope"}),
+        SimpleNamespace(rope_scaling={"type": "dynamic", "factor": 2.0}),
+        SimpleNamespace(rope_parameters={"rope_type": "ntk_alpha"}),
+        SimpleNamespace(rope_parameters={"rope_type": "xdrope"}),
+    ],
+    ids=["dynamic", "longrope", "legacy-dynamic", "ntk_alpha", "unknown"],
+)
+def test_non_static_rope_types_are_refused_naming_the_type(config) -> None:
+    params = getattr(config, "rope_parameters", None) or config.rope_scaling
+    rope_type = params.get("rope_type", params.get("type"))
+    ok, why = rerotation_support(config)
+    assert not ok and why.startswith(f"rope type {rope_type!r} ")
 
 
 def test_apply_rotation_is_norm_preserving_and_rotate_half() -> None:
@@ -255,14 +344,15 @@ def test_apply_rotation_is_norm_preserving_and_rotate_half() -> None:
 
 
 def test_unsupported_rope_and_sliding_window_fall_back() -> None:
-    dyn = LlamaConfig(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0})
-    assert rerotation_support(dyn) == (False, "rope type 'dynamic' is not a static rotation")
     sw = Qwen2Config(
         use_sliding_window=True, sliding_window=64, num_hidden_layers=2, max_window_layers=0
     )
     assert rerotation_support(sw)[0] is False
     plain = Qwen2Config(num_hidden_layers=2)
     assert rerotation_support(plain)[0] is True
+    # transformers 5 keeps partial_rotary_factor in rope_parameters only, for some models
+    partial = PhiConfig(partial_rotary_factor=0.5)
+    assert rerotation_support(partial) == (False, "partial rotary embedding")
     assert (
         find_rotary(
             Qwen2ForCausalLM(
