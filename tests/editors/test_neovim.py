@@ -6,6 +6,7 @@ extmark path (used on 0.10/0.11). The server is the real one with the default mo
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,50 @@ def test_checkhealth_and_restart(tmp_path: Path) -> None:
 def test_plugin_files_exist() -> None:
     for rel in ("lua/pie/init.lua", "lua/pie/ghost.lua", "lua/pie/health.lua", "README.md"):
         assert (PLUGIN / rel).is_file(), rel
+
+
+def _configuration_problems(log_file: Path) -> list[str]:
+    text = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
+    return [line for line in text.splitlines() if "configuration:" in line]
+
+
+def test_default_settings_reach_the_server_as_an_object(tmp_path: Path) -> None:
+    """``setup()`` without settings, as most users call it: the empty settings go out as
+    JSON objects (an empty Lua table encodes as ``[]``, which the server rejects with
+    "options must be an object"), in ``initializationOptions`` and in
+    ``workspace/didChangeConfiguration``; so the server reports no configuration problem."""
+    import pynvim
+
+    log_file = tmp_path / "server.log"
+    nvim = pynvim.attach(
+        "child", argv=[str(nvim_binary()), "--embed", "--headless", "--clean", "-n"]
+    )
+    try:
+        nvim.exec_lua(
+            """
+            local plugin, cmd = ...
+            vim.opt.rtp:prepend(plugin)
+            vim.o.swapfile = false
+            require('pie').setup({ cmd = cmd })
+            """,
+            str(PLUGIN),
+            [sys.executable, "-m", "lsp_server", "-v", "--log-file", str(log_file)],
+        )
+        open_file(nvim, tmp_path / "empty_settings.py", "x = 1\n")
+        nvim.exec_lua("require('pie').update_settings({})")
+        nvim.exec_lua("require('pie').update_settings({ completion = {} })")
+        # A real problem last: it shows that the log does report configuration problems,
+        # and once it is there the notifications before it have been handled.
+        nvim.exec_lua("require('pie').update_settings({ completion = { maxTokens = 0 } })")
+        stats(nvim)
+        problems = wait_for(
+            lambda: [p for p in _configuration_problems(log_file) if "maxTokens" in p],
+            30,
+            "the maxTokens problem in the server log",
+        )
+        assert len(problems) == 1, problems
+        others = [p for p in _configuration_problems(log_file) if p not in problems]
+        assert others == []
+        assert "must be an object" not in log_file.read_text(encoding="utf-8")
+    finally:
+        quit_nvim(nvim)

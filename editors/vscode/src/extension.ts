@@ -10,7 +10,16 @@ import {
   State,
 } from 'vscode-languageclient/node';
 import { parseServerLine, type LogLevel } from './serverLog';
-import { RESTART_SECTIONS, documentSelector, resolveServerCommand, toServerConfig, type ServerConfig } from './settings';
+import {
+  RESTART_SECTIONS,
+  documentSelector,
+  resolveServerCommand,
+  toLaunchSettings,
+  toServerConfig,
+  untrustedGetter,
+  type ServerConfig,
+  type SettingsGetter,
+} from './settings';
 import { RequestTimer, STATS_REQUEST, renderStatus, type Stats, type StatusState } from './status';
 
 const SECTION = 'pie';
@@ -46,9 +55,15 @@ function pipeServerOutput(input: Readable, channel: vscode.LogOutputChannel): vo
   });
 }
 
-function serverConfig(): ServerConfig {
+/** `pie.*` settings; in an untrusted workspace the restricted ones from user settings only. */
+function settings(): SettingsGetter {
   const cfg = vscode.workspace.getConfiguration(SECTION);
-  return toServerConfig((key) => cfg.get(key));
+  const get: SettingsGetter = (key) => cfg.get(key);
+  return vscode.workspace.isTrusted ? get : untrustedGetter(get, (key) => cfg.inspect(key));
+}
+
+function serverConfig(): ServerConfig {
+  return toServerConfig(settings());
 }
 
 class PieExtension implements vscode.Disposable {
@@ -91,12 +106,7 @@ class PieExtension implements vscode.Disposable {
     const cfg = vscode.workspace.getConfiguration(SECTION);
     const folders = (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath);
     const server = resolveServerCommand(
-      {
-        serverPath: cfg.get<string>('server.path'),
-        python: cfg.get<string>('server.python'),
-        args: cfg.get<string[]>('server.args'),
-        verbose: cfg.get<boolean>('trace.verbose'),
-      },
+      toLaunchSettings(settings()),
       // A workspace's own .venv is only run in a trusted workspace.
       { workspaceFolders: vscode.workspace.isTrusted ? folders : [], platform: process.platform, exists: fs.existsSync },
     );

@@ -100,6 +100,48 @@ export function toServerConfig(source: SettingsSource): ServerConfig {
   };
 }
 
+/**
+ * Settings (keys under `pie`) that a workspace may not set until it is trusted: they pick
+ * the program that is run (`server.*`: its path, interpreter and arguments, which can
+ * name a model or a log file) and the code and weights the server loads (`model`: a hub
+ * id, directory or `.gguf`; `trustRemoteCode`: running the model's own Python code;
+ * `device`: which accelerator runtime is loaded and holds the weights). package.json lists
+ * the same keys in `capabilities.untrustedWorkspaces.restrictedConfigurations`.
+ */
+export const RESTRICTED_SETTINGS: readonly string[] = [
+  'model',
+  'trustRemoteCode',
+  'device',
+  'server.path',
+  'server.python',
+  'server.args',
+];
+
+/** The scopes of one setting, as `WorkspaceConfiguration.inspect` reports them (the ones used here). */
+export interface SettingScopes {
+  defaultValue?: unknown;
+  globalValue?: unknown;
+  workspaceValue?: unknown;
+  workspaceFolderValue?: unknown;
+}
+
+/**
+ * The getter to use in an untrusted workspace: a restricted setting comes from the user's
+ * settings, else its default, never from the workspace (`.vscode/settings.json` or a
+ * `.code-workspace` file); every other setting as `get` reads it. VS Code withholds
+ * workspace values of `restrictedConfigurations` in Restricted Mode itself; this does not
+ * rely on that.
+ */
+export function untrustedGetter(get: SettingsGetter, inspect: (key: string) => SettingScopes | undefined): SettingsGetter {
+  return (key) => {
+    if (!RESTRICTED_SETTINGS.includes(key)) {
+      return get(key);
+    }
+    const scopes = inspect(key);
+    return scopes?.globalValue ?? scopes?.defaultValue;
+  };
+}
+
 /** Settings whose change needs a new server process rather than `didChangeConfiguration`. */
 export const RESTART_SECTIONS = ['pie.server', 'pie.trace.verbose', 'pie.languages'] as const;
 
@@ -113,6 +155,22 @@ export interface LaunchSettings {
   args?: readonly string[];
   /** `pie.trace.verbose`: `-v` for more server logging. */
   verbose?: boolean;
+}
+
+function stringOf(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** The launch settings from `pie.*` settings; a value of the wrong type counts as unset. */
+export function toLaunchSettings(source: SettingsSource): LaunchSettings {
+  const get = getterOf(source);
+  const args = get('server.args');
+  return {
+    serverPath: stringOf(get('server.path')),
+    python: stringOf(get('server.python')),
+    args: Array.isArray(args) ? args.filter((a): a is string => typeof a === 'string') : undefined,
+    verbose: get('trace.verbose') === true,
+  };
 }
 
 export interface LaunchEnvironment {

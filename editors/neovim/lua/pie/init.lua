@@ -421,6 +421,22 @@ end
 
 ----- Starting the server -----
 
+--- A copy of `settings` that encodes as a JSON object, also when it is empty: Neovim
+--- encodes an empty Lua table as `[]`, which the server rejects ("options must be an
+--- object"). Empty sub-tables become objects too; non-empty lists stay lists.
+---@param settings? table
+---@return table
+local function as_object(settings)
+  if type(settings) ~= 'table' or next(settings) == nil then
+    return vim.empty_dict()
+  end
+  local out = {}
+  for key, value in pairs(settings) do
+    out[key] = type(value) == 'table' and as_object(value) or value
+  end
+  return out
+end
+
 --- The LSP client configuration.
 ---@param root? string
 function M.client_config(root)
@@ -429,7 +445,7 @@ function M.client_config(root)
     name = M.name,
     cmd = opts.cmd or M.find_cmd(root),
     root_dir = root,
-    init_options = opts.settings or {},
+    init_options = as_object(opts.settings),
     handlers = {
       -- Our own notification, sent after every synced edit: nothing to do.
       ['$/pie/documentSynced'] = function() end,
@@ -522,7 +538,7 @@ function M.setup(opts)
           on_dir(root_of(bufnr))
         end
       end,
-      init_options = M.options.settings or {},
+      init_options = as_object(M.options.settings),
       handlers = { ['$/pie/documentSynced'] = function() end },
     })
     vim.lsp.enable(M.name)
@@ -548,7 +564,7 @@ end
 function M.update_settings(settings)
   M.options.settings = vim.tbl_deep_extend('force', M.options.settings or {}, settings)
   for _, client in ipairs(M.clients()) do
-    local params = { settings = { pie = M.options.settings } }
+    local params = { settings = { pie = as_object(M.options.settings) } }
     if vim.fn.has('nvim-0.11') == 1 then
       client:notify('workspace/didChangeConfiguration', params)
     else
