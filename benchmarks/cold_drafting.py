@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import completion.speculative as spec
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import load_model
-from lsp_server.bench_decode import make_positions
+from tooling.bench_decode import make_positions
 
 
 def main() -> None:

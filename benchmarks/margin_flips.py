@@ -26,7 +26,7 @@ from completion.decode import generate, prefill
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import load_model
 from completion.speculative import MarginBands
-from lsp_server.bench_decode import make_positions
+from tooling.bench_decode import make_positions
 
 TOKENS = 24
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from completion.decode import forward, generate
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import load_model
-from lsp_server.bench_edits import SOURCES, make_case
+from tooling.bench_edits import SOURCES, make_case
 
 FRACTIONS = [0.0, 0.02, 0.05, 0.1, 0.2]
 SIZE = 1024

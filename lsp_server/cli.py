@@ -1,5 +1,8 @@
 """Command line: serve LSP (default), complete one position, demo, models, bench.
 
+The demo and the benchmarks live in the ``tooling`` package; ``main`` imports them only
+when their command runs, so serving never loads them.
+
 stdout belongs to the protocol when serving: every log line goes to stderr or a file.
 """
 
@@ -14,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from . import __version__
+from .loading import CliProgress, load_with_progress, model_overrides, quiet_transformers
 
 SUBCOMMANDS = ("serve", "complete", "demo", "models", "bench")
 
@@ -166,60 +169,13 @@ def setup_logging(verbose: int, log_file: str | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _quiet_transformers() -> None:
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except Exception:  # transformers missing is reported when the model loads
-        pass
-
-
-def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The --model/--device/--dtype options that were given."""
-    return {k: v for k in ("model", "device", "dtype") if (v := getattr(args, k, None))}
-
-
-class CliProgress:
-    """A progress bar on stderr fed by the model loader's progress callback."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=100, file=sys.stderr, bar_format="{desc} {bar} {n:.0f}%", leave=False)
-
-    def __call__(self, message: str, percent: float | None) -> None:
-        """Update the bar."""
-        self.bar.set_description_str(message[:60].ljust(60))
-        if percent is not None:
-            self.bar.n = percent
-        self.bar.refresh()
-
-    def close(self) -> None:
-        """Remove the bar."""
-        self.bar.close()
-
-
-def load_with_progress(model: str, device: str, dtype: str) -> Any:
-    """Load a model for a CLI command, with a progress bar on stderr."""
-    from completion.models import load_model
-
-    _quiet_transformers()
-    bar = CliProgress()
-    try:
-        return load_model(model, device, dtype, progress=bar)
-    finally:
-        bar.close()
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve LSP on stdio or TCP."""
     from .config import Config
     from .server import create_server
 
     setup_logging(args.verbose, args.log_file)
-    _quiet_transformers()
+    quiet_transformers()
     server = create_server(replace(Config(), **model_overrides(args)))
     log = logging.getLogger("pie-lsp")
     if args.tcp:
@@ -303,7 +259,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     setup_logging(0)
     logging.getLogger().setLevel(logging.WARNING)
-    _quiet_transformers()
+    quiet_transformers()
     try:
         if args.models_command == "list":
             for row in install.list_models():
@@ -339,27 +295,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "models":
         return cmd_models(args)
     if args.command == "demo":
-        from .demo import run_demo
+        from tooling.demo import run_demo
 
         return run_demo(args.file, model_overrides(args))
     if args.command == "bench":
         if args.bench_command == "edits":
-            from .bench_edits import run_edits
+            from tooling.bench_edits import run_edits
 
             return run_edits(args)
         if args.bench_command == "drift":
-            from .bench_drift import run_drift
+            from tooling.bench_drift import run_drift
 
             return run_drift(args)
         if args.bench_command == "decode":
-            from .bench_decode import run_decode
+            from tooling.bench_decode import run_decode
 
             return run_decode(args)
         if args.bench_command == "neovim":
-            from .bench_nvim import run_neovim_bench
+            from tooling.bench_nvim import run_neovim_bench
 
             return run_neovim_bench(args)
-        from .bench import run_baseline
+        from tooling.bench import run_baseline
 
         return run_baseline(args)
     return 2

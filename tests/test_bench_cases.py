@@ -10,8 +10,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from completion.models import converted_dir_for, default_gguf_path
-from lsp_server.bench_drift import edit_stream
-from lsp_server.bench_edits import KINDS, edit_similarity, make_case
+from tooling.bench_drift import edit_stream
+from tooling.bench_edits import KINDS, edit_similarity, make_case
 
 pytestmark = pytest.mark.model
 

@@ -12,8 +12,8 @@ import pytest
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import is_converted, load_model, qwen_dir
 from completion.speculative import CostModel
-from lsp_server.bench_decode import make_position
-from lsp_server.bench_edits import SOURCES
+from tooling.bench_decode import make_position
+from tooling.bench_edits import SOURCES
 
 pytestmark = pytest.mark.model
 

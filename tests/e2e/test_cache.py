@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lsp_server.client import PieClient
+from tooling.client import PieClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

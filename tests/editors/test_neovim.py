@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lsp_server.nvim_driver import (
+from tooling.nvim_driver import (
     GHOST_NS,
     NATIVE_NS,
     PLUGIN,

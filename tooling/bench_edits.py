@@ -173,8 +173,7 @@ def run_edits(args: argparse.Namespace) -> int:
         CompletionRequest,
         Engine,
     )
-
-    from .cli import load_with_progress, model_overrides
+    from lsp_server.loading import load_with_progress, model_overrides
 
     o = model_overrides(args)
     loaded = load_with_progress(

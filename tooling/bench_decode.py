@@ -142,8 +142,7 @@ def run_decode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from completion.engine import CompletionOptions, CompletionRequest, Engine
-
-    from .cli import load_with_progress, model_overrides
+    from lsp_server.loading import load_with_progress, model_overrides
 
     o = model_overrides(args)
     loaded = load_with_progress(

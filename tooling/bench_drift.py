@@ -59,8 +59,7 @@ def run_drift(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from completion.engine import CONFIDENCE_MARGIN, CompletionOptions, CompletionRequest, Engine
-
-    from .cli import load_with_progress, model_overrides
+    from lsp_server.loading import load_with_progress, model_overrides
 
     o = model_overrides(args)
     loaded = load_with_progress(

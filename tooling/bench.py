@@ -194,7 +194,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     """Run the baseline benchmark; returns an exit code."""
     import tempfile
 
-    from .cli import load_with_progress, model_overrides
+    from lsp_server.loading import load_with_progress, model_overrides
 
     model_opts = model_overrides(args)
     print("pie-lsp bench baseline: preparing the model and the source file...", file=sys.stderr)
