@@ -329,7 +329,9 @@ class CacheStore:
     """Prompt caches by document key, least recently used evicted past the budgets.
 
     Budgets: at most ``max_entries`` documents and ``max_bytes`` bytes of keys/values
-    (``0``: no byte limit). The most recently used cache is never evicted.
+    (``0``: no byte limit). The most recently used cache is never evicted. Safe to read
+    (:meth:`items`, :meth:`nbytes`, :meth:`peek`) from another thread while one thread
+    changes it.
     """
 
     def __init__(
@@ -340,25 +342,28 @@ class CacheStore:
         self.max_bytes = max_bytes
         self.evictions = 0
         self._entries: OrderedDict[str, PromptCache] = OrderedDict()
+        self._lock = threading.RLock()
 
     def get(self, key: str) -> PromptCache:
         """The cache for ``key`` (created empty when new), marked most recently used."""
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = PromptCache(self._make_cache)
-            self._entries[key] = entry
-        self._entries.move_to_end(key)
-        self.enforce()
-        return entry
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = PromptCache(self._make_cache)
+                self._entries[key] = entry
+            self._entries.move_to_end(key)
+            self.enforce()
+            return entry
 
     def enforce(self) -> None:
         """Evict least recently used caches until both budgets hold."""
-        while len(self._entries) > max(1, self.max_entries) or (
-            self.max_bytes and len(self._entries) > 1 and self.nbytes() > self.max_bytes
-        ):
-            _, old = self._entries.popitem(last=False)
-            old.drop()
-            self.evictions += 1
+        with self._lock:
+            while len(self._entries) > max(1, self.max_entries) or (
+                self.max_bytes and len(self._entries) > 1 and self.nbytes() > self.max_bytes
+            ):
+                _, old = self._entries.popitem(last=False)
+                old.drop()
+                self.evictions += 1
 
     def peek(self, key: str) -> PromptCache | None:
         """The cache for ``key`` if there is one, without touching LRU order."""
@@ -366,20 +371,24 @@ class CacheStore:
 
     def discard(self, key: str) -> None:
         """Free the cache of a closed document."""
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            entry.drop()
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                entry.drop()
 
     def clear(self) -> None:
         """Free every cache (e.g. when the model changes)."""
-        for entry in self._entries.values():
-            entry.drop()
-        self._entries.clear()
+        with self._lock:
+            for entry in self._entries.values():
+                entry.drop()
+            self._entries.clear()
 
     def items(self) -> list[tuple[str, PromptCache]]:
         """Snapshot of (key, cache) pairs."""
-        return list(self._entries.items())
+        with self._lock:
+            return list(self._entries.items())
 
     def nbytes(self) -> int:
         """Bytes held by all caches."""
-        return sum(e.nbytes() for e in self._entries.values())
+        with self._lock:
+            return sum(e.nbytes() for e in self._entries.values())

@@ -183,6 +183,9 @@ class TokenTexts:
     """
 
     def __init__(self, texts: list[str]) -> None:
+        self.raw = list(texts)
+        """Per id: its text as decoded alone."""
+        self._breaking: torch.Tensor | None = None
         self.texts = [s if s and "\ufffd" not in s else "" for s in texts]
         """Per id: its text ("" where never matched)."""
         usable = [(s, i) for i, s in enumerate(self.texts) if s]
@@ -192,6 +195,23 @@ class TokenTexts:
         self.exact: dict[str, list[int]] = {}
         for s, i in usable:
             self.exact.setdefault(s, []).append(i)
+
+    @staticmethod
+    def breaks_first(piece: str) -> bool:
+        """Whether ``piece`` holds a line break before its first visible character."""
+        return "\n" in piece[: len(piece) - len(piece.lstrip())] or (
+            "\r" in piece and not piece.strip()
+        )
+
+    def breaking_mask(self, words: int) -> torch.Tensor:
+        """A ``[words]`` bitmask allowing every token but those :meth:`breaks_first`."""
+        if self._breaking is None or self._breaking.shape[-1] != words:
+            allowed = torch.ones(words * 32, dtype=torch.bool)
+            for i, piece in enumerate(self.raw):
+                if self.breaks_first(piece):
+                    allowed[i] = False
+            self._breaking = pack(allowed)
+        return self._breaking
 
     @classmethod
     def of(cls, tokenizer: Any) -> TokenTexts:
@@ -267,4 +287,49 @@ class TextPrefix(AllowAll):
         twin = TextPrefix(self.texts, self.text)
         twin.accepted = list(self.accepted)
         twin._left = list(self._left)
+        return twin
+
+
+class NoLeadingBreak(AllowAll):
+    """No line break before the suggestion's first visible character.
+
+    For suggestions that must stay on the cursor's line (``multiline`` "never"): a model
+    that would start a new line is made to write on this one instead. ``healed``, the
+    text the prompt cut off and the model re-creates first, does not count as visible.
+    Once a visible character is out, every token is allowed (a later break ends the
+    line under the stop rules).
+    """
+
+    def __init__(self, texts: TokenTexts, healed: str = "") -> None:
+        super().__init__()
+        self.texts = texts
+        self.healed = healed
+        self._out = [""]
+        """The text generated before each accepted token, and now (last)."""
+
+    def _open(self) -> bool:
+        """Whether no visible character is out yet."""
+        return not self._out[-1][len(self.healed) :].strip()
+
+    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
+        bitmask[row].fill_(-1)
+        if self._open():
+            bitmask[row] &= self.texts.breaking_mask(bitmask.shape[-1])
+
+    def accept(self, token: int) -> bool:
+        piece = self.texts.texts[token] if 0 <= token < len(self.texts.texts) else ""
+        if self._open() and self.texts.breaks_first(piece):
+            return False
+        self._out.append(self._out[-1] + piece)
+        return super().accept(token)
+
+    def rollback(self, n: int) -> None:
+        if n > 0:
+            del self._out[-n:]
+        super().rollback(n)
+
+    def fork(self) -> NoLeadingBreak:
+        twin = NoLeadingBreak(self.texts, self.healed)
+        twin.accepted = list(self.accepted)
+        twin._out = list(self._out)
         return twin

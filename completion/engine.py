@@ -13,9 +13,10 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -29,7 +30,8 @@ from cache import (
     rerotation_support,
 )
 
-from .constraints import TextPrefix, TokenTexts
+from .calibration import Calibration
+from .constraints import AllOf, Constraint, NoLeadingBreak, TextPrefix, TokenTexts
 from .decode import PREFILL_CHUNK, generate, prefill
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .models import LoadedModel
@@ -86,16 +88,32 @@ class Cancelled(Exception):
 
 
 class CancelToken:
-    """A flag that a worker checks between steps."""
+    """A flag that a worker checks between steps (and the engine before every forward)."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = "cancelled"
+        self._forwards: Callable[[], int] | None = None
+        self._cancelled_at: int | None = None
+
+    def bind(self, forwards: Callable[[], int]) -> None:
+        """Count the work's forwards with ``forwards`` (see :meth:`forwards_since`)."""
+        self._forwards = forwards
+        if self._event.is_set() and self._cancelled_at is None:
+            self._cancelled_at = forwards()
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Ask the work to stop at its next check."""
         self.reason = reason
+        if self._forwards is not None and self._cancelled_at is None:
+            self._cancelled_at = self._forwards()
         self._event.set()
+
+    def forwards_since(self) -> int:
+        """Forwards the bound work ran after :meth:`cancel` (0 if not cancelled or bound)."""
+        if self._forwards is None or self._cancelled_at is None:
+            return 0
+        return self._forwards() - self._cancelled_at
 
     @property
     def cancelled(self) -> bool:
@@ -191,6 +209,66 @@ class Totals(SpecStats):
     """Completions decoded again on a refreshed cache (``confidence_margin``)."""
     gateMs: float = 0.0
     """Time those spent on the first decode and the refresh."""
+    forwards: int = 0
+    """Model forwards run for requests and refreshes."""
+    cancelledCompletions: int = 0
+    """Completions that stopped because they were cancelled or superseded."""
+    forwardsAfterCancel: int = 0
+    """The most forwards any cancelled work ran after its cancel (0: it stopped before
+    its next forward)."""
+
+
+class Shown(NamedTuple):
+    """The last suggestion shown for a document, and the text it was made for."""
+
+    text: str
+    cursor: int
+    suggestion: str
+    mode: str
+
+
+class _Plan(NamedTuple):
+    """A request prepared before it touches the cache."""
+
+    req: CompletionRequest
+    rules: StopRules
+    prompt: Prompt
+    generator: torch.Generator | None
+    speculate: bool
+    constraint: Callable[[], Constraint | None]
+    """A fresh constraint for each decode (None: unconstrained)."""
+    found: tuple[list[int], list[float]] | None
+    """An earlier suggestion's rest expected here, and its old margins."""
+    ahead: AheadDraft | None
+    """That rest, to verify in the cache update's last forward."""
+    probe_tokens: int
+
+
+class _Decoded(NamedTuple):
+    """One decode under the stop rules."""
+
+    visible: str
+    reason: str
+    out: list[int]
+    """Tokens generated up to the stop (the stop token not included)."""
+    probe: list[int]
+    margins: list[float]
+    sure: float
+    """The smallest margin among the picks that made it (:func:`_decided`)."""
+
+
+class _Run(NamedTuple):
+    """A request after the cache update, the decode(s) and the alternatives."""
+
+    sync: SyncResult
+    decoded: _Decoded
+    text: str
+    alternatives: list[str]
+    decode_ms: float
+    merged_ms: float
+    """Time of the cache update's last forward that verified a draft (decode time)."""
+    gated: bool
+    gate_ms: float
 
 
 class Engine:
@@ -213,16 +291,19 @@ class Engine:
         self.workspace = Workspace(lambda text: encode(self.tokenizer, text))
         self._costs: CostModel | None = None
         self._costs_lock = threading.Lock()
+        self._calibration: Calibration | None = None
         self._newline_ids: frozenset[int] | None = None
         self._token_texts: TokenTexts | None = None
-        self._shown: dict[str, tuple[str, int, str, str]] = {}
-        """Per document: (text, cursor, suggestion, mode) of the last suggestion."""
+        self._shown: dict[str, Shown] = {}
+        """Per document: the last suggestion shown."""
         self._recent: dict[str, deque[Said]] = {}
         """Per document: the last few suggestions, newest first
         (:func:`~completion.speculative.expected_rest`)."""
         self.bands = MarginBands()
         """How often a re-asked suggestion's tokens come again, by their old margin."""
         self._lock = threading.Lock()
+        self._cancel: CancelToken | None = None
+        """The work running now, checked before every forward (:meth:`_cancellable`)."""
         self._starts: dict[str, int] = {}
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
         """The model's trained context length (0: unknown); prompts are kept inside it."""
@@ -254,163 +335,220 @@ class Engine:
         all, return them as ``probe_ids``, and derive the completion from them.
         ``alternatives``: also produce up to that many other suggestions, each decoded
         from one of the next most likely first tokens (cycling through suggestions).
+        A prompt with nothing to start from (no text before the cursor, and a model
+        with no start token) gets an empty suggestion, never an error.
         """
         cancel = cancel or CancelToken()
-        opts = req.options
         t0 = time.perf_counter()
         if not probe_tokens and not alternatives:
             reused = self._typed_through(req, t0)
             if reused is not None:
                 return reused
+        plan = self._plan(req, probe_tokens)
+        if not plan.prompt.ids:
+            ms = (time.perf_counter() - t0) * 1000
+            return CompletionResult("", plan.rules.mode, "emptyPrompt", 0, 0, 0, 0.0, 0, 0.0, ms)
+        with self._lock, self._cancellable(cancel):
+            cancel.check()
+            pc = self.caches.get(req.key)
+            with pc.lock:
+                run = self._run(pc, plan, cancel, alternatives)
+        if not probe_tokens:
+            self._remember(req, plan, run.decoded)
+        result = CompletionResult(
+            text=run.text,
+            mode=plan.rules.mode,
+            stop_reason=run.decoded.reason,
+            prompt_tokens=len(plan.prompt.ids),
+            reused_tokens=run.sync.reused,
+            encoded_tokens=run.sync.encoded,
+            prefill_ms=run.sync.ms - run.merged_ms,
+            generated_tokens=len(run.decoded.out),
+            decode_ms=run.decode_ms,
+            total_ms=(time.perf_counter() - t0) * 1000,
+            probe_ids=run.decoded.probe,
+            alternatives=run.alternatives,
+            min_margin=run.decoded.sure,
+            gated=run.gated,
+            gate_ms=run.gate_ms,
+        )
+        self._count(result, run)
+        return result
+
+    def _plan(self, req: CompletionRequest, probe_tokens: int) -> _Plan:
+        """What a request needs before it touches the cache: rules, prompt, drafts."""
+        opts = req.options
         rules = StopRules.at(req.text, req.cursor, opts.multiline)
         prompt = self._prompt(req)
         generator = None
         if opts.temperature > 0 and opts.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(opts.seed)
         speculate = opts.speculative and not probe_tokens and opts.max_draft_tokens > 0
-        healing = self._healing(prompt)
         line = rules.mode == "line"
-        found = self._expected(req, prompt) if speculate else None
-        expected = found[0] if found else None
+        found = self._expected(req, prompt) if speculate and prompt.ids else None
         ahead = AheadDraft(self._draft_ahead(*found, opts, line)) if found else None
-        with self._lock:
-            cancel.check()
-            pc = self.caches.get(req.key)
-            with pc.lock:
-                try:
-                    sync = self._sync(pc, prompt, opts, cancel, ahead)
-                except BaseException:
-                    pc.trim()  # a draft fed with the prompt must not outlive this request
-                    raise
-                assert pc.last_logits is not None
-                t1 = time.perf_counter()
-                # A suggestion verified in the prompt's last forward: that forward counts as
-                # decode time (it replaced a verify step), not as cache update time.
-                merged_ms = ahead.ms if ahead is not None else 0.0
-                verified = ahead
-
-                def decode() -> tuple[str, str, list[int], list[int], list[float]]:
-                    nonlocal verified
-                    margins: list[float] = []
-                    probe: list[int] = []
-                    assert pc.last_logits is not None
-                    with pc.session() as kv:
-                        tokens: Iterable[int]
-                        if speculate:
-                            tokens = speculative_generate(
-                                self.model,
-                                kv,
-                                pc.last_logits,
-                                len(prompt.ids),
-                                max(1, opts.max_tokens),
-                                self._drafter(req, prompt, opts.max_draft_tokens, line, expected),
-                                self.totals,
-                                opts.temperature,
-                                self.format.stop_ids,
-                                generator,
-                                healing(),
-                                context=prompt.ids[-2 * MAX_NGRAM :],
-                                margins=margins,
-                                verified=verified,
-                            )
-                            verified = None  # fed once: a decode after a refresh starts plain
-                        else:
-                            tokens = generate(
-                                self.model,
-                                kv,
-                                pc.last_logits,
-                                len(prompt.ids),
-                                max(1, opts.max_tokens, probe_tokens),
-                                opts.temperature,
-                                frozenset() if probe_tokens else self.format.stop_ids,
-                                generator,
-                                margins=margins,
-                                constraint=healing(),
-                            )
-                        if probe_tokens:  # decode a fixed length first, then apply the rules
-                            probe = list(tokens)
-                            tokens = iter(probe[: max(1, opts.max_tokens)])
-                        visible, reason, out = self._apply_rules(
-                            tokens, rules, prompt.healed, cancel
-                        )
-                    return visible, reason, out, probe, margins
-
-                visible, reason, out, probe, margins = decode()  # session() crops the draft
-                sure = _decided(margins, out, reason)
-                gated = (
-                    pc.stale_tokens > 0 and opts.temperature <= 0 and sure < opts.confidence_margin
-                )
-                gate_ms = 0.0
-                if gated:
-                    # Stale keys and values may have swung a close call: decide it exactly.
-                    # The first decode and the refresh count as gate time, not decode time.
-                    t_gate = time.perf_counter()
-                    gate_ms = (t_gate - t1) * 1000
-                    refreshed = pc.refresh(
-                        lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check)
-                    )
-                    self.totals.gatedRefreshes += 1
-                    self.totals.tokensRefreshed += refreshed
-                    t1 = time.perf_counter()
-                    gate_ms += (t1 - t_gate) * 1000
-                    visible, reason, out, probe, margins = decode()
-                    sure = _decided(margins, out, reason)
-                text = rules.finish(visible)
-                others = (
-                    self._alternatives(pc, prompt, opts, rules, text, out, alternatives, cancel)
-                    if alternatives > 0
-                    else []
-                )
-                decode_ms = (time.perf_counter() - t1) * 1000 + merged_ms
-        if not probe_tokens:
-            # Drafts for the next requests: this suggestion with a little context.
-            self.history.remember(req.key, prompt.ids[-2 * MAX_NGRAM :], out)
-            if found is not None and opts.temperature <= 0:
-                self.bands.observe(found[1], found[0], out)
-            if text:
-                self._shown[req.key] = (req.text, req.cursor, text, rules.mode)
-            else:
-                self._shown.pop(req.key, None)
-            # What the model said, as it said it: the suggestion shown may be cut (at a
-            # stop, or empty where the output repeats the text after the cursor), but
-            # asked again the model says this.
-            full = self.tokenizer.decode(out, skip_special_tokens=True)
-            said, _ = strip_healed(full, prompt.healed)
-            if said.strip():
-                recent = self._recent.setdefault(req.key, deque(maxlen=RECENT_SUGGESTIONS))
-                marks: Marks = ((len(said), math.inf),)  # sampled: no margins to go by
-                if opts.temperature <= 0:
-                    ends = self._ends(out, len(full) - len(said))
-                    marks = tuple(zip(ends, margins, strict=False))
-                lead = full[: len(full) - len(said)]
-                recent.appendleft(Said(req.text, req.cursor, said, marks, lead))
-        result = CompletionResult(
-            text=text,
-            mode=rules.mode,
-            stop_reason=reason,
-            prompt_tokens=len(prompt.ids),
-            reused_tokens=sync.reused,
-            encoded_tokens=sync.encoded,
-            prefill_ms=sync.ms - merged_ms,
-            generated_tokens=len(out),
-            decode_ms=decode_ms,
-            total_ms=(time.perf_counter() - t0) * 1000,
-            probe_ids=probe,
-            alternatives=others,
-            min_margin=sure,
-            gated=gated,
-            gate_ms=gate_ms,
+        return _Plan(
+            req=req,
+            rules=rules,
+            prompt=prompt,
+            generator=generator,
+            speculate=speculate,
+            constraint=self._constraint(prompt, rules),
+            found=found,
+            ahead=ahead,
+            probe_tokens=probe_tokens,
         )
+
+    def _run(self, pc: PromptCache, plan: _Plan, cancel: CancelToken, alternatives: int) -> _Run:
+        """Update the cache, decode, apply the confidence gate (caller holds the locks)."""
+        opts = plan.req.options
+        try:
+            sync = self._sync(pc, plan.prompt, opts, cancel, plan.ahead)
+        except BaseException:
+            pc.trim()  # a draft fed with the prompt must not outlive this request
+            raise
+        t1 = time.perf_counter()
+        # A suggestion verified in the prompt's last forward: that forward counts as
+        # decode time (it replaced a verify step), not as cache update time.
+        merged_ms = plan.ahead.ms if plan.ahead is not None else 0.0
+        decoded = self._decode(pc, plan, plan.ahead, cancel)
+        gated = (
+            pc.stale_tokens > 0 and opts.temperature <= 0 and decoded.sure < opts.confidence_margin
+        )
+        gate_ms = 0.0
+        if gated:
+            # Stale keys and values may have swung a close call: decide it exactly.
+            # The first decode and the refresh count as gate time, not decode time.
+            t_gate = time.perf_counter()
+            gate_ms = (t_gate - t1) * 1000
+            self._refresh_stale(pc, cancel, chunk=PREFILL_CHUNK)
+            self.totals.gatedRefreshes += 1
+            t1 = time.perf_counter()
+            gate_ms += (t1 - t_gate) * 1000
+            decoded = self._decode(pc, plan, None, cancel)  # a draft is fed once
+        text = plan.rules.finish(decoded.visible)
+        others = (
+            self._alternatives(pc, plan, text, decoded.out, alternatives, cancel)
+            if alternatives > 0
+            else []
+        )
+        decode_ms = (time.perf_counter() - t1) * 1000 + merged_ms
+        return _Run(sync, decoded, text, others, decode_ms, merged_ms, gated, gate_ms)
+
+    def _decode(
+        self, pc: PromptCache, plan: _Plan, verified: AheadDraft | None, cancel: CancelToken
+    ) -> _Decoded:
+        """Decode on top of the prompt cache and apply the stop rules (cache cropped after)."""
+        opts = plan.req.options
+        margins: list[float] = []
+        probe: list[int] = []
+        assert pc.last_logits is not None
+        with pc.session() as kv:
+            tokens: Iterable[int]
+            if plan.speculate:
+                line = plan.rules.mode == "line"
+                expected = plan.found[0] if plan.found else None
+                tokens = speculative_generate(
+                    self.model,
+                    kv,
+                    pc.last_logits,
+                    len(plan.prompt.ids),
+                    max(1, opts.max_tokens),
+                    self._drafter(plan.req, plan.prompt, opts.max_draft_tokens, line, expected),
+                    self.totals,
+                    opts.temperature,
+                    self.format.stop_ids,
+                    plan.generator,
+                    plan.constraint(),
+                    context=plan.prompt.ids[-2 * MAX_NGRAM :],
+                    margins=margins,
+                    verified=verified,
+                )
+            else:
+                tokens = generate(
+                    self.model,
+                    kv,
+                    pc.last_logits,
+                    len(plan.prompt.ids),
+                    max(1, opts.max_tokens, plan.probe_tokens),
+                    opts.temperature,
+                    frozenset() if plan.probe_tokens else self.format.stop_ids,
+                    plan.generator,
+                    margins=margins,
+                    constraint=plan.constraint(),
+                )
+            if plan.probe_tokens:  # decode a fixed length first, then apply the rules
+                probe = list(tokens)
+                tokens = iter(probe[: max(1, opts.max_tokens)])
+            visible, reason, out = self._apply_rules(tokens, plan.rules, plan.prompt.healed, cancel)
+        return _Decoded(visible, reason, out, probe, margins, _decided(margins, out, reason))
+
+    def _remember(self, req: CompletionRequest, plan: _Plan, decoded: _Decoded) -> None:
+        """What later requests draft from and type through: this suggestion, as said."""
+        out, prompt, opts = decoded.out, plan.prompt, req.options
+        self.history.remember(req.key, prompt.ids[-2 * MAX_NGRAM :], out)
+        if plan.found is not None and opts.temperature <= 0:
+            self.bands.observe(plan.found[1], plan.found[0], out)
+        text = plan.rules.finish(decoded.visible)
+        if text:
+            self._shown[req.key] = Shown(req.text, req.cursor, text, plan.rules.mode)
+        else:
+            self._shown.pop(req.key, None)
+        # What the model said, as it said it: the suggestion shown may be cut (at a
+        # stop, or empty where the output repeats the text after the cursor), but
+        # asked again the model says this.
+        full = self.tokenizer.decode(out, skip_special_tokens=True)
+        said, _ = strip_healed(full, prompt.healed)
+        if not said.strip():
+            return
+        recent = self._recent.setdefault(req.key, deque(maxlen=RECENT_SUGGESTIONS))
+        marks: Marks = ((len(said), math.inf),)  # sampled: no margins to go by
+        if opts.temperature <= 0:
+            ends = self._ends(out, len(full) - len(said))
+            marks = tuple(zip(ends, decoded.margins, strict=False))
+        lead = full[: len(full) - len(said)]
+        recent.appendleft(Said(req.text, req.cursor, said, marks, lead))
+
+    def _count(self, result: CompletionResult, run: _Run) -> None:
+        """Add a finished completion to :attr:`totals`."""
         t = self.totals
         t.completions += 1
         t.promptTokens += result.prompt_tokens
         t.prefillMs += result.prefill_ms
         t.generatedTokens += result.generated_tokens
         t.decodeMs += result.decode_ms
-        t.tokensReencoded += sync.encoded
-        t.cacheUpdateMs += sync.ms - merged_ms
-        t.gateMs += gate_ms
-        return result
+        t.tokensReencoded += run.sync.encoded
+        t.cacheUpdateMs += run.sync.ms - run.merged_ms
+        t.gateMs += run.gate_ms
+
+    @contextmanager
+    def _cancellable(self, cancel: CancelToken) -> Iterator[None]:
+        """Work under ``cancel``: every model forward checks it first (caller holds _lock).
+
+        A cancelled request then stops before its next forward, wherever that forward
+        is (prefill chunk, decode or verify step, alternative); it is counted in
+        ``cancelledCompletions`` with the forwards that ran after the cancel.
+        """
+        self._cancel = cancel
+        cancel.bind(lambda: self.totals.forwards)
+        hook = self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True)
+        try:
+            yield
+        except Cancelled:
+            self.totals.cancelledCompletions += 1
+            late = cancel.forwards_since()
+            self.totals.forwardsAfterCancel = max(self.totals.forwardsAfterCancel, late)
+            raise
+        finally:
+            hook.remove()
+            self._cancel = None
+
+    def _before_forward(self, module: Any, args: Any, kwargs: Any) -> None:
+        """Forward pre-hook: stop a cancelled request, count the forward."""
+        cancel = self._cancel
+        if cancel is not None:
+            cancel.check()
+        self.totals.forwards += 1
 
     def drafting_state(self, key: str | None = None) -> Any:
         """A copy of what drafting and typing-through learn from completions.
@@ -446,33 +584,62 @@ class Engine:
 
     @property
     def costs_measured(self) -> bool:
-        """Whether :attr:`costs` has been measured (speculation drafts only then)."""
+        """Whether the verify-cost curve is in use (speculation drafts only then)."""
         return self._costs is not None
 
     @property
     def costs(self) -> CostModel:
-        """The verify-cost curve of this model on its device, measured on first use.
+        """The verify-cost curve of this model on its device, measured now if need be.
 
         About 4 s on a 2-core CPU (milliseconds on a GPU), once per process and model.
-        Completions never wait for it: until it is measured they decode plainly.
+        A server measures it in slices instead (:meth:`calibrate`).
         """
-        if self._costs is None:
-            with self._costs_lock:
-                if self._costs is None:
+        while not self.calibrate(60.0):
+            pass
+        assert self._costs is not None
+        return self._costs
+
+    def calibrate(self, seconds: float) -> bool:
+        """Run the verify-cost measurement for about ``seconds``; True once it is in use.
+
+        Run on the thread that runs completions, between them: until the curve is in
+        use, completions decode plainly. A curve measured for the same model, device
+        and dtype in this process is reused at once.
+        """
+        with self._costs_lock:
+            if self._costs is not None:
+                return True
+            key = (self.loaded.path, str(self.loaded.device), str(self.loaded.dtype))
+            if key not in _COSTS:
+                if self._calibration is None:
                     from cache.growing import growing_cache
 
                     config = self.model.config
-                    key = (self.loaded.path, str(self.loaded.device), str(self.loaded.dtype))
-                    if key not in _COSTS:
-                        _COSTS[key] = CostModel.measure(self.model, lambda: growing_cache(config))
-                    self._costs = _COSTS[key]
-                    self._costs.apply(self.model)
-                    # Drafting in single-line mode needs these; a vocabulary scan (about
-                    # 0.2 s) that the first completion would otherwise pay.
-                    _ = self.newline_ids
-                    _ = self.token_texts
-                    log.info("verify cost (k tokens / 1 token): %s", self._costs.relative)
-        return self._costs
+                    self._calibration = Calibration(self.model, lambda: growing_cache(config))
+                if not self._calibration.steps_for(seconds):
+                    return False
+                _COSTS[key] = self._calibration.result()
+            self._use_costs(_COSTS[key])
+            return True
+
+    def stop_calibration(self) -> None:
+        """Use the curve from what the measurement timed so far (it ran past its cap).
+
+        Not kept for other engines: a complete measurement would be better.
+        """
+        with self._costs_lock:
+            if self._costs is None and self._calibration is not None:
+                self._use_costs(self._calibration.result())
+
+    def _use_costs(self, costs: CostModel) -> None:
+        self._costs = costs
+        self._calibration = None
+        costs.apply(self.model)
+        # Drafting in single-line mode needs these; a vocabulary scan (about 0.2 s) that
+        # the first completion would otherwise pay.
+        _ = self.newline_ids
+        _ = self.token_texts
+        log.info("verify cost (k tokens / 1 token): %s", costs.relative)
 
     def verify_cost(self) -> dict[str, float]:
         """The verify-cost curve drafting uses now, rounded; empty until measured.
@@ -490,16 +657,30 @@ class Engine:
             self._token_texts = TokenTexts.of(self.tokenizer)
         return self._token_texts
 
-    def _healing(self, prompt: Prompt) -> Callable[[], TextPrefix | None]:
-        """A new token-healing constraint per decode, where the prompt cut a word off.
+    def _constraint(self, prompt: Prompt, rules: StopRules) -> Callable[[], Constraint | None]:
+        """A factory of the constraint each decode of a request runs under.
 
-        Healed whitespace alone is not constrained: the model may start a new line
-        instead of re-creating an indentation (:func:`~completion.stops.strip_healed`).
+        Token healing where the prompt cut a word off (:class:`TextPrefix`; healed
+        whitespace alone is not constrained: the model may start a new line instead of
+        re-creating an indentation, :func:`~completion.stops.strip_healed`), and no line
+        break before the first visible character where the suggestion must be one line
+        (:class:`NoLeadingBreak`).
         """
-        if not prompt.healed.strip(" \t"):
+        heal = bool(prompt.healed.strip(" \t"))
+        one_line = not rules.lead_break
+        if not heal and not one_line:
             return lambda: None
         texts = self.token_texts
-        return lambda: TextPrefix(texts, prompt.healed)
+
+        def make() -> Constraint:
+            parts: list[Constraint] = []
+            if heal:
+                parts.append(TextPrefix(texts, prompt.healed))
+            if one_line:
+                parts.append(NoLeadingBreak(texts, prompt.healed))
+            return parts[0] if len(parts) == 1 else AllOf(parts)
+
+        return make
 
     @property
     def newline_ids(self) -> frozenset[int]:
@@ -604,7 +785,7 @@ class Engine:
         rest = suggestion[typed_len:]
         if not rest.strip():
             return None
-        self._shown[req.key] = (req.text, req.cursor, rest, mode)
+        self._shown[req.key] = Shown(req.text, req.cursor, rest, mode)
         self.totals.reusedCompletions += 1
         ms = (time.perf_counter() - t0) * 1000
         return CompletionResult(rest, mode, "reused", 0, 0, 0, 0.0, 0, 0.0, ms)
@@ -612,9 +793,7 @@ class Engine:
     def _alternatives(
         self,
         pc: PromptCache,
-        prompt: Prompt,
-        opts: CompletionOptions,
-        rules: StopRules,
+        plan: _Plan,
         best: str,
         best_ids: list[int],
         n: int,
@@ -626,6 +805,7 @@ class Engine:
         deterministic, and they differ where the model hesitates most.
         """
         assert pc.last_logits is not None
+        prompt, rules, opts = plan.prompt, plan.rules, plan.req.options
         seen = {best}
         out: list[str] = []
         skip = set(self.format.stop_ids) | set(best_ids[:1])
@@ -650,7 +830,7 @@ class Engine:
                     0.0,
                     self.format.stop_ids,
                     first=token,
-                    constraint=self._healing(prompt)(),
+                    constraint=plan.constraint(),
                 )
                 visible, _, _ = self._apply_rules(tokens, rules, healed, cancel)
             text = rules.finish(visible)
@@ -674,14 +854,17 @@ class Engine:
         pc = self.caches.peek(key)
         if pc is None or not pc.stale_tokens:
             return 0
-        with self._lock, pc.lock:
+        with self._lock, self._cancellable(cancel), pc.lock:
             cancel.check()
-            n = pc.refresh(
-                lambda ids, kv, start: prefill(
-                    self.model, ids, kv, start, cancel.check, chunk=REFRESH_CHUNK
-                )
-            )
+            n = self._refresh_stale(pc, cancel, chunk=REFRESH_CHUNK)
         self.totals.refreshes += 1
+        return n
+
+    def _refresh_stale(self, pc: PromptCache, cancel: CancelToken, chunk: int) -> int:
+        """Re-encode ``pc``'s stale tokens in chunks (caller holds the locks)."""
+        n = pc.refresh(
+            lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check, chunk=chunk)
+        )
         self.totals.tokensRefreshed += n
         return n
 
@@ -760,7 +943,9 @@ class Engine:
         cancel = cancel or CancelToken()
         opts = req.options
         prompt = self._prompt(req)
-        with self._lock:
+        if not prompt.ids:
+            return SyncResult(0, 0, 0.0)
+        with self._lock, self._cancellable(cancel):
             cancel.check()
             pc = self.caches.get(req.key)
             with pc.lock:
@@ -795,11 +980,34 @@ class Engine:
         return visible, "maxTokens", out
 
     def forget(self, key: str) -> None:
-        """Free a document's cache (the document was closed)."""
-        self.caches.discard(key)
-        self._starts.pop(key, None)
-        self._shown.pop(key, None)
-        self._recent.pop(key, None)
+        """Free everything held for a document (it was closed).
+
+        Run it on the thread that runs completions, after any completion of ``key``:
+        a completion in flight writes its suggestion back when it ends.
+        """
+        with self._lock:
+            self.caches.discard(key)
+            self._starts.pop(key, None)
+            self._shown.pop(key, None)
+            self._recent.pop(key, None)
+            self.history.forget(key)
+            self.workspace.forget(key)
+
+    def configure_caches(self, max_documents: int, max_bytes: int, clear: bool) -> None:
+        """New cache budgets (and drop every cache, e.g. for a new strategy)."""
+        with self._lock:
+            self.caches.max_entries = max_documents
+            self.caches.max_bytes = max_bytes
+            if clear:
+                self.caches.clear()
+            self.caches.enforce()
+
+    def tracked_keys(self) -> set[str]:
+        """Documents that hold any state in the engine (cache, window, suggestions)."""
+        keys = {key for key, _ in self.caches.items()}
+        for held in (self._starts, self._shown, self._recent):
+            keys.update(list(held))
+        return keys | self.history.keys() | self.workspace.keys()
 
     def cached_tokens(self, key: str) -> int:
         """Tokens in a document's prompt cache (0 if none)."""

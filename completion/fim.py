@@ -88,6 +88,8 @@ FAMILIES: tuple[FimTemplate, ...] = (
 
 # Tokens that end a prefix-only completion for models without FIM.
 GENERIC_STOPS = ("<|endoftext|>", "<|im_end|>", "<|im_start|>", "<file_sep>", "<|file_sep|>")
+# Tokens that begin a text, for a prefix-only prompt with no text before the cursor.
+GENERIC_STARTS = ("<|endoftext|>", "<s>", "<|begin_of_text|>")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,11 @@ class PromptFormat:
     """Ids of the template's prefix, suffix and middle tokens (FIM only)."""
     bos_id: int | None = None
     stop_ids: frozenset[int] = field(default_factory=frozenset)
+    start_id: int | None = None
+    """Prefix-only: the token a prompt starts from when no text fits before the cursor
+    (an empty file, a first half-typed word, a cursor line longer than the budget): the
+    document separator the model was trained on, else its BOS token. None: such a
+    request gets no suggestion."""
 
     @property
     def fim(self) -> bool:
@@ -147,7 +154,10 @@ def detect_format(
         if fim:
             raise ValueError("the tokenizer has no known fill-in-the-middle tokens")
     stops = {i for t in GENERIC_STOPS if (i := _lookup(vocab, t)) is not None}
-    return PromptFormat(template=None, stop_ids=frozenset(stops | extra))
+    starts = [i for t in GENERIC_STARTS if (i := _lookup(vocab, t)) is not None]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    start = starts[0] if starts else (bos if isinstance(bos, int) else None)
+    return PromptFormat(template=None, stop_ids=frozenset(stops | extra), start_id=start)
 
 
 ##### Token budgets #####
@@ -291,11 +301,15 @@ def build_prompt(
     """Lay out the prompt for a completion at str offset ``cursor`` of ``text``.
 
     FIM prompts give the suffix up to ``suffix_share`` of the budget; what one side does
-    not use goes to the other. Prefix-only prompts spend it all on the prefix.
+    not use goes to the other. Prefix-only prompts spend it all on the prefix; one that
+    would be empty starts from the format's ``start_id`` instead (and stays empty
+    without one: the caller then suggests nothing).
     """
     prefix, healed = heal_split(text[:cursor], blank_lines=not fmt.fim)
     if not fmt.fim:
         start, pre_ids = fit_prefix(tokenizer, prefix, context_tokens, prefer_start)
+        if not pre_ids and fmt.start_id is not None:
+            pre_ids = [fmt.start_id]
         return Prompt(pre_ids, start, cursor, healed, fim=False)
     fixed = 3 + (1 if fmt.bos_id is not None else 0)
     budget = max(8, context_tokens - fixed)

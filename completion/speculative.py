@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .constraints import Constraint, apply_bitmask, new_bitmask
-from .decode import margin
+from .decode import decode_one_token, margin, prefill
 from .fastpath import fast_linear
 
 MAX_NGRAM = 4
@@ -69,6 +69,11 @@ class SpecStats:
         default_factory=lambda: {s: [0, 0] for s in DRAFT_SOURCES}
     )
     """Per draft source (:data:`DRAFT_SOURCES`): [drafted, accepted]."""
+    nearTies: int = 0
+    """Greedy picks decided again with plain decoding's forwards: their margin was within
+    what a forward of several tokens may differ from one-token steps by."""
+    nearTieTokens: int = 0
+    """Tokens fed again, one at a time, to decide them."""
 
 
 ##### Draft sources #####
@@ -192,6 +197,15 @@ class History:
         if output:
             self.items.append((key, [*context, *output], len(context)))
 
+    def forget(self, key: str) -> None:
+        """Drop document ``key``'s suggestions (it was closed)."""
+        kept = [item for item in self.items if item[0] != key]
+        self.items = deque(kept, maxlen=self.items.maxlen)
+
+    def keys(self) -> set[str]:
+        """Documents with suggestions remembered."""
+        return {item[0] for item in list(self.items)}
+
     def index_for(
         self, key: str, expected: tuple[list[int], list[int]] | None = None
     ) -> tuple[NgramIndex, list[int | None]]:
@@ -231,6 +245,14 @@ class Workspace:
     def __len__(self) -> int:
         """Documents indexed now."""
         return len(self._docs)
+
+    def forget(self, key: str) -> None:
+        """Drop document ``key``'s index (it was closed)."""
+        self._docs.pop(key, None)
+
+    def keys(self) -> set[str]:
+        """Documents indexed now."""
+        return set(list(self._docs))
 
     def indexes(self, others: tuple[tuple[str, str], ...]) -> list[NgramIndex]:
         """Indexes of ``others`` ((key, text), most relevant first), built as needed.
@@ -435,6 +457,9 @@ class CostModel:
     """k+1 tokens fed -> cost / cost of feeding 1 (the start-up measurement)."""
     fast_rows: frozenset[int] = frozenset()
     """Row counts for which the transposed linear path was faster (CPU)."""
+    drift: float | None = None
+    """The largest logit difference measured between forwards of several tokens and
+    one-token steps over the same tokens (:func:`measure_drift`); None: not measured."""
     learn: bool = True
     """Whether :meth:`observe` records timings (off: a fixed curve, as tests use)."""
     observed: dict[int, deque[float]] = field(default_factory=dict)
@@ -505,7 +530,8 @@ class CostModel:
         table = self.table()
         top = max(table)
         slope = (table[top] - 1.0) / (top - 1) if top > 1 else 1.0
-        return CostModel({1: 1.0, top: 1.0 + slope * (top - 1)}, self.fast_rows, learn=False)
+        curve = {1: 1.0, top: 1.0 + slope * (top - 1)}
+        return CostModel(curve, self.fast_rows, self.drift, learn=False)
 
     def snapshot(self) -> dict[int, list[float]]:
         """The online timings (benchmarks put them back to repeat a request)."""
@@ -517,86 +543,17 @@ class CostModel:
         self._table = None
 
     @classmethod
-    @torch.inference_mode()
-    def measure(
-        cls,
-        model: Any,
-        make_cache: Any,
-        sizes: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 16),
-        context: int = 768,
-        repeats: int = 3,
-    ) -> CostModel:
-        """Time forwards of each size on a ``context``-token cache (fastest of ``repeats``).
+    def measure(cls, model: Any, make_cache: Any, **options: Any) -> CostModel:
+        """Measure the curve now, all at once.
 
-        On a CPU one token takes a fast path, and the cost grows with the context:
-        measure near where completions run. Where the model has a
-        :class:`~completion.fastpath.FastLinear` switch, both linear paths are timed
-        (interleaved, so load changes hit both) and the faster is chosen per size.
+        See :class:`~completion.calibration.Calibration` (``options``: its ``sizes``,
+        ``context`` and ``repeats``). The model keeps the linear paths it chose.
         """
-        switch = fast_linear(model)
-        device = model.device
-        vocab = int(model.config.vocab_size)
-        gen = torch.Generator().manual_seed(0)
-        base = torch.randint(0, vocab, (1, context), generator=gen).to(device)
-        cache = make_cache()
-        for i in range(0, context, 512):
-            model(
-                input_ids=base[:, i : i + 512],
-                past_key_values=cache,
-                position_ids=torch.arange(i, min(i + 512, context), device=device).unsqueeze(0),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        variants = (False, True) if switch is not None else (False,)
-        samples: dict[tuple[int, bool], list[float]] = {}
-        saved = switch.rows if switch is not None else frozenset()
-        inputs = {
-            n: (
-                torch.randint(0, vocab, (1, n), generator=gen).to(device),
-                torch.arange(context, context + n, device=device).unsqueeze(0),
-            )
-            for n in sizes
-        }
-        # Rounds over all sizes (not all rounds of one size, then the next): a slow spell
-        # on a shared machine then hits every size alike instead of a run of sizes, and
-        # the fastest round of each size is kept.
-        for rep in range(repeats + 1):
-            for n in sizes:
-                ids, pos = inputs[n]
-                for transposed in variants if n > 1 else (False,):
-                    if switch is not None:
-                        switch.set_rows([n] if transposed else [])
-                    t = time.perf_counter()
-                    model(
-                        input_ids=ids,
-                        past_key_values=cache,
-                        position_ids=pos,
-                        use_cache=True,
-                        logits_to_keep=n,
-                    )
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    if rep:  # the first round warms up
-                        samples.setdefault((n, transposed), []).append(time.perf_counter() - t)
-                    cache.crop(-n)
-        # The fastest run: on a shared machine noise only ever adds time.
-        best = {key: min(v) for key, v in samples.items()}
-        library = {n: t for (n, tr), t in best.items() if not tr}
-        fast_rows: frozenset[int] = frozenset()
-        if switch is not None:
-            switch.rows = saved
-            switch.choose(library, {n: t for (n, tr), t in best.items() if tr})
-            fast_rows = switch.rows
-        times = {
-            n: min(t, best.get((n, True), t)) if n in fast_rows else t for n, t in library.items()
-        }
-        one = times[sizes[0]]
-        # Costs never fall with more tokens: smooth the timing noise into a running max.
-        relative, top = {}, 1.0
-        for n in sorted(times):
-            top = max(top, times[n] / one)
-            relative[n] = top
-        return cls(relative, fast_rows)
+        from .calibration import Calibration
+
+        costs = Calibration(model, make_cache, **options).run()
+        costs.apply(model)
+        return costs
 
     def apply(self, model: Any) -> None:
         """Give ``model`` the linear paths this measurement chose (a cached measurement)."""
@@ -819,6 +776,63 @@ class Drafter:
         return best
 
 
+##### Verification #####
+
+
+SAFETY = 4.0
+"""How many times the measured logit difference (:attr:`CostModel.drift`) a pick's margin
+must clear to be taken from a forward plain decoding does not run."""
+EXACT_DTYPES = frozenset({torch.float32, torch.float64})
+"""Precisions in which near ties are decided as plain decoding decides them. In bf16 and
+fp16 the difference is a sizeable part of a logit, so most picks would be near ties and
+deciding them again would cost more than drafting saves: there only picks by a margin
+above :func:`near_tie_margin`'s bound are guaranteed to be plain decoding's
+(docs/speculative.md)."""
+DEFAULT_DRIFT = 1e-5
+"""The logit difference assumed where none was measured, relative to the logits' size."""
+DRIFT_CHUNKS = (8, 1, 4, 1, 2)
+"""How :func:`measure_drift` feeds its tokens the second time: verify-sized forwards and
+one-token steps on the keys and values they wrote."""
+
+
+def near_tie_margin(drift: float | None, dtype: torch.dtype, logits: torch.Tensor) -> float:
+    """The margin under which a greedy pick is decided with plain decoding's forwards.
+
+    Logits that each differ by at most ``drift`` from plain decoding's can swap two
+    tokens only when those are less than ``2 * drift`` apart; :data:`SAFETY` times that.
+    ``drift`` None: :data:`DEFAULT_DRIFT` of ``logits``' largest magnitude. Never less
+    than that magnitude's rounding step in ``dtype``. 0 (no re-check) outside
+    :data:`EXACT_DTYPES`.
+    """
+    if dtype not in EXACT_DTYPES:
+        return 0.0
+    scale = float(logits.abs().max())
+    bound = DEFAULT_DRIFT * scale if drift is None else drift
+    return 2 * SAFETY * max(bound, torch.finfo(dtype).eps * scale)
+
+
+@torch.inference_mode()
+def measure_drift(model: Any, cache: Any, start: int, ids: list[int]) -> float:
+    """The largest logit difference between forwards of several tokens and one-token steps.
+
+    Feeds ``ids`` at ``start`` on top of ``cache`` one token at a time (plain decoding),
+    then again in chunks of :data:`DRIFT_CHUNKS` tokens (verify steps, and one-token
+    steps on the keys and values those wrote), and compares the logits at every
+    position. The cache ends as it began.
+    """
+    plain = [_forward_all(model, [t], cache, start + i)[0] for i, t in enumerate(ids)]
+    cache.crop(-len(ids))
+    chunks, at = [], 0
+    while at < len(ids):
+        for size in DRIFT_CHUNKS:
+            piece = ids[at : at + size]
+            if piece:
+                chunks.append(_forward_all(model, piece, cache, start + at))
+            at += len(piece)
+    cache.crop(-len(ids))
+    return float((torch.cat(chunks) - torch.stack(plain)).abs().max())
+
+
 @torch.inference_mode()
 def _forward_all(model: Any, ids: list[int], cache: Any, start: int) -> torch.Tensor:
     """Feed ``ids`` at positions ``start..``; fp32 logits for every fed position [n, V]."""
@@ -835,13 +849,24 @@ def _forward_all(model: Any, ids: list[int], cache: Any, start: int) -> torch.Te
     return out.logits[0].float()
 
 
+class DraftRows(NamedTuple):
+    """What the forward that fed a draft after the prompt's last span computed."""
+
+    logits: torch.Tensor
+    """After each draft token [k, V] (fp32)."""
+    start: int
+    """Where that span starts in the cache."""
+    span: list[int]
+    """The span: fed alone again when a near tie needs plain decoding's numbers."""
+
+
 @dataclass
 class AheadDraft:
     """A draft fed right after the prompt, in the cache update's last forward."""
 
     ids: list[int]
-    rows: torch.Tensor | None = None
-    """Logits after each draft token [k, V], once fed (:func:`forward_with_draft`)."""
+    rows: DraftRows | None = None
+    """That forward's logits after each draft token, once fed (:func:`forward_with_draft`)."""
     ms: float = 0.0
     """That forward's time."""
 
@@ -849,11 +874,11 @@ class AheadDraft:
 @torch.inference_mode()
 def forward_with_draft(
     model: Any, ids: list[int], draft: list[int], cache: Any, start: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, DraftRows]:
     """Feed ``ids`` (the prompt's last span) and ``draft`` after it in one forward.
 
     Returns the prompt's last-position logits [V] and the logits after each draft token
-    [k, V] (fp32). The cache then holds the draft too: the caller hands both to
+    (fp32), with the span. The cache then holds the draft too: the caller hands both to
     :func:`speculative_generate` (``verified``), which keeps what the model agrees with
     and crops the rest. Costs little over feeding ``ids`` alone on a CPU (a forward over
     a few more tokens), and saves the separate verify step a re-asked suggestion needs.
@@ -868,7 +893,7 @@ def forward_with_draft(
         logits_to_keep=len(draft) + 1,
     )
     rows = out.logits[0].float()
-    return rows[0], rows[1:]
+    return rows[0], DraftRows(rows[1:], start, list(ids))
 
 
 def _elapsed(start: float, result: torch.Tensor) -> float:
@@ -908,6 +933,235 @@ def _pick(
     return int(torch.multinomial(probs, 1, generator=generator).item()), False
 
 
+class Step(NamedTuple):
+    """What one decode step settled."""
+
+    accepted: list[int]
+    """Drafted tokens the model agreed with (fed: they are in the cache)."""
+    token: int | None
+    """Then the model's own token (the correction, or the bonus after a full accept), not
+    fed yet; None when an accepted stop token ended the step."""
+
+
+class SpeculativeDecode:
+    """One decode of :func:`speculative_generate`: the cache, what it holds, where it drifted.
+
+    The cache holds ``position`` tokens: the prompt's ``prompt_len``, then ``fed``. A
+    forward of several tokens computes their keys and values, and the logits after
+    them, with other kernels than plain decoding's one-token steps: the numbers differ
+    in the last bits from there on (``exact_from``, None while the cache holds what
+    plain decoding would). A greedy pick from such numbers whose margin is under
+    ``tie_margin`` is a near tie: it is decided by feeding everything from
+    ``exact_from`` again as plain decoding feeds it, one token at a time, which also
+    leaves the cache as plain decoding would.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        cache: Any,
+        logits: torch.Tensor,
+        position: int,
+        max_new_tokens: int,
+        drafter: Drafter,
+        stats: SpecStats,
+        temperature: float,
+        stop_ids: frozenset[int],
+        generator: torch.Generator | None,
+        constraint: Constraint | None,
+        context: list[int],
+        margins: list[float] | None,
+        tie_margin: float,
+    ) -> None:
+        self.model, self.cache, self.prompt_logits = model, cache, logits
+        self.prompt_len = self.position = position
+        self.max_new_tokens, self.drafter, self.stats = max_new_tokens, drafter, stats
+        self.temperature, self.stop_ids, self.generator = temperature, stop_ids, generator
+        self.constraint, self.ctx, self.margins = constraint, list(context), margins
+        self.tie_margin = tie_margin
+        self.fed: list[int] = []
+        self.exact_from: int | None = None
+        self.span: DraftRows | None = None
+        """The prompt's span fed with a draft (``verified``), until fed alone again."""
+        self.produced = 0
+        self.mask = new_bitmask(1, logits.shape[-1]) if constraint is not None else None
+
+    def tokens(self, verified: AheadDraft | None) -> Iterator[int]:
+        """Yield the generated tokens (see :func:`speculative_generate`)."""
+        step = self._first_step(verified)
+        while True:
+            for tok in step.accepted:  # the constraint accepted these in _verify()
+                yield tok
+                if self._emitted(tok):
+                    return
+            token = step.token
+            if token is None:
+                return
+            if self.constraint is not None:
+                self.constraint.accept(token)
+            yield token
+            if self._emitted(token):
+                return
+            if self.constraint is not None and self.constraint.is_terminated():
+                return
+            step = self._step(token)
+
+    def _first_step(self, verified: AheadDraft | None) -> Step:
+        """The first token from the prompt's logits, or a draft fed with the prompt verified."""
+        if verified is None or not verified.ids or verified.rows is None:
+            return Step([], self._next_token(self.prompt_logits))
+        self.stats.promptVerifySteps += 1
+        self.span = verified.rows
+        self.exact_from = verified.rows.start
+        self.position += len(verified.ids)
+        self.fed += verified.ids
+        # Its own acceptance bucket: the draft starts before the first token is known,
+        # so it misses whenever the answer starts differently (after an edit nearby).
+        rows = [self.prompt_logits, *verified.rows.logits]
+        return self._verify(rows, verified.ids, self.prompt_len, "aligned", "ahead", MAX_NGRAM)
+
+    def _step(self, token: int) -> Step:
+        """Feed ``token`` with a draft after it, if one pays, and settle what comes next."""
+        draft, source, n = self.drafter.propose(self.ctx, self.produced)
+        draft = draft[: max(0, self.max_new_tokens - self.produced - 1)]
+        at = self.position
+        rows = self._feed([token, *draft])  # [k+1, V]
+        self.stats.decodeCostSteps += self.drafter.costs.cost(1 + len(draft))
+        if draft:
+            step = self._verify(rows, draft, at + 1, source, source, n)
+        else:
+            self.stats.plainSteps += 1
+            step = Step([], self._next_token(rows[0]))
+        self.drafter.settle(len(draft), len(step.accepted), source)
+        return step
+
+    def _verify(
+        self,
+        rows: torch.Tensor | Sequence[torch.Tensor],
+        draft: list[int],
+        at: int,
+        source: str,
+        bucket: str,
+        n: int,
+    ) -> Step:
+        """Accept the longest prefix of ``draft`` (cached from ``at`` on) the model agrees with.
+
+        ``rows[i]``: the logits before ``draft[i]`` (the last one gives the bonus).
+        ``source``, ``bucket``, ``n``: where the draft came from, its acceptance bucket
+        and the n-gram length it matched. The rejected tail is cropped; a near tie ends
+        the step with the token plain decoding's numbers pick there.
+        """
+        accepted: list[int] = []
+        token = None
+        for i in range(len(draft) + 1):
+            chosen = self._choose(rows[i], draft[i] if i < len(draft) else None)
+            if chosen is None:
+                self._truncate(at + i)
+                token = self._exact_pick()
+                break
+            tok, ok = chosen
+            if not ok:
+                token = tok
+                break
+            accepted.append(tok)
+            if self.constraint is not None:
+                self.constraint.accept(tok)
+            if tok in self.stop_ids:
+                break
+        self._truncate(at + len(accepted))
+        stats = self.stats
+        stats.verifySteps += 1
+        stats.draftTokens += len(draft)
+        stats.acceptedTokens += len(accepted)
+        by_source = stats.draftsBySource.setdefault(source, [0, 0])
+        by_source[0] += len(draft)
+        by_source[1] += len(accepted)
+        self.drafter.acceptance.update(bucket, n, len(draft), len(accepted))
+        return Step(accepted, token)
+
+    def _choose(self, row: torch.Tensor, draft: int | None = None) -> tuple[int, bool] | None:
+        """The pick from ``row`` and whether it is ``draft``; None for a near tie.
+
+        A near tie: the cache has drifted from plain decoding's (so have ``row``'s
+        numbers) and the pick's margin, among the tokens the constraint allows, is under
+        :attr:`tie_margin`.
+        """
+        row = self._constrained(row)
+        check = self.exact_from is not None and self.tie_margin > 0
+        if self.margins is not None or check:
+            sure = margin(row)
+            if check and sure < self.tie_margin:
+                return None
+            if self.margins is not None:
+                self.margins.append(sure)
+        return _pick(row, self.temperature, self.generator, draft)
+
+    def _next_token(self, row: torch.Tensor) -> int:
+        """The token picked from ``row`` (no draft), decided exactly if a near tie."""
+        chosen = self._choose(row)
+        return self._exact_pick() if chosen is None else chosen[0]
+
+    def _exact_pick(self) -> int:
+        """The greedy pick at the cache's end from the numbers plain decoding has there.
+
+        Feeds everything from :attr:`exact_from` again as plain decoding fed it: the
+        prompt's span alone (when a draft came with it; the prompt's logits are then
+        overwritten with the span's own), then each token alone.
+        """
+        start = self.exact_from
+        assert start is not None
+        self.cache.crop(start - self.position)
+        replay = self.fed[max(0, start - self.prompt_len) :]
+        logits = self.prompt_logits
+        if start < self.prompt_len:
+            assert self.span is not None and self.span.start == start
+            logits = prefill(self.model, self.span.span, self.cache, start)
+            with torch.inference_mode():
+                self.prompt_logits.copy_(logits)
+            self.stats.decodeCostSteps += self.drafter.costs.cost(len(self.span.span))
+        for i, tok in enumerate(replay):
+            logits = decode_one_token(self.model, tok, self.cache, self.position - len(replay) + i)
+        self.exact_from, self.span = None, None
+        self.stats.nearTies += 1
+        self.stats.nearTieTokens += len(replay)
+        self.stats.decodeCostSteps += len(replay)
+        chosen = self._choose(logits)
+        assert chosen is not None  # the cache is plain decoding's now
+        return chosen[0]
+
+    def _feed(self, ids: list[int]) -> torch.Tensor:
+        """Feed ``ids`` at the cache's end (timed for the cost model); their logits [n, V]."""
+        t = time.perf_counter()
+        rows = _forward_all(self.model, ids, self.cache, self.position)
+        self.drafter.costs.observe(len(ids), _elapsed(t, rows))
+        if len(ids) > 1 and self.exact_from is None:
+            self.exact_from = self.position
+        self.position += len(ids)
+        self.fed += ids
+        return rows
+
+    def _truncate(self, length: int) -> None:
+        """Crop the cache (and :attr:`fed`) to ``length`` tokens, never into the prompt."""
+        extra = self.position - length
+        if extra > 0:
+            self.cache.crop(-extra)
+            del self.fed[len(self.fed) - extra :]
+            self.position = length
+
+    def _constrained(self, row: torch.Tensor) -> torch.Tensor:
+        if self.constraint is None or self.mask is None:
+            return row
+        self.constraint.fill_mask(self.mask, 0)
+        return apply_bitmask(row, self.mask[0])
+
+    def _emitted(self, tok: int) -> bool:
+        """Bookkeeping for a yielded token; True when generation ends with it."""
+        self.produced += 1
+        self.ctx.append(tok)
+        self.drafter.prompt.extend(0, [tok])
+        return tok in self.stop_ids or self.produced >= self.max_new_tokens
+
+
 def speculative_generate(
     model: Any,
     cache: Any,
@@ -923,6 +1177,7 @@ def speculative_generate(
     context: list[int] | None = None,
     margins: list[float] | None = None,
     verified: AheadDraft | None = None,
+    tie_margin: float | None = None,
 ) -> Iterator[int]:
     """Like :func:`completion.decode.generate`, with drafts verified in one pass.
 
@@ -933,102 +1188,31 @@ def speculative_generate(
     ``verified``: a draft already fed after the prompt, with its logits (``rows``);
     ``cache`` and ``position`` then count the prompt only while the cache holds the
     draft too. It is accepted like any verify step's.
+
+    At temperature 0 in full precision the output is plain decoding's, token for token:
+    a pick whose margin is under ``tie_margin`` (default :func:`near_tie_margin` of the
+    drift ``drafter.costs`` measured) is decided with plain decoding's forwards
+    (:class:`SpeculativeDecode`). That may re-encode the prompt's span fed with
+    ``verified``, and then overwrites ``logits`` with the span's own (the caller keeps
+    them with the cache).
     """
-    ctx = list(context or [])
-    vocab = logits.shape[-1]
-    mask = new_bitmask(1, vocab) if constraint is not None else None
-    produced = 0
-
-    def constrained(row_logits: torch.Tensor) -> torch.Tensor:
-        if constraint is None or mask is None:
-            return row_logits
-        constraint.fill_mask(mask, 0)
-        return apply_bitmask(row_logits, mask[0])
-
-    def emitted_last(tok: int) -> bool:
-        """Bookkeeping for a yielded token; True when generation ends with it."""
-        nonlocal produced
-        produced += 1
-        ctx.append(tok)
-        drafter.prompt.extend(0, [tok])
-        return tok in stop_ids or produced >= max_new_tokens
-
-    def pick(row: torch.Tensor, draft: int | None = None) -> tuple[int, bool]:
-        row = constrained(row)
-        if margins is not None:
-            margins.append(margin(row))
-        return _pick(row, temperature, generator, draft)
-
-    def verify(
-        rows: torch.Tensor | Sequence[torch.Tensor],
-        draft: list[int],
-        source: str,
-        bucket: str,
-        n: int,
-    ) -> tuple[list[int], int]:
-        """Accept the longest prefix of ``draft`` the model agrees with.
-
-        ``rows[i]``: the logits before ``draft[i]`` (the last one gives the bonus). The
-        draft is in the cache; its rejected tail is cropped. Returns the picked tokens
-        (accepted drafts, then the correction or bonus) and how many were accepted.
-        """
-        picked: list[int] = []
-        accepted = 0
-        for i in range(len(draft) + 1):
-            tok, ok = pick(rows[i], draft[i] if i < len(draft) else None)
-            picked.append(tok)
-            if not ok:
-                break
-            accepted += 1
-            if constraint is not None:
-                constraint.accept(tok)
-            if tok in stop_ids:
-                break
-        if len(draft) > accepted:
-            cache.crop(-(len(draft) - accepted))
-        stats.verifySteps += 1
-        stats.draftTokens += len(draft)
-        stats.acceptedTokens += accepted
-        by_source = stats.draftsBySource.setdefault(source, [0, 0])
-        by_source[0] += len(draft)
-        by_source[1] += accepted
-        drafter.acceptance.update(bucket, n, len(draft), accepted)
-        return picked, accepted
-
-    # Each step ends with ``picked``: accepted drafts (already fed), then one token that
-    # is not fed yet (the correction, or the bonus after a full accept).
-    if verified is not None and verified.ids and verified.rows is not None:
-        stats.promptVerifySteps += 1
-        # Its own acceptance bucket: the draft starts before the first token is known,
-        # so it misses whenever the answer starts differently (after an edit nearby).
-        before = [logits, *verified.rows]
-        picked, accepted = verify(before, verified.ids, "aligned", "ahead", MAX_NGRAM)
-        position += accepted
-    else:  # the first token comes from the prompt's logits
-        picked, accepted = [pick(logits)[0]], 0
-    while True:
-        for tok in picked[:accepted]:  # the constraint accepted these in verify()
-            yield tok
-            if emitted_last(tok):
-                return
-        token = picked[accepted]
-        if constraint is not None:
-            constraint.accept(token)
-        yield token
-        if emitted_last(token):
-            return
-        if constraint is not None and constraint.is_terminated():
-            return
-        draft, source, n = drafter.propose(ctx, produced)
-        draft = draft[: max(0, max_new_tokens - produced - 1)]
-        t = time.perf_counter()
-        rows = _forward_all(model, [token, *draft], cache, position)  # [k+1, V]
-        drafter.costs.observe(1 + len(draft), _elapsed(t, rows))
-        stats.decodeCostSteps += drafter.costs.cost(1 + len(draft))
-        if not draft:
-            stats.plainSteps += 1
-            picked, accepted = [pick(rows[0])[0]], 0
-        else:
-            picked, accepted = verify(rows, draft, source, source, n)
-        drafter.settle(len(draft), accepted, source)
-        position += 1 + accepted  # the fed token and the accepted drafts stay cached
+    if tie_margin is None:
+        exact = temperature <= 0
+        tie_margin = near_tie_margin(drafter.costs.drift, model.dtype, logits) if exact else 0.0
+    run = SpeculativeDecode(
+        model,
+        cache,
+        logits,
+        position,
+        max_new_tokens,
+        drafter,
+        stats,
+        temperature,
+        stop_ids,
+        generator,
+        constraint,
+        list(context or []),
+        margins,
+        tie_margin,
+    )
+    return run.tokens(verified)

@@ -2,9 +2,10 @@
 
 Modes:
 
-- ``line``: the cursor is inside a line with text. The completion ends at the end of
-  the line. When nothing but whitespace follows the cursor on its line, the completion
-  may first move to the next line (``def f():|`` gets the body's first line).
+- ``line``: the cursor is inside a line with text (or ``multiline`` is "never"). The
+  completion ends at the end of the line. When nothing but whitespace follows the
+  cursor on its line, the completion may first move to the next line (``def f():|``
+  gets the body's first line), except under "never": then it never holds a line break.
 - ``block``: the cursor is on a line with nothing but whitespace. The completion runs to
   the end of the block: it stops before the first line indented less than the cursor,
   or, at the top level, before a new top-level line that follows a blank line.
@@ -56,6 +57,10 @@ class StopRules:
     """The first non-blank line after the cursor's line, stripped ("" if none)."""
     suffix: str
     """Everything after the cursor (for the repetition check)."""
+    lead_break: bool = True
+    """Line mode: whether the line may start with a line break when nothing follows the
+    cursor (``def f():|`` gets the body's first line). False for ``multiline`` "never":
+    such a suggestion never starts with or holds a line break."""
 
     @classmethod
     def at(cls, text: str, cursor: int, multiline: Multiline = "auto") -> StopRules:
@@ -78,7 +83,7 @@ class StopRules:
                 if candidate.strip():
                     next_line = candidate.strip()
                     break
-        return cls(mode, rest, _indent(before), next_line, text[cursor:])
+        return cls(mode, rest, _indent(before), next_line, text[cursor:], multiline != "never")
 
     ##### During decoding #####
 
@@ -94,7 +99,7 @@ class StopRules:
     def _cut_line(self, text: str) -> tuple[str, bool]:
         lead = ""
         body = text
-        if not self.rest_of_line.strip():
+        if self.lead_break and not self.rest_of_line.strip():
             # Nothing after the cursor: allow a leading line break plus indentation.
             stripped = text.lstrip("\r\n")
             if stripped != text and "\n" in text[: len(text) - len(stripped)]:

@@ -9,15 +9,17 @@ same document, or a ``didChange`` of it sets; the worker checks it between steps
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
@@ -52,6 +54,13 @@ ACCEPT_COMMAND = "pie.accept"
 (set as each ``InlineCompletionItem.command``; partial accepts send it themselves)."""
 ACCEPT_KINDS = ("full", "word", "line", "partial")
 ISSUED_KEPT = 256
+CALIBRATION_SLICE_S = 0.1
+"""Longest stretch of verify-cost measurement on the worker: a request that arrives
+meanwhile waits at most this (and one forward)."""
+CALIBRATION_CAP_S = 30.0
+"""Measurement time after which the curve is built from what was timed."""
+CALIBRATION_IDLE_S = 0.05
+"""How often a waiting measurement looks whether the worker is free."""
 
 
 class RequestFailed(JsonRpcException):
@@ -61,16 +70,27 @@ class RequestFailed(JsonRpcException):
     MESSAGE = "Request failed"
 
 
+class _Unreadable(NamedTuple):
+    """A message whose params did not fit its method (already answered, if a request)."""
+
+    method: str
+    jsonrpc: str = "2.0"
+
+
 class PieProtocol(LanguageServerProtocol):
-    """pygls' protocol, answering custom requests sent without ``params``.
+    """pygls' protocol, answering every request, also those it cannot read.
 
     pygls 2.1 structures unknown requests into a class whose ``params`` field is
     required, so ``{"method": "pie/stats", "id": 1}`` failed to deserialize and was
-    never answered. Editors send such requests without params.
+    never answered (editors send such requests without params): ``params`` defaults to
+    null for methods lsprotocol does not know. And a request whose params have the wrong
+    shape (``position`` as a string) was dropped unanswered, so the client waited
+    forever: it gets an ``InvalidParams`` error response now; a malformed notification
+    is logged.
     """
 
     def structure_message(self, data: dict[str, Any]) -> Any:
-        """Default ``params`` to null for methods lsprotocol does not know."""
+        """Structure a message; answer a malformed request with InvalidParams."""
         if (
             isinstance(data, dict)
             and "method" in data
@@ -78,7 +98,21 @@ class PieProtocol(LanguageServerProtocol):
             and self.get_message_type(data["method"]) is None
         ):
             data = {**data, "params": None}
-        return super().structure_message(data)
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            method = str(data.get("method", ""))
+            if "id" in data and "method" in data:
+                error = JsonRpcInvalidParams(f"{method}: the params do not fit the method")
+                self._send_response(data["id"], error=error.to_response_error())
+            else:
+                log.error("dropped a malformed %s message: %s", method or "response", exc)
+            return _Unreadable(method)
+
+    def handle_message(self, message: Any) -> None:
+        """Skip messages already answered as unreadable."""
+        if not isinstance(message, _Unreadable):
+            super().handle_message(message)
 
 
 class PieServer(LanguageServer):
@@ -117,6 +151,9 @@ class PieServer(LanguageServer):
         """Recent suggestion ids -> their length, for accept reports."""
         self._refresh_timers: dict[str, asyncio.TimerHandle] = {}
         self._refreshing: dict[str, CancelToken] = {}
+        self._calibrating: asyncio.Future[None] | None = None
+        self.calibration_seconds = 0.0
+        """Worker time the verify-cost measurement has taken so far."""
 
     ##### Helpers for handlers #####
 
@@ -138,11 +175,14 @@ class PieServer(LanguageServer):
             self.show(f"configuration: {problem}")
         old = self.config
         self.config = config
-        if config.cache.strategy != old.cache.strategy and self.engine is not None:
-            self.engine.caches.clear()
-        if self.engine is not None:
-            self.engine.caches.max_entries = config.cache.maxDocuments
-            self.engine.caches.max_bytes = config.cache.maxMemoryMB << 20
+        engine = self.engine
+        if engine is not None:
+            self.on_worker(
+                engine.configure_caches,
+                config.cache.maxDocuments,
+                config.cache.maxMemoryMB << 20,
+                config.cache.strategy != old.cache.strategy,
+            )
         if config.speculative.enabled and not old.speculative.enabled:
             self.measure_verify_cost()
         if self._loaded_key is not None and config.model_key() != self._loaded_key:
@@ -165,6 +205,39 @@ class PieServer(LanguageServer):
             speculative=c.speculative.enabled,
             max_draft_tokens=c.speculative.maxDraftTokens,
         )
+
+    def on_worker(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(*args)`` on the model worker, after the work queued before it.
+
+        Every change to the engine's per-document state goes through here (or runs in a
+        completion), so it never races the work in flight; a failure is logged.
+        """
+        future = asyncio.get_running_loop().run_in_executor(self.worker, partial(fn, *args))
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.error("%s failed: %s", getattr(fn, "__name__", fn), f.exception())
+
+        future.add_done_callback(done)
+        return future
+
+    def close(self, uri: str) -> None:
+        """Forget a document: stop its work, then free its state on the worker."""
+        self.documents.close(uri)
+        self.touch(uri)
+        running = self.inflight.get(uri)
+        if running is not None:
+            running.cancel("document closed")
+        if self.engine is not None:
+            self.on_worker(self.engine.forget, uri)
+
+    def tracked_documents(self) -> set[str]:
+        """Documents holding any state in the server, its caches or the engine."""
+        keys = {d.uri for d in self.documents}
+        keys |= set(self.inflight) | set(self._refresh_timers) | set(self._refreshing)
+        if self.engine is not None:
+            keys |= self.engine.tracked_keys()
+        return keys
 
     ##### Background refresh of stale tokens #####
 
@@ -291,20 +364,51 @@ class PieServer(LanguageServer):
     def measure_verify_cost(self) -> None:
         """Measure the engine's verify cost on the worker once speculation is wanted.
 
-        Not part of loading (the model is ready sooner) and never inside a completion
-        (until it is measured, completions decode plainly).
+        Not part of loading (the model is ready sooner) and never ahead of a request:
+        it runs in slices of :data:`CALIBRATION_SLICE_S` while no request is in flight,
+        and stops at :data:`CALIBRATION_CAP_S` of work with what it timed. Until then
+        completions decode plainly.
         """
         engine = self.engine
-        if engine is None or not self.config.speculative.enabled or engine.costs_measured:
+        if (
+            engine is None
+            or not self.config.speculative.enabled
+            or engine.costs_measured
+            or self._calibrating is not None
+        ):
             return
+        self._calibrating = asyncio.ensure_future(self._calibrate(engine))
 
-        def done(f: asyncio.Future[Any]) -> None:
-            if not f.cancelled() and f.exception() is not None:
-                log.error("verify cost measurement failed: %s", f.exception())
-
-        asyncio.get_running_loop().run_in_executor(
-            self.worker, lambda: engine.costs
-        ).add_done_callback(done)
+    async def _calibrate(self, engine: Engine) -> None:
+        loop = asyncio.get_running_loop()
+        spent = 0.0
+        try:
+            while self.engine is engine and self.config.speculative.enabled:
+                if self.inflight or self._refreshing:
+                    await asyncio.sleep(CALIBRATION_IDLE_S)  # requests come first
+                    continue
+                t0 = loop.time()
+                done = await loop.run_in_executor(
+                    self.worker, engine.calibrate, CALIBRATION_SLICE_S
+                )
+                spent += loop.time() - t0
+                self.calibration_seconds = round(spent, 2)
+                if done:
+                    return
+                if spent > CALIBRATION_CAP_S:
+                    await loop.run_in_executor(self.worker, engine.stop_calibration)
+                    log.warning(
+                        "verify cost measurement stopped at its cap (%.0f s): using what "
+                        "it timed, %s",
+                        CALIBRATION_CAP_S,
+                        engine.verify_cost(),
+                    )
+                    return
+                await asyncio.sleep(0)  # let a request that arrived meanwhile in first
+        except Exception:
+            log.exception("verify cost measurement failed")
+        finally:
+            self._calibrating = None
 
     async def ready_engine(self) -> Engine:
         """The engine, waiting for a load in progress; raises RequestFailed on failure."""
@@ -345,6 +449,8 @@ class PieServer(LanguageServer):
         doc, offset = self.locate(uri, position)
         text = doc.text  # the snapshot this completion decodes against
         engine = await self.ready_engine()
+        if self.documents.get_open(uri) is not doc or doc.text is not text:
+            return doc, offset, None  # closed or edited while the model loaded
         for running in list(self._refreshing.values()):
             running.cancel("completion")  # the worker is shared: completions come first
         self.touch(uri)
@@ -438,10 +544,12 @@ class PieServer(LanguageServer):
         for key in ("prefillMs", "decodeMs", "cacheUpdateMs"):
             totals[key] = round(totals[key], 1)
         totals.update(self.counters)
+        totals["documentsTracked"] = len(self.tracked_documents())
         totals["cacheBytes"] = engine.caches.nbytes() if engine else 0
         totals["evictions"] = engine.caches.evictions if engine else 0
         totals["draftDocuments"] = len(engine.workspace) if engine else 0
         totals["verifyCost"] = engine.verify_cost() if engine else {}
+        totals["calibrationSeconds"] = self.calibration_seconds
         strategy: str = self.config.cache.strategy
         if engine is not None:
             strategy = engine.effective_strategy(strategy)  # type: ignore[arg-type]
@@ -450,6 +558,7 @@ class PieServer(LanguageServer):
                 "uri": d.uri,
                 "version": d.version,
                 "languageId": d.language_id,
+                "sha256": hashlib.sha256(d.text.encode("utf-8", "surrogatepass")).hexdigest(),
                 "tokens": engine.cached_tokens(d.uri) if engine else 0,
                 "staleTokens": engine.stale_tokens(d.uri) if engine else 0,
                 "strategy": strategy,
@@ -520,11 +629,7 @@ def create_server(config: Config | None = None) -> PieServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: PieServer, params: types.DidCloseTextDocumentParams) -> None:
-        uri = params.text_document.uri
-        ls.documents.close(uri)
-        ls.touch(uri)
-        if ls.engine is not None:
-            ls.engine.forget(uri)
+        ls.close(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(

@@ -195,3 +195,23 @@ def test_qwen_fills_the_middle_and_stops_at_the_suffix() -> None:
     assert r2.mode == "block"
     assert "%" in r2.text or "&" in r2.text
     assert "def is_odd" not in r2.text
+
+
+def test_single_line_suggestions_never_start_with_a_line_break(default_engine: Engine) -> None:
+    # At a cursor after indentation only, SmolLM2 starts most suggestions with a line
+    # break ("\ndef wrap(text, width=70, ..."): an empty ghost line. With multiline
+    # "never" it is made to write on the cursor's line instead.
+    import textwrap
+
+    lines = Path(textwrap.__file__).read_text(encoding="utf-8").split("\n")
+    indented = [i for i, line in enumerate(lines) if i > 40 and line.startswith("    ")]
+    shown = []
+    for i in indented[:: max(1, len(indented) // 12)][:12]:
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip(" "))]
+        prefix = "\n".join(lines[:i]) + "\n" + indent
+        text = prefix + "\n" + "\n".join(lines[i + 1 :])
+        opts = CompletionOptions(max_tokens=24, multiline="never")
+        r = default_engine.complete(CompletionRequest("wrap.py", text, len(prefix), opts))
+        assert "\n" not in r.text and "\r" not in r.text, (i, r.text)
+        shown.append(r.text)
+    assert sum(bool(t.strip()) for t in shown) >= 9, shown  # suggestions, not silence

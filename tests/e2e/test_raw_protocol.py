@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -77,6 +78,45 @@ def test_stats_without_params_member_and_with_null() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_request_with_params_of_the_wrong_shape_gets_invalid_params() -> None:
+    """pygls dropped such a request unanswered: the client waited forever."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsp_server"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin and proc.stdout
+    uri = "file:///tmp/shape.py"
+    doc = {"uri": uri, "languageId": "python", "version": 1, "text": "import os\n"}
+    bad_position = {"textDocument": {"uri": uri}, "position": "line 0, column 3"}
+    watchdog = threading.Timer(60, proc.kill)  # an unanswered request fails, never hangs
+    watchdog.start()
+    try:
+        for msg in (
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}},
+            {"jsonrpc": "2.0", "method": "initialized", "params": {}},
+            {"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": doc}},
+            {"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"oops": 1}},
+            {"jsonrpc": "2.0", "id": 2, "method": "textDocument/inlineCompletion",
+             "params": bad_position},
+            {"jsonrpc": "2.0", "id": 3, "method": "textDocument/completion", "params": [1, 2]},
+            {"jsonrpc": "2.0", "id": 4, "method": "pie/stats"},
+        ):  # fmt: skip
+            proc.stdin.write(frame(msg))
+        proc.stdin.flush()
+        read_response(proc.stdout, 1)
+        for msg_id in (2, 3):
+            error = read_response(proc.stdout, msg_id).get("error")
+            assert error is not None and error["code"] == -32602, error
+        stats = read_response(proc.stdout, 4)["result"]  # still serving, the document intact
+        assert [d["uri"] for d in stats["documents"]] == [uri]
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def test_tcp_transport_answers_initialize() -> None:

@@ -167,6 +167,27 @@ def test_prefix_only():
     assert set(GENERIC_STOPS) >= {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}
 
 
+def test_prefix_only_start_token_is_the_document_separator_else_bos():
+    assert detect_format(plain()).start_id == plain().vocab["<|endoftext|>"]
+    bos_only = FakeTokenizer(["<unk>", "<bos>"], bos="<bos>")
+    assert detect_format(bos_only).start_id == bos_only.vocab["<bos>"]
+    assert detect_format(FakeTokenizer(["<unk>"])).start_id is None
+
+
+@pytest.mark.parametrize(
+    ("text", "cursor"),
+    [("", 0), ("im", 2), ("x" * 5000, 5000), ("a\n" + "y" * 900, 902)],
+    ids=["empty file", "first half-typed word", "long first line", "line over budget"],
+)
+def test_an_empty_prefix_only_prompt_starts_from_the_start_token(text, cursor):
+    tok = plain()
+    fmt = detect_format(tok)
+    prompt = build_prompt(tok, fmt, text, cursor, context_tokens=64)
+    assert prompt.ids == [tok.vocab["<|endoftext|>"]]
+    bare = detect_format(FakeTokenizer(["<unk>"]))
+    assert build_prompt(tok, bare, text, cursor, context_tokens=64).ids == []
+
+
 def test_eos_ids_are_added_to_stops():
     tok = FakeTokenizer(["<unk>", "<eos>"], eos="<eos>")
     fmt = detect_format(tok, eos_ids=[7, 8])
@@ -350,7 +371,10 @@ def check_prompt(tok, fmt, text, cursor, context_tokens):
         assert prompt.ids == expected
     else:
         assert prompt.suffix_end == cursor
-        assert prompt.ids == chars(prefix[prompt.prefix_start :])
+        kept = chars(prefix[prompt.prefix_start :])
+        # Nothing fits before the cursor: the prompt starts from the start token.
+        start = [fmt.start_id] if fmt.start_id is not None else []
+        assert prompt.ids == (kept or start)
     return prompt
 
 

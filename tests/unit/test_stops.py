@@ -94,6 +94,16 @@ def test_line_mode_stops_at_first_newline():
     assert rules.cut("\nfoo") == ("", True)  # text after the cursor: no line break allowed
 
 
+@pytest.mark.parametrize("marked", ["def f():|\n", "    |\n", "x = 1|"])
+def test_never_mode_holds_no_line_break(marked):
+    auto, never = rules_at(marked, "auto"), rules_at(marked, "never")
+    assert never.cut("\n    return 1") == ("", True)
+    assert never.finish(never.cut("\ndef _munge(t):")[0]) == ""
+    assert never.cut("return 1\nx") == ("return 1", True)
+    if auto.mode == "line":  # auto lets an empty rest of line move to the next line
+        assert auto.cut("\n    return 1\n") == ("\n    return 1", True)
+
+
 def test_line_mode_stops_when_reaching_rest_of_line():
     rules = rules_at("print(x, |)\n")
     assert rules.cut("y") == ("y", False)
