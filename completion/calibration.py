@@ -6,7 +6,9 @@ tokens (the fastest of ``repeats`` rounds) and builds the
 :class:`~completion.speculative.CostModel` from them. It runs one forward per
 :meth:`Calibration.step`, so a server can run it a few steps at a time between requests
 and stop at a cap (:meth:`Calibration.result` then builds the curve from what was timed);
-:meth:`Calibration.run` measures it all at once.
+:meth:`Calibration.run` measures it all at once. Last, with the linear paths chosen, it
+measures how far such forwards' logits are from one-token steps' (``CostModel.drift``:
+the bound under which verification decides a near tie with one-token steps).
 
 On a CPU with a :class:`~completion.fastpath.FastLinear` switch, both linear paths are
 timed for each size (interleaved, so load changes hit both) and the faster is chosen.
@@ -35,6 +37,8 @@ REPEATS = 3
 """Timed rounds over every size (after one warm-up round)."""
 PREFILL_STEP = 128
 """Tokens per forward while filling the calibration cache."""
+DRIFT_TOKENS = 16
+"""Tokens whose logits are compared, fed one at a time and in chunks."""
 
 
 class Calibration:
@@ -52,6 +56,9 @@ class Calibration:
         self.sizes = sizes
         self.samples: dict[tuple[int, bool], list[float]] = {}
         """(tokens fed, transposed linear path) -> forward times in seconds."""
+        self.drift: float | None = None
+        """How far forwards of several tokens' logits are from one-token steps', measured
+        last with the linear paths chosen (:func:`~completion.speculative.drift_steps`)."""
         self.done = False
         self._steps = self._forwards(make_cache, context, repeats)
 
@@ -104,7 +111,7 @@ class Calibration:
         for n in sorted(times):
             top = max(top, times[n] / times[1])
             relative[n] = top
-        return CostModel(relative, fast_rows)
+        return CostModel(relative, fast_rows, self.drift)
 
     @torch.inference_mode()
     def _forwards(
@@ -148,6 +155,12 @@ class Calibration:
                     if rep:
                         self.samples.setdefault((n, transposed), []).append(seconds)
                     yield
+        from .speculative import drift_steps
+
+        # Last, with the linear paths these timings choose: the near-tie bound.
+        ids = torch.randint(0, vocab, (DRIFT_TOKENS,), generator=gen).tolist()
+        chosen = self.result().fast_rows
+        self.drift = yield from drift_steps(model, cache, context, ids, chosen)
 
     def _timed(
         self, cache: Any, ids: torch.Tensor, positions: torch.Tensor, transposed: bool

@@ -28,7 +28,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -811,26 +811,61 @@ def near_tie_margin(drift: float | None, dtype: torch.dtype, logits: torch.Tenso
     return 2 * SAFETY * max(bound, torch.finfo(dtype).eps * scale)
 
 
-@torch.inference_mode()
 def measure_drift(model: Any, cache: Any, start: int, ids: list[int]) -> float:
     """The largest logit difference between forwards of several tokens and one-token steps.
 
     Feeds ``ids`` at ``start`` on top of ``cache`` one token at a time (plain decoding),
     then again in chunks of :data:`DRIFT_CHUNKS` tokens (verify steps, and one-token
     steps on the keys and values those wrote), and compares the logits at every
-    position. The cache ends as it began.
+    position. The cache ends as it began. :func:`drift_steps` does it a forward at a time.
     """
-    plain = [_forward_all(model, [t], cache, start + i)[0] for i, t in enumerate(ids)]
+    steps = drift_steps(model, cache, start, ids)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return float(done.value)
+
+
+def drift_steps(
+    model: Any, cache: Any, start: int, ids: list[int], rows: frozenset[int] | None = None
+) -> Generator[None, None, float]:
+    """:func:`measure_drift` one forward per ``next()``; its result is the return value.
+
+    ``rows``: the row counts that take the transposed linear path during these forwards
+    (the model's :class:`~completion.fastpath.FastLinear` switch is put back after each,
+    so work that runs between two of them sees the model as it was); None: as it is.
+    """
+    plain: list[torch.Tensor] = []
+    for i, t in enumerate(ids):
+        plain.append(_forward_with_rows(model, [t], cache, start + i, rows)[0])
+        yield
     cache.crop(-len(ids))
     chunks, at = [], 0
     while at < len(ids):
         for size in DRIFT_CHUNKS:
             piece = ids[at : at + size]
             if piece:
-                chunks.append(_forward_all(model, piece, cache, start + at))
+                chunks.append(_forward_with_rows(model, piece, cache, start + at, rows))
+                yield
             at += len(piece)
     cache.crop(-len(ids))
     return float((torch.cat(chunks) - torch.stack(plain)).abs().max())
+
+
+def _forward_with_rows(
+    model: Any, ids: list[int], cache: Any, start: int, rows: frozenset[int] | None
+) -> torch.Tensor:
+    """:func:`_forward_all` with the transposed linear path for ``rows`` (None: as set)."""
+    switch = fast_linear(model)
+    if rows is None or switch is None:
+        return _forward_all(model, ids, cache, start)
+    saved = switch.rows
+    switch.set_rows(rows)
+    try:
+        return _forward_all(model, ids, cache, start)
+    finally:
+        switch.rows = saved
 
 
 @torch.inference_mode()

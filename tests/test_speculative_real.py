@@ -8,10 +8,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from cache.growing import growing_cache
+from completion.decode import decode_one_token, prefill
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import is_converted, load_model, qwen_dir
-from completion.speculative import CostModel
+from completion.speculative import (
+    SAFETY,
+    Acceptance,
+    AheadDraft,
+    CostModel,
+    Drafter,
+    NgramIndex,
+    SpecStats,
+    forward_with_draft,
+    speculative_generate,
+)
 from tooling.bench_decode import make_position
 from tooling.bench_edits import SOURCES
 
@@ -225,3 +238,73 @@ def test_qwen_fim_identical_with_and_without_speculation() -> None:
     # (At these positions Qwen's suggestions are too short to be fed with the prompt:
     # that path is tested with the default model, and is model-independent.)
     assert on.totals.verifySteps > 0
+
+
+TEXTWRAP = STDLIB / "textwrap.py"
+
+
+def test_default_model_speculation_decodes_as_a_fresh_plain_decoder(loaded_default) -> None:
+    """Token for token, at positions all over a real file: drafts that are the plain
+    output itself (long accepted runs), a corrupted copy, earlier outputs, and some fed
+    with the prompt's last span. Also: the drift the calibration measured on random
+    tokens, times the safety factor, covers what verify forwards differ by here."""
+    model = loaded_default.model
+    costs = Engine(loaded_default).costs  # the server's calibration, drift included
+    assert costs.drift is not None and costs.drift > 0
+    ids = list(loaded_default.tokenizer.encode(TEXTWRAP.read_text(), add_special_tokens=False))
+    rng = random.Random(7)
+    history: list[list[int]] = []
+    n, span, worst, stats = 24, 32, 0.0, SpecStats()
+    for at in range(400, len(ids) - n, (len(ids) - 400) // 10):
+        prompt = ids[max(0, at - 600) : at]
+        # Plain decoding, the prompt encoded as a cache update does (its last span apart).
+        cache = growing_cache(model.config)
+        prefill(model, prompt[:-span], cache, 0)
+        rows = [prefill(model, prompt[-span:], cache, len(prompt) - span)]
+        reference = []
+        for i in range(n):
+            reference.append(int(torch.argmax(rows[-1])))
+            if i < n - 1:
+                rows.append(decode_one_token(model, reference[-1], cache, len(prompt) + i))
+        # What a verify forward over the same tokens differs by.
+        cache.crop(-(n - 1))
+        with torch.inference_mode():
+            verify = model(
+                input_ids=torch.tensor([reference[:16]]),
+                past_key_values=cache,
+                position_ids=torch.arange(len(prompt), len(prompt) + 16).unsqueeze(0),
+                logits_to_keep=16,
+            ).logits[0]
+        worst = max(worst, float((verify - torch.stack(rows[1:17])).abs().max()))
+        # Speculative decoding from the same encoding.
+        wrong = list(reference)
+        wrong[rng.randrange(n)] = rng.randrange(len(ids))
+        cache = growing_cache(model.config)
+        prefill(model, prompt[:-span], cache, 0)
+        ahead = rng.choice([[], reference[: rng.randint(1, n - 1)], wrong[: n - 1]])
+        last, fed = forward_with_draft(model, prompt[-span:], ahead, cache, len(prompt) - span)
+        drafter = Drafter(
+            prompt=NgramIndex(),
+            history=NgramIndex(),
+            max_draft=16,
+            costs=CostModel({k: 1.0 for k in range(1, 40)}, drift=costs.drift, learn=False),
+            acceptance=Acceptance(),
+        )
+        drafter.prompt.add(list(prompt))
+        drafter.history.add_many([*history[-4:], prompt[-4:] + wrong, prompt[-4:] + reference])
+        verified = AheadDraft(ahead, fed) if ahead else None
+        out = speculative_generate(
+            model,
+            cache,
+            last,
+            len(prompt),
+            n,
+            drafter,
+            stats,
+            context=prompt[-8:],
+            verified=verified,
+        )
+        assert list(out) == reference, at
+        history.append(prompt[-4:] + reference)
+    assert stats.acceptedTokens > 100
+    assert worst <= SAFETY * costs.drift, (worst, costs.drift)

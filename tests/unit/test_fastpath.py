@@ -123,6 +123,7 @@ def test_measure_chooses_paths_and_cached_costs_apply_to_a_new_model() -> None:
     assert set(costs.relative) == {1, 2, 4}
     assert costs.relative[1] == 1.0 <= costs.relative[2] <= costs.relative[4]
     assert costs.fast_rows == switch.rows
+    assert costs.drift is not None  # measured last, with the paths chosen
     other = _model(2)
     other_switch = fastpath.install(other)
     assert other_switch is not None
