@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import completion.speculative as spec
+import completion.drafting_policy as policy
+from completion.drafting_sources import DRAFT_SOURCES
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import load_model
 from tooling.bench_decode import make_positions
@@ -35,7 +36,7 @@ def main() -> None:
     ap.add_argument("--all-unbounded", action="store_true")
     args = ap.parse_args()
     if args.all_unbounded:
-        spec.UNBOUNDED_SOURCES = frozenset(spec.DRAFT_SOURCES)
+        policy.UNBOUNDED_SOURCES = frozenset(DRAFT_SOURCES)
     engine = Engine(load_model(args.model, "cpu", "auto"))
     # Measured once, before the first completion (the server does it at start-up).
     print("verify cost:", {n: round(engine.costs.cost(n), 2) for n in (2, 4, 8, 16)})

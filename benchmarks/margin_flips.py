@@ -25,7 +25,7 @@ from cache.growing import growing_cache
 from completion.decode import generate, prefill
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import load_model
-from completion.speculative import MarginBands
+from completion.suggestion_memory import MarginBands
 from tooling.bench_decode import make_positions
 
 TOKENS = 24

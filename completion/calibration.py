@@ -3,7 +3,7 @@
 Speculative decoding drafts only where a k-token verify step pays, which depends on the
 device: :class:`Calibration` times forwards of each size on a cache of ``context``
 tokens (the fastest of ``repeats`` rounds) and builds the
-:class:`~completion.speculative.CostModel` from them. It runs one forward per
+:class:`~completion.drafting_policy.CostModel` from them. It runs one forward per
 :meth:`Calibration.step`, so a server can run it a few steps at a time between requests
 and stop at a cap (:meth:`Calibration.result` then builds the curve from what was timed);
 :meth:`Calibration.run` measures it all at once. Last, with the linear paths chosen, it
@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .fastpath import fast_linear
+from .verify import drift_steps
 
 if TYPE_CHECKING:
-    from .speculative import CostModel
+    from .drafting_policy import CostModel
 
 SIZES = (1, 2, 3, 4, 6, 8, 16)
 """Tokens fed per timed forward."""
@@ -58,7 +59,7 @@ class Calibration:
         """(tokens fed, transposed linear path) -> forward times in seconds."""
         self.drift: float | None = None
         """How far forwards of several tokens' logits are from one-token steps', measured
-        last with the linear paths chosen (:func:`~completion.speculative.drift_steps`)."""
+        last with the linear paths chosen (:func:`~completion.verify.drift_steps`)."""
         self.done = False
         self._steps = self._forwards(make_cache, context, repeats)
 
@@ -90,7 +91,7 @@ class Calibration:
         Sizes not timed yet are left out (the cost model interpolates); with no plain
         step timed at all, the curve is linear (drafting never pays).
         """
-        from .speculative import CostModel
+        from .drafting_policy import CostModel
 
         switch = fast_linear(self.model)
         best = {key: min(v) for key, v in self.samples.items() if v}
@@ -155,8 +156,6 @@ class Calibration:
                     if rep:
                         self.samples.setdefault((n, transposed), []).append(seconds)
                     yield
-        from .speculative import drift_steps
-
         # Last, with the linear paths these timings choose: the near-tie bound.
         ids = torch.randint(0, vocab, (DRIFT_TOKENS,), generator=gen).tolist()
         chosen = self.result().fast_rows

@@ -13,7 +13,7 @@ verification barely pay. Two causes, both fixed here without changing the maths:
   is slow for 2-4 rows on this CPU, slower than for one row; ``(W @ x.T).T`` reads the
   weights once and costs about one matrix-vector product. Which row counts gain is a
   property of the CPU and its BLAS: :meth:`FastLinear.choose` is given measurements
-  (:meth:`completion.speculative.CostModel.measure` times both) and keeps the
+  (:meth:`completion.drafting_policy.CostModel.measure` times both) and keeps the
   transposed path only for the row counts where it was faster.
 
 Both are installed on CPU models only (:func:`install`); CUDA and MPS keep the library

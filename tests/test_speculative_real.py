@@ -12,15 +12,13 @@ import torch
 
 from cache.growing import growing_cache
 from completion.decode import decode_one_token, prefill
+from completion.drafting_policy import Acceptance, CostModel, Drafter
+from completion.drafting_sources import NgramIndex
 from completion.engine import CompletionOptions, CompletionRequest, Engine
 from completion.models import is_converted, load_model, qwen_dir
-from completion.speculative import (
+from completion.verify import (
     SAFETY,
-    Acceptance,
     AheadDraft,
-    CostModel,
-    Drafter,
-    NgramIndex,
     SpecStats,
     forward_with_draft,
     speculative_generate,

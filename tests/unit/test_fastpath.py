@@ -13,7 +13,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from completion import fastpath
 from completion.decode import prefill
-from completion.speculative import CostModel
+from completion.drafting_policy import CostModel
 
 
 class _Module(torch.nn.Module):

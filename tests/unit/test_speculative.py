@@ -28,29 +28,26 @@ from completion.constraints import (
     unpack,
 )
 from completion.decode import generate, prefill
-from completion.speculative import (
+from completion.drafting_policy import (
     MARGIN,
     MAX_LOSS,
-    SAFETY,
     SURE,
     Acceptance,
-    AheadDraft,
     CostModel,
     Drafter,
-    History,
-    MarginBands,
-    NgramIndex,
-    Said,
-    SpecStats,
-    Workspace,
-    _pick,
     choose_length,
-    expected_rest,
+)
+from completion.drafting_sources import History, NgramIndex, Workspace
+from completion.suggestion_memory import MarginBands, Said, expected_rest, token_margins
+from completion.verify import (
+    SAFETY,
+    AheadDraft,
+    SpecStats,
     forward_with_draft,
     measure_drift,
     near_tie_margin,
+    pick_token,
     speculative_generate,
-    token_margins,
 )
 
 VOCAB = 24
@@ -209,7 +206,7 @@ def test_sampling_rule_keeps_the_distribution() -> None:
     for draft in (0, 3):  # a likely and an unlikely draft token
         counts = torch.zeros(5)
         for _ in range(n):
-            tok, _ = _pick(logits, 1.0, gen, draft)
+            tok, _ = pick_token(logits, 1.0, gen, draft)
             counts[tok] += 1
         expected = target * n
         chi2 = float(((counts - expected) ** 2 / expected).sum())
@@ -535,14 +532,14 @@ def test_ngram_index_prefers_longest_then_latest() -> None:
     idx = NgramIndex()
     idx.add([1, 2, 3, 9, 9])
     idx.add([7, 2, 3, 4, 5])
-    assert idx.lookup([0, 2, 3], 2) == ([4, 5], 2)  # the latest sequence with (2, 3)
-    assert idx.lookup([1, 2, 3], 2) == ([9, 9], 3)  # the longer match wins
-    assert idx.lookup([8, 8], 3) == ([], 0)
+    assert idx.find([0, 2, 3], 2)[:2] == ([4, 5], 2)  # the latest sequence with (2, 3)
+    assert idx.find([1, 2, 3], 2)[:2] == ([9, 9], 3)  # the longer match wins
+    assert idx.find([8, 8], 3)[:2] == ([], 0)
     idx.extend(1, [6])
-    assert idx.lookup([4, 5], 1) == ([6], 2)
+    assert idx.find([4, 5], 1)[:2] == ([6], 2)
     rep = NgramIndex()
     rep.add([5, 5, 5, 5, 5, 5, 1])
-    assert rep.lookup([5, 5], 8) == ([5, 5, 5, 5, 1], 2)  # first occurrence: longest draft
+    assert rep.find([5, 5], 8)[:2] == ([5, 5, 5, 5, 1], 2)  # first occurrence: longest draft
 
 
 def test_cost_model_measures_real_forwards(model) -> None:
@@ -554,8 +551,6 @@ def test_cost_model_measures_real_forwards(model) -> None:
 
 
 def test_history_hit_at_the_same_offset_is_aligned() -> None:
-    from completion.speculative import History
-
     history = History()
     history.remember("a.py", [1, 2, 3, 4], [10, 11, 12, 13, 14])
     index, starts = history.index_for("a.py")
@@ -577,8 +572,6 @@ def test_history_hit_at_the_same_offset_is_aligned() -> None:
 
 
 def test_another_documents_suggestion_is_its_own_source_never_aligned() -> None:
-    from completion.speculative import History
-
     history = History()
     history.remember("other.py", [1, 2, 3, 4], [20, 21, 22, 23, 24])
     index, starts = history.index_for("a.py")
