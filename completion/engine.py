@@ -7,7 +7,6 @@ It is blocking: the server runs it on a worker thread and cancels it through a
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import threading
@@ -33,29 +32,13 @@ from cache import (
 from .calibration import Calibration
 from .constraints import AllOf, Constraint, NoLeadingBreak, TextPrefix, TokenTexts
 from .decode import PREFILL_CHUNK, generate, prefill
+from .drafting_policy import Acceptance, CostModel, Drafter, choose_length, cut_at_final
+from .drafting_sources import MAX_NGRAM, History, NgramIndex, Workspace
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .models import LoadedModel
-from .speculative import (
-    MAX_NGRAM,
-    Acceptance,
-    AheadDraft,
-    CostModel,
-    Drafter,
-    History,
-    MarginBands,
-    Marks,
-    NgramIndex,
-    Said,
-    SpecStats,
-    Workspace,
-    choose_length,
-    cut_at_final,
-    expected_rest,
-    forward_with_draft,
-    speculative_generate,
-    token_margins,
-)
 from .stops import Multiline, StopRules, strip_healed
+from .suggestion_memory import MarginBands, Marks, Said, expected_rest, token_margins
+from .verify import AheadDraft, SpecStats, forward_with_draft, speculative_generate
 
 TAIL_TOKENS = 32
 """Default for ``cache.tailTokens``; chosen by ``pie-lsp bench edits`` (docs/cache.md)."""
@@ -178,7 +161,6 @@ class CompletionResult:
     generated_tokens: int
     decode_ms: float
     total_ms: float
-    probe_ids: list[int] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
     """Other suggestions (distinct, non-empty), best first; asked for with ``alternatives``."""
     min_margin: float = float("inf")
@@ -227,7 +209,7 @@ class Shown(NamedTuple):
     mode: str
 
 
-class _Plan(NamedTuple):
+class Plan(NamedTuple):
     """A request prepared before it touches the cache."""
 
     req: CompletionRequest
@@ -241,27 +223,25 @@ class _Plan(NamedTuple):
     """An earlier suggestion's rest expected here, and its old margins."""
     ahead: AheadDraft | None
     """That rest, to verify in the cache update's last forward."""
-    probe_tokens: int
 
 
-class _Decoded(NamedTuple):
+class Decoded(NamedTuple):
     """One decode under the stop rules."""
 
     visible: str
     reason: str
     out: list[int]
     """Tokens generated up to the stop (the stop token not included)."""
-    probe: list[int]
     margins: list[float]
     sure: float
     """The smallest margin among the picks that made it (:func:`_decided`)."""
 
 
-class _Run(NamedTuple):
+class Outcome(NamedTuple):
     """A request after the cache update, the decode(s) and the alternatives."""
 
     sync: SyncResult
-    decoded: _Decoded
+    decoded: Decoded
     text: str
     alternatives: list[str]
     decode_ms: float
@@ -326,13 +306,10 @@ class Engine:
         req: CompletionRequest,
         cancel: CancelToken | None = None,
         *,
-        probe_tokens: int = 0,
         alternatives: int = 0,
     ) -> CompletionResult:
         """Produce one completion (blocking). Raises :class:`Cancelled` when cancelled.
 
-        ``probe_tokens`` (benchmarks): decode that many tokens greedily with no stop at
-        all, return them as ``probe_ids``, and derive the completion from them.
         ``alternatives``: also produce up to that many other suggestions, each decoded
         from one of the next most likely first tokens (cycling through suggestions).
         A prompt with nothing to start from (no text before the cursor, and a model
@@ -340,11 +317,11 @@ class Engine:
         """
         cancel = cancel or CancelToken()
         t0 = time.perf_counter()
-        if not probe_tokens and not alternatives:
+        if not alternatives:
             reused = self._typed_through(req, t0)
             if reused is not None:
                 return reused
-        plan = self._plan(req, probe_tokens)
+        plan = self._plan(req)
         if not plan.prompt.ids:
             ms = (time.perf_counter() - t0) * 1000
             return CompletionResult("", plan.rules.mode, "emptyPrompt", 0, 0, 0, 0.0, 0, 0.0, ms)
@@ -353,8 +330,7 @@ class Engine:
             pc = self.caches.get(req.key)
             with pc.lock:
                 run = self._run(pc, plan, cancel, alternatives)
-        if not probe_tokens:
-            self._remember(req, plan, run.decoded)
+        self._remember(req, plan, run.decoded)
         result = CompletionResult(
             text=run.text,
             mode=plan.rules.mode,
@@ -366,7 +342,6 @@ class Engine:
             generated_tokens=len(run.decoded.out),
             decode_ms=run.decode_ms,
             total_ms=(time.perf_counter() - t0) * 1000,
-            probe_ids=run.decoded.probe,
             alternatives=run.alternatives,
             min_margin=run.decoded.sure,
             gated=run.gated,
@@ -375,7 +350,7 @@ class Engine:
         self._count(result, run)
         return result
 
-    def _plan(self, req: CompletionRequest, probe_tokens: int) -> _Plan:
+    def _plan(self, req: CompletionRequest) -> Plan:
         """What a request needs before it touches the cache: rules, prompt, drafts."""
         opts = req.options
         rules = StopRules.at(req.text, req.cursor, opts.multiline)
@@ -383,11 +358,11 @@ class Engine:
         generator = None
         if opts.temperature > 0 and opts.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(opts.seed)
-        speculate = opts.speculative and not probe_tokens and opts.max_draft_tokens > 0
+        speculate = opts.speculative and opts.max_draft_tokens > 0
         line = rules.mode == "line"
         found = self._expected(req, prompt) if speculate and prompt.ids else None
         ahead = AheadDraft(self._draft_ahead(*found, opts, line)) if found else None
-        return _Plan(
+        return Plan(
             req=req,
             rules=rules,
             prompt=prompt,
@@ -396,10 +371,9 @@ class Engine:
             constraint=self._constraint(prompt, rules),
             found=found,
             ahead=ahead,
-            probe_tokens=probe_tokens,
         )
 
-    def _run(self, pc: PromptCache, plan: _Plan, cancel: CancelToken, alternatives: int) -> _Run:
+    def _run(self, pc: PromptCache, plan: Plan, cancel: CancelToken, alternatives: int) -> Outcome:
         """Update the cache, decode, apply the confidence gate (caller holds the locks)."""
         opts = plan.req.options
         try:
@@ -433,57 +407,62 @@ class Engine:
             else []
         )
         decode_ms = (time.perf_counter() - t1) * 1000 + merged_ms
-        return _Run(sync, decoded, text, others, decode_ms, merged_ms, gated, gate_ms)
+        return Outcome(sync, decoded, text, others, decode_ms, merged_ms, gated, gate_ms)
 
     def _decode(
-        self, pc: PromptCache, plan: _Plan, verified: AheadDraft | None, cancel: CancelToken
-    ) -> _Decoded:
+        self, pc: PromptCache, plan: Plan, verified: AheadDraft | None, cancel: CancelToken
+    ) -> Decoded:
         """Decode on top of the prompt cache and apply the stop rules (cache cropped after)."""
-        opts = plan.req.options
         margins: list[float] = []
-        probe: list[int] = []
         assert pc.last_logits is not None
         with pc.session() as kv:
-            tokens: Iterable[int]
-            if plan.speculate:
-                line = plan.rules.mode == "line"
-                expected = plan.found[0] if plan.found else None
-                tokens = speculative_generate(
-                    self.model,
-                    kv,
-                    pc.last_logits,
-                    len(plan.prompt.ids),
-                    max(1, opts.max_tokens),
-                    self._drafter(plan.req, plan.prompt, opts.max_draft_tokens, line, expected),
-                    self.totals,
-                    opts.temperature,
-                    self.format.stop_ids,
-                    plan.generator,
-                    plan.constraint(),
-                    context=plan.prompt.ids[-2 * MAX_NGRAM :],
-                    margins=margins,
-                    verified=verified,
-                )
-            else:
-                tokens = generate(
-                    self.model,
-                    kv,
-                    pc.last_logits,
-                    len(plan.prompt.ids),
-                    max(1, opts.max_tokens, plan.probe_tokens),
-                    opts.temperature,
-                    frozenset() if plan.probe_tokens else self.format.stop_ids,
-                    plan.generator,
-                    margins=margins,
-                    constraint=plan.constraint(),
-                )
-            if plan.probe_tokens:  # decode a fixed length first, then apply the rules
-                probe = list(tokens)
-                tokens = iter(probe[: max(1, opts.max_tokens)])
+            tokens = self._tokens(kv, pc.last_logits, plan, verified, margins)
             visible, reason, out = self._apply_rules(tokens, plan.rules, plan.prompt.healed, cancel)
-        return _Decoded(visible, reason, out, probe, margins, _decided(margins, out, reason))
+        return Decoded(visible, reason, out, margins, _decided(margins, out, reason))
 
-    def _remember(self, req: CompletionRequest, plan: _Plan, decoded: _Decoded) -> None:
+    def _tokens(
+        self,
+        kv: Any,
+        logits: torch.Tensor,
+        plan: Plan,
+        verified: AheadDraft | None,
+        margins: list[float],
+    ) -> Iterator[int]:
+        """The token stream after the prompt: speculative or plain (the same picks)."""
+        opts = plan.req.options
+        if plan.speculate:
+            line = plan.rules.mode == "line"
+            expected = plan.found[0] if plan.found else None
+            return speculative_generate(
+                self.model,
+                kv,
+                logits,
+                len(plan.prompt.ids),
+                max(1, opts.max_tokens),
+                self._drafter(plan.req, plan.prompt, opts.max_draft_tokens, line, expected),
+                self.totals,
+                opts.temperature,
+                self.format.stop_ids,
+                plan.generator,
+                plan.constraint(),
+                context=plan.prompt.ids[-2 * MAX_NGRAM :],
+                margins=margins,
+                verified=verified,
+            )
+        return generate(
+            self.model,
+            kv,
+            logits,
+            len(plan.prompt.ids),
+            max(1, opts.max_tokens),
+            opts.temperature,
+            self.format.stop_ids,
+            plan.generator,
+            margins=margins,
+            constraint=plan.constraint(),
+        )
+
+    def _remember(self, req: CompletionRequest, plan: Plan, decoded: Decoded) -> None:
         """What later requests draft from and type through: this suggestion, as said."""
         out, prompt, opts = decoded.out, plan.prompt, req.options
         self.history.remember(req.key, prompt.ids[-2 * MAX_NGRAM :], out)
@@ -509,7 +488,7 @@ class Engine:
         lead = full[: len(full) - len(said)]
         recent.appendleft(Said(req.text, req.cursor, said, marks, lead))
 
-    def _count(self, result: CompletionResult, run: _Run) -> None:
+    def _count(self, result: CompletionResult, run: Outcome) -> None:
         """Add a finished completion to :attr:`totals`."""
         t = self.totals
         t.completions += 1
@@ -549,38 +528,6 @@ class Engine:
         if cancel is not None:
             cancel.check()
         self.totals.forwards += 1
-
-    def drafting_state(self, key: str | None = None) -> Any:
-        """A copy of what drafting and typing-through learn from completions.
-
-        Benchmarks restore it (:meth:`restore_drafting_state`) to time one request
-        several times from the same state. It includes the verify-cost timings learned
-        online (shared by the engines on one model) and, with ``key``, that document's
-        prompt cache: how a request runs depends on it (a re-ask is verified inside the
-        cache update's forward only when the cache update runs one).
-        """
-        timings = self._costs.snapshot() if self._costs is not None else None
-        learned = copy.deepcopy(
-            (self.history, self.acceptance, self.bands, self._shown, self._recent)
-        )
-        pc = self.caches.peek(key) if key is not None else None
-        return (learned, timings, key, pc.snapshot() if pc is not None else None)
-
-    def restore_drafting_state(self, state: Any) -> None:
-        """Put back a :meth:`drafting_state` copy (copied again: it can be reused)."""
-        learned, timings, key, cache = state
-        self.history, self.acceptance, self.bands, self._shown, self._recent = copy.deepcopy(
-            learned
-        )
-        if timings is not None and self._costs is not None:
-            self._costs.restore(timings)
-        if key is not None:
-            if cache is None:
-                self.caches.discard(key)
-            else:
-                pc = self.caches.get(key)
-                with pc.lock:
-                    pc.restore(cache)
 
     @property
     def costs_measured(self) -> bool:
@@ -793,7 +740,7 @@ class Engine:
     def _alternatives(
         self,
         pc: PromptCache,
-        plan: _Plan,
+        plan: Plan,
         best: str,
         best_ids: list[int],
         n: int,

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .loading import CliProgress, load_with_progress, model_overrides, quiet_transformers
@@ -85,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("name", choices=("qwen2.5-coder-0.5b",))
 
     bench = sub.add_parser("bench", help="benchmarks (figures go to stdout and a JSON file)")
-    bsub = bench.add_subparsers(dest="bench_command", metavar="SUITE", required=True)
+    _add_bench_parsers(bench.add_subparsers(dest="bench_command", metavar="SUITE", required=True))
+    return parser
+
+
+def _add_bench_parsers(bsub: Any) -> None:
+    """``pie-lsp bench SUITE`` (the suites live in the ``tooling`` package)."""
     base = bsub.add_parser("baseline", help="first completion, latency, prefill and decode speed")
     base.add_argument("--out", type=Path, default=Path("bench-results"))
     base.add_argument("--repeats", type=int, default=20, help="single-line completions to time")
@@ -151,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     nv.add_argument("--model", help="model setting sent to the server (default: its default)")
     nv.add_argument("--seed", type=int, default=0)
     nv.add_argument("--out", type=Path, default=Path("bench-results"))
-    return parser
+    st = bsub.add_parser("startup", help="first completion after initialized, idle and busy")
+    st.add_argument("--repeats", type=int, default=5, help="server starts per case")
+    st.add_argument("--hogs", type=int, default=os.cpu_count() or 2, help="busy-loop processes")
+    st.add_argument("--model", help="model setting sent to the server (default: its default)")
+    st.add_argument("--out", type=Path, default=Path("bench-results"))
 
 
 def setup_logging(verbose: int, log_file: str | None = None) -> None:
@@ -311,6 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_decode import run_decode
 
             return run_decode(args)
+        if args.bench_command == "startup":
+            from tooling.bench_startup import run_startup
+
+            return run_startup(args)
         if args.bench_command == "neovim":
             from tooling.bench_nvim import run_neovim_bench
 

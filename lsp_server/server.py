@@ -70,6 +70,18 @@ class RequestFailed(JsonRpcException):
     MESSAGE = "Request failed"
 
 
+IN_ORDER = frozenset(
+    {
+        types.TEXT_DOCUMENT_DID_OPEN,
+        types.TEXT_DOCUMENT_DID_CHANGE,
+        types.TEXT_DOCUMENT_DID_CLOSE,
+        types.WORKSPACE_DID_CHANGE_CONFIGURATION,
+    }
+)
+"""Notifications handled after the request tasks started before them (see
+:meth:`PieProtocol.handle_message`)."""
+
+
 class _Unreadable(NamedTuple):
     """A message whose params did not fit its method (already answered, if a request)."""
 
@@ -110,9 +122,23 @@ class PieProtocol(LanguageServerProtocol):
             return _Unreadable(method)
 
     def handle_message(self, message: Any) -> None:
-        """Skip messages already answered as unreadable."""
-        if not isinstance(message, _Unreadable):
-            super().handle_message(message)
+        """Handle messages in arrival order; skip those already answered as unreadable.
+
+        pygls runs a request's ``async`` handler as a task whose first step comes a loop
+        step later, while a notification read right after it (``didChange``,
+        ``didClose``) ran at once: the request then saw the document as it was *after*
+        the edit it was sent before (a wrong position, or "document not open"). A
+        notification that changes what requests read (:data:`IN_ORDER`) is therefore
+        handled through ``call_soon`` too, in the same queue as the tasks' first steps,
+        so each request takes its document snapshot first. (Not ``exit``: the reader
+        loop must see it before it blocks on the next read.)
+        """
+        if isinstance(message, _Unreadable):
+            return
+        if getattr(message, "method", None) in IN_ORDER and not hasattr(message, "id"):
+            asyncio.get_running_loop().call_soon(super().handle_message, message)
+            return
+        super().handle_message(message)
 
 
 class PieServer(LanguageServer):
@@ -580,6 +606,13 @@ class PieServer(LanguageServer):
 def create_server(config: Config | None = None) -> PieServer:
     """Build the server with every handler registered."""
     server = PieServer(config)
+    for register in (_lifecycle, _document_sync, _completions, _workspace):
+        register(server)
+    return server
+
+
+def _lifecycle(server: PieServer) -> None:
+    """Register initialize, initialized and shutdown."""
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: PieServer, params: types.InitializeParams) -> None:
@@ -593,6 +626,15 @@ def create_server(config: Config | None = None) -> PieServer:
             ls.show(f"configuration: {problem}")
         ls.pending_problems = []
         ls.start_loading()
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: PieServer, params: Any) -> None:
+        for token in [*ls.inflight.values(), *ls._refreshing.values()]:
+            token.cancel("shutdown")
+
+
+def _document_sync(server: PieServer) -> None:
+    """Register didOpen, didChange and didClose."""
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: PieServer, params: types.DidOpenTextDocumentParams) -> None:
@@ -630,6 +672,10 @@ def create_server(config: Config | None = None) -> PieServer:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: PieServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.close(params.text_document.uri)
+
+
+def _completions(server: PieServer) -> None:
+    """Register inlineCompletion, completion and the accept command their items carry."""
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(
@@ -695,6 +741,10 @@ def create_server(config: Config | None = None) -> PieServer:
         )
         return types.CompletionList(is_incomplete=True, items=[item])
 
+
+def _workspace(server: PieServer) -> None:
+    """Register didChangeConfiguration and ``pie/stats``."""
+
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: PieServer, params: types.DidChangeConfigurationParams) -> None:
         settings = settings_from_did_change(params.settings)
@@ -705,10 +755,3 @@ def create_server(config: Config | None = None) -> PieServer:
     @server.feature(STATS)
     def stats(ls: PieServer, params: Any) -> dict[str, Any]:
         return ls.stats()
-
-    @server.feature(types.SHUTDOWN)
-    def shutdown(ls: PieServer, params: Any) -> None:
-        for token in [*ls.inflight.values(), *ls._refreshing.values()]:
-            token.cancel("shutdown")
-
-    return server

@@ -215,3 +215,16 @@ def test_single_line_suggestions_never_start_with_a_line_break(default_engine: E
         assert "\n" not in r.text and "\r" not in r.text, (i, r.text)
         shown.append(r.text)
     assert sum(bool(t.strip()) for t in shown) >= 9, shown  # suggestions, not silence
+
+
+def test_a_probe_decodes_unstopped_and_completes_as_plain_decoding(
+    default_engine: Engine,
+) -> None:
+    from tooling.engines import ProbeEngine
+
+    text = "def add(a: int, b: int) -> int:\n    return a"
+    opts = CompletionOptions(max_tokens=8, speculative=False, multiline="never")
+    req = CompletionRequest("probe.py", text, len(text), opts)
+    result, ids = ProbeEngine(default_engine.loaded).probe(req, 32)
+    assert len(ids) == 32  # no stop rule, no stop token: a fixed length
+    assert result.text == Engine(default_engine.loaded).complete(req).text

@@ -25,6 +25,7 @@ from completion.verify import (
 )
 from tooling.bench_decode import make_position
 from tooling.bench_edits import SOURCES
+from tooling.engines import SnapshotEngine
 
 pytestmark = pytest.mark.model
 
@@ -197,7 +198,7 @@ def test_code_in_another_open_document_is_drafted_from(loaded_default) -> None:
 def test_drafting_state_restored_repeats_a_request_exactly(loaded_default) -> None:
     """bench decode times a request several times from one state: the repeats must be
     the same work (same output, same drafts), not a re-ask that drafts from the first."""
-    eng = Engine(loaded_default)
+    eng = SnapshotEngine(loaded_default)
     assert eng.costs
     p = positions(1, seed=11)[0]
     opts = CompletionOptions(

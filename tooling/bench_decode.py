@@ -141,14 +141,16 @@ def run_decode(args: argparse.Namespace) -> int:
     """Run the benchmark; returns an exit code."""
     from tqdm import tqdm
 
-    from completion.engine import CompletionOptions, CompletionRequest, Engine
+    from completion.engine import CompletionOptions, CompletionRequest
     from lsp_server.loading import load_with_progress, model_overrides
+
+    from .engines import SnapshotEngine
 
     o = model_overrides(args)
     loaded = load_with_progress(
         o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
     )
-    on, off = Engine(loaded), Engine(loaded)
+    on, off = SnapshotEngine(loaded), SnapshotEngine(loaded)
     costs = measure_verify_cost(on)
     positions = make_positions(args.seed, args.positions, args.context_chars)
     base = CompletionOptions(

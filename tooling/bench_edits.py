@@ -171,9 +171,10 @@ def run_edits(args: argparse.Namespace) -> int:
         TAIL_TOKENS,
         CompletionOptions,
         CompletionRequest,
-        Engine,
     )
     from lsp_server.loading import load_with_progress, model_overrides
+
+    from .engines import ProbeEngine
 
     o = model_overrides(args)
     loaded = load_with_progress(
@@ -195,7 +196,7 @@ def run_edits(args: argparse.Namespace) -> int:
     if not args.no_prefix:
         variants.append(Variant("prefix", "prefix"))
     variants.append(Variant("recompute", "recompute"))
-    engines = {v.name: Engine(loaded) for v in variants}
+    engines = {v.name: ProbeEngine(loaded) for v in variants}
     ref = engines["recompute"]
     if ref.rerotator is None:
         print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)
@@ -237,11 +238,11 @@ def run_edits(args: argparse.Namespace) -> int:
     for i, case in enumerate(tqdm(cases, desc="edit cases", file=sys.stderr)):
         key = f"case{i}"
         # Recompute: the reference for the edited document, and the unedited one.
-        ref_before = ref.complete(
+        ref_before, _ = ref.probe(
             CompletionRequest(
                 key, case.before, case.cursor_before, options(case.size, variants[-1])
             ),
-            probe_tokens=PROBE,
+            PROBE,
         )
         warm = None
         for v in variants[:-1]:
@@ -260,13 +261,15 @@ def run_edits(args: argparse.Namespace) -> int:
                 )
                 pc.stale = bytearray(warm.stale)
         results = {}
+        probes: dict[str, list[int]] = {}
         for v in variants:
             eng = engines[v.name]
-            r = eng.complete(
+            r, probe_ids = eng.probe(
                 CompletionRequest(key, case.after, case.cursor_after, options(case.size, v)),
-                probe_tokens=PROBE,
+                PROBE,
             )
             results[v.name] = r
+            probes[v.name] = probe_ids
             eng.forget(key)
         gold = results["recompute"]
         changed = gold.text != ref_before.text
@@ -283,10 +286,10 @@ def run_edits(args: argparse.Namespace) -> int:
                     "updateMs": r.prefill_ms,
                     "encoded": r.encoded_tokens,
                     "exact": r.text == gold.text,
-                    "exact32": r.probe_ids == gold.probe_ids,
+                    "exact32": probes[v.name] == probes["recompute"],
                     "similarity": edit_similarity(r.text, gold.text),
                     "similarity32": edit_similarity(
-                        tok.decode(r.probe_ids), tok.decode(gold.probe_ids)
+                        tok.decode(probes[v.name]), tok.decode(probes["recompute"])
                     ),
                     "editChanged": changed,
                     "minMargin": r.min_margin,

@@ -92,10 +92,12 @@ def inline_params(uri: str, line: int, col: int) -> types.InlineCompletionParams
 def ask(client: LanguageClient, uri: str, line: int, col: int) -> tuple[str, asyncio.Future[Any]]:
     """Send an inline completion request; returns its id and its future."""
     msg_id = uuid.uuid4().hex
-    future = client.protocol.send_request_async(
+    # pygls' plain send writes at once (pytest-lsp's async one only when its task runs,
+    # after the notifications a test sends next).
+    future = client.protocol.send_request(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, line, col), msg_id=msg_id
     )
-    return msg_id, asyncio.ensure_future(future)
+    return msg_id, asyncio.wrap_future(future)
 
 
 async def decoding(client: LanguageClient, before: int) -> None:
@@ -201,6 +203,7 @@ async def test_closing_stops_the_completion_and_forgets_every_document(
     client: LanguageClient,
 ) -> None:
     uri = open_doc(client, "cancel_close.py", BODY)
+    await next_request_succeeds(client, uri, 2, 4)  # suggestions, history, cache to forget
     before = await stats(client)
     _, future = ask(client, uri, 2, 4)
     await decoding(client, before["totals"]["forwards"])
