@@ -278,7 +278,7 @@ class Engine:
         """Per document: the last suggestion shown."""
         self._recent: dict[str, deque[Said]] = {}
         """Per document: the last few suggestions, newest first
-        (:func:`~completion.speculative.expected_rest`)."""
+        (:func:`~completion.suggestion_memory.expected_rest`)."""
         self.bands = MarginBands()
         """How often a re-asked suggestion's tokens come again, by their old margin."""
         self._lock = threading.Lock()
@@ -648,8 +648,8 @@ class Engine:
         """The rest of a suggestion shown here before, tokenized after the prompt.
 
         With the margin each of those tokens was picked by the last time
-        (:func:`~completion.speculative.token_margins`; infinite where nothing else
-        changed). See :func:`~completion.speculative.expected_rest`; None when none
+        (:func:`~completion.suggestion_memory.token_margins`; infinite where nothing else
+        changed). See :func:`~completion.suggestion_memory.expected_rest`; None when none
         applies.
         """
         found = expected_rest(req.text, req.cursor, list(self._recent.get(req.key, ())))
