@@ -36,8 +36,9 @@ CONTEXT = 768
 """Cache length the forwards are timed on: near where completions run."""
 REPEATS = 3
 """Timed rounds over every size (after one warm-up round)."""
-PREFILL_STEP = 128
-"""Tokens per forward while filling the calibration cache."""
+PREFILL_STEP = 32
+"""Tokens per forward while filling the calibration cache: a step is then no dearer than
+a 16-token verify step, and a request waits at most that behind it."""
 DRIFT_TOKENS = 16
 """Tokens whose logits are compared, fed one at a time and in chunks."""
 

@@ -24,8 +24,11 @@ class PieClient:
         self,
         on_progress: Callable[[str, int | None], None] | None = None,
         on_message: Callable[[str], None] | None = None,
+        server_args: tuple[str, ...] = (),
     ) -> None:
         self.client = LanguageClient("pie-lsp-driver", "0.1")
+        self.server_args = server_args
+        """Extra ``pie-lsp serve`` arguments (e.g. ``-v --log-file PATH``)."""
         self.encoding = "utf-16"
         self._on_progress = on_progress
         self._on_message = on_message
@@ -64,7 +67,7 @@ class PieClient:
         self, options: dict[str, Any] | None = None, encodings: tuple[str, ...] = ("utf-16",)
     ) -> None:
         """Start the server and initialize it with ``options`` as initializationOptions."""
-        await self.client.start_io(sys.executable, "-m", "lsp_server")
+        await self.client.start_io(sys.executable, "-m", "lsp_server", *self.server_args)
         caps = types.ClientCapabilities(
             general=types.GeneralClientCapabilities(position_encodings=list(encodings)),
             window=types.WindowClientCapabilities(work_done_progress=True),
