@@ -1,10 +1,10 @@
 """A transformers ``DynamicCache`` whose layers append in place instead of concatenating.
 
 transformers' ``DynamicLayer.update`` appends by ``torch.cat``: every forward copies the
-whole cache of every layer into a new tensor. On a CPU that copy was 14 ms of a 74 ms
-one-token step for SmolLM2 at 768 cached tokens, and 40 ms of a 115 ms two-token step at
-1.5k (a cropped cache is a strided view, and copying it is slower still). Speculative
-decoding crops and appends on every verify step, so it paid the most.
+whole cache of every layer into a new tensor, a large share of a CPU decode step
+(profiled in docs/cache.md, "Storage"; a cropped cache is a strided view, and copying it is
+slower still). Speculative decoding crops and appends on every verify step, so it paid
+the most.
 
 :class:`GrowingLayer` keeps keys and values in buffers with spare room along the
 sequence; ``keys``/``values`` are views of the filled part, ``update`` writes the new

@@ -538,7 +538,7 @@ class Engine:
     def costs(self) -> CostModel:
         """The verify-cost curve of this model on its device, measured now if need be.
 
-        About 4 s on a 2-core CPU (milliseconds on a GPU), once per process and model.
+        Once per process, model, device and dtype (seconds on a CPU: docs/speculative.md).
         A server measures it in slices instead (:meth:`calibrate`).
         """
         while not self.calibrate(60.0):
@@ -599,7 +599,7 @@ class Engine:
 
     @property
     def token_texts(self) -> TokenTexts:
-        """Every token's text, indexed for token healing (built once: 0.3-1 s on a CPU)."""
+        """Every token's text, indexed for token healing and constraints (built once)."""
         if self._token_texts is None:
             self._token_texts = TokenTexts.of(self.tokenizer)
         return self._token_texts

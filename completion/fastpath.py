@@ -1,8 +1,9 @@
 """CPU fast paths for short multi-token forwards (verify steps, small cache updates).
 
 On a CPU, one forward over a single token takes fast matrix-vector paths; a forward over
-2-16 tokens measured 1.6-2.2x as much on the 2-core machine, which made speculative
-verification barely pay. Two causes, both fixed here without changing the maths:
+2-16 tokens cost far more (docs/speculative.md has the measurements), which made
+speculative verification barely pay. Two causes, both fixed here without changing the
+maths:
 
 - **Grouped-query attention with a mask.** transformers' SDPA path copies the whole
   key/value cache once per layer to repeat the key/value heads (``repeat_kv``) whenever a
