@@ -51,7 +51,6 @@ def test_stats_without_params_member_and_with_null() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert proc.stdin and proc.stdout
     try:
         proc.stdin.write(
             frame(
@@ -88,7 +87,6 @@ def test_a_request_with_params_of_the_wrong_shape_gets_invalid_params() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert proc.stdin and proc.stdout
     uri = "file:///tmp/shape.py"
     doc = {"uri": uri, "languageId": "python", "version": 1, "text": "import os\n"}
     bad_position = {"textDocument": {"uri": uri}, "position": "line 0, column 3"}
@@ -158,7 +156,14 @@ def test_tcp_transport_answers_initialize() -> None:
             stream.write(frame({"jsonrpc": "2.0", "id": 2, "method": "pie/stats"}))
             stream.flush()
             assert "totals" in read_response(stream, 2)["result"]
-        assert proc.stdout is not None
+            stream.write(frame({"jsonrpc": "2.0", "id": 3, "method": "shutdown"}))
+            stream.flush()
+            assert read_response(stream, 3).get("result") is None
+            stream.write(frame({"jsonrpc": "2.0", "method": "exit"}))
+            stream.flush()
+        out, _ = proc.communicate(timeout=30)  # it flushes stdout as it exits
+        assert proc.returncode == 0
+        assert out == b"", out[:200]  # the protocol went over the socket; logs go to stderr
     finally:
         proc.kill()
         proc.wait(timeout=10)

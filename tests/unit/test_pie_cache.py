@@ -120,12 +120,12 @@ def test_deep_model_layer0_matches_and_refresh_removes_drift(seed: int) -> None:
         )
     # Tokens before the first stale one are exact in every layer; a refresh makes all exact.
     first = pc.stale.find(1)
+    assert first > 0  # these edits leave an exact head and a stale rest (checked just below)
     kv, logits = fresh(model, ids)
-    if first > 0:
-        for got, want in zip(pc.kv.layers, kv.layers, strict=True):
-            torch.testing.assert_close(
-                got.keys[..., :first, :], want.keys[..., :first, :], atol=2e-5, rtol=1e-4
-            )
+    for got, want in zip(pc.kv.layers, kv.layers, strict=True):
+        torch.testing.assert_close(
+            got.keys[..., :first, :], want.keys[..., :first, :], atol=2e-5, rtol=1e-4
+        )
     pc.refresh(encoder(model))
     assert pc.stale_tokens == 0
     for got, want in zip(pc.kv.layers, kv.layers, strict=True):
