@@ -218,12 +218,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     result = {
         "benchmark": "baseline",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": _machine(),
         "source": {"file": source, "tokens": n_tokens},
         "lsp": lsp,
         "engine": eng,
@@ -231,9 +226,27 @@ def run_baseline(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "baseline.json"
     out.write_text(json.dumps(result, indent=2))
+    print(_table(_baseline_rows(lsp, eng, source, n_tokens)))
+    print(f"written: {out}")
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def _baseline_rows(
+    lsp: dict[str, Any], eng: dict[str, Any], source: str, n_tokens: int
+) -> list[tuple[str, str]]:
+    """The table's (label, figure) rows from the LSP and in-process parts' results."""
     lat = lsp["singleLineLatencyMs"]
     lib = eng["libraryCache"]
-    rows = [
+    return [
         (
             "model",
             f"{lsp['model'].get('id')} on {eng['device']} ({eng['dtype']}, {eng['torchThreads']} threads)",
@@ -259,9 +272,6 @@ def run_baseline(args: argparse.Namespace) -> int:
             f" {lib['decodeTokensPerSecond']['median']:.1f} tokens/s",
         ),
     ]
-    print(_table(rows))
-    print(f"written: {out}")
-    return 0
 
 
 def report_header(benchmark: str, loaded: Any) -> dict[str, Any]:

@@ -29,9 +29,14 @@ import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .bench import measure_verify_cost, percentile, report_header, summary
+
+if TYPE_CHECKING:
+    from completion.engine import CompletionOptions, CompletionResult
+
+    from .engines import ProbeEngine
 
 SOURCES = (
     "argparse.py",
@@ -150,6 +155,52 @@ def edit_similarity(a: str, b: str) -> float:
     return 1 - prev[-1] / max(len(a), len(b))
 
 
+@dataclass(frozen=True)
+class EditRow:
+    """One case as one strategy saw it, compared with ``recompute``: a JSON ``rows`` entry."""
+
+    case: int
+    size: int
+    kind: str
+    region: str
+    edit_fraction: float
+    prompt_tokens: int
+    update_ms: float
+    encoded: int
+    exact: bool
+    """The completion equals recompute's."""
+    exact32: bool
+    """The raw ``PROBE``-token greedy continuation equals recompute's."""
+    similarity: float
+    similarity32: float
+    edit_changed: bool
+    """The edit changed recompute's completion."""
+    min_margin: float
+    gated: bool
+    total_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as written to the report (camelCase keys, in this order)."""
+        return {
+            "case": self.case,
+            "size": self.size,
+            "kind": self.kind,
+            "region": self.region,
+            "editFraction": self.edit_fraction,
+            "promptTokens": self.prompt_tokens,
+            "updateMs": self.update_ms,
+            "encoded": self.encoded,
+            "exact": self.exact,
+            "exact32": self.exact32,
+            "similarity": self.similarity,
+            "similarity32": self.similarity32,
+            "editChanged": self.edit_changed,
+            "minMargin": self.min_margin,
+            "gated": self.gated,
+            "totalMs": self.total_ms,
+        }
+
+
 @dataclass
 class Variant:
     """A strategy under test (pie with a given tail, prefix, recompute)."""
@@ -158,32 +209,21 @@ class Variant:
     strategy: str
     tail: int = 1
     after_edit: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[EditRow] = field(default_factory=list)
 
 
-def run_edits(args: argparse.Namespace) -> int:
-    """Run the edits benchmark; returns an exit code."""
-    from tqdm import tqdm
+class _Probed(NamedTuple):
+    """What a strategy's engine answered on the edited document."""
 
-    from completion.engine import (
-        AFTER_EDIT_TOKENS,
-        CONFIDENCE_MARGIN,
-        TAIL_TOKENS,
-        CompletionOptions,
-        CompletionRequest,
-    )
-    from lsp_server.loading import load_with_progress, model_overrides
+    result: CompletionResult
+    ids: list[int]
+    """The first ``PROBE`` tokens, greedy, unstopped."""
 
-    from .engines import ProbeEngine
 
-    o = model_overrides(args)
-    loaded = load_with_progress(
-        o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
-    )
-    tok = loaded.tokenizer
-    if args.confidence_margin is None:
-        args.confidence_margin = CONFIDENCE_MARGIN
-    sizes = [int(x) for x in args.sizes.split(",")]
+def _variants(args: argparse.Namespace) -> tuple[list[Variant], Variant]:
+    """The strategies under test (``recompute`` last) and the main pie variant."""
+    from completion.engine import AFTER_EDIT_TOKENS, TAIL_TOKENS
+
     specs = args.pie.split(",") if args.pie else ["1:0", f"{TAIL_TOKENS}:{AFTER_EDIT_TOKENS}"]
     variants = []
     for spec in specs:
@@ -196,22 +236,20 @@ def run_edits(args: argparse.Namespace) -> int:
     if not args.no_prefix:
         variants.append(Variant("prefix", "prefix"))
     variants.append(Variant("recompute", "recompute"))
-    engines = {v.name: ProbeEngine(loaded) for v in variants}
-    ref = engines["recompute"]
-    if ref.rerotator is None:
-        print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)
-        return 1
-    measure_verify_cost(ref)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
-    rng = random.Random(args.seed)
+    return variants, main_pie
+
+
+def _make_cases(
+    rng: random.Random, files: list[Path], tok: Any, sizes: list[int], n: int
+) -> list[Case]:
+    """Up to ``n`` cases per size, edit kind and half of the window."""
     cases: list[Case] = []
     for size in sizes:
         for kind in KINDS:
             for region in ("first", "second"):
                 made = 0
-                for attempt in range(args.cases * 20):
-                    if made >= args.cases:
+                for attempt in range(n * 20):
+                    if made >= n:
                         break
                     case = make_case(
                         rng, files[(attempt + made) % len(files)], tok, size, kind, region
@@ -219,37 +257,71 @@ def run_edits(args: argparse.Namespace) -> int:
                     if case is not None:
                         cases.append(case)
                         made += 1
-    print(
-        f"{len(cases)} cases ({args.cases} per size, kind and half) over {len(files)} files",
-        file=sys.stderr,
+    return cases
+
+
+def _options(size: int, variant: Variant, confidence_margin: float) -> CompletionOptions:
+    from completion.engine import CompletionOptions
+
+    return CompletionOptions(
+        max_tokens=PROBE,
+        multiline="never",
+        context_tokens=size + 400,
+        strategy=variant.strategy,  # type: ignore[arg-type]
+        tail_tokens=variant.tail,
+        after_edit_tokens=variant.after_edit,
+        confidence_margin=confidence_margin,
     )
 
-    def options(size: int, variant: Variant) -> CompletionOptions:
-        return CompletionOptions(
-            max_tokens=PROBE,
-            multiline="never",
-            context_tokens=size + 400,
-            strategy=variant.strategy,  # type: ignore[arg-type]
-            tail_tokens=variant.tail,
-            after_edit_tokens=variant.after_edit,
-            confidence_margin=args.confidence_margin,
-        )
 
-    for i, case in enumerate(tqdm(cases, desc="edit cases", file=sys.stderr)):
+@dataclass
+class _EditsBench:
+    """One engine per strategy on one model (``recompute``'s is the reference)."""
+
+    variants: list[Variant]
+    engines: dict[str, ProbeEngine]
+    """By variant name."""
+    tok: Any
+    confidence_margin: float
+
+    def run_case(self, i: int, case: Case) -> None:
+        """Every strategy on ``case``: one row added to each variant."""
+        from completion.engine import CompletionRequest
+
         key = f"case{i}"
+        ref = self.engines["recompute"]
         # Recompute: the reference for the edited document, and the unedited one.
         ref_before, _ = ref.probe(
             CompletionRequest(
-                key, case.before, case.cursor_before, options(case.size, variants[-1])
+                key, case.before, case.cursor_before, self._options(case, self.variants[-1])
             ),
             PROBE,
         )
+        self._warm(key, case)
+        probed = {}
+        for v in self.variants:
+            eng = self.engines[v.name]
+            req = CompletionRequest(key, case.after, case.cursor_after, self._options(case, v))
+            probed[v.name] = _Probed(*eng.probe(req, PROBE))
+            eng.forget(key)
+        gold = probed["recompute"]
+        changed = gold.result.text != ref_before.text
+        for v in self.variants:
+            v.rows.append(self._row(i, case, probed[v.name], gold, changed))
+
+    def _options(self, case: Case, variant: Variant) -> CompletionOptions:
+        return _options(case.size, variant, self.confidence_margin)
+
+    def _warm(self, key: str, case: Case) -> None:
+        """Every cached strategy's cache of the unedited document, encoded once."""
+        from completion.engine import CompletionRequest
+
         warm = None
-        for v in variants[:-1]:
-            eng = engines[v.name]
+        for v in self.variants[:-1]:
+            eng = self.engines[v.name]
             if warm is None:
                 eng.prepare(
-                    CompletionRequest(key, case.before, case.cursor_before, options(case.size, v))
+                    CompletionRequest(key, case.before, case.cursor_before, self._options(case, v))
                 )
                 warm = eng.caches.get(key)
             else:
@@ -260,43 +332,64 @@ def run_edits(args: argparse.Namespace) -> int:
                     warm.last_logits,
                 )
                 pc.stale = bytearray(warm.stale)
-        results = {}
-        probes: dict[str, list[int]] = {}
-        for v in variants:
-            eng = engines[v.name]
-            r, probe_ids = eng.probe(
-                CompletionRequest(key, case.after, case.cursor_after, options(case.size, v)),
-                PROBE,
-            )
-            results[v.name] = r
-            probes[v.name] = probe_ids
-            eng.forget(key)
-        gold = results["recompute"]
-        changed = gold.text != ref_before.text
-        for v in variants:
-            r = results[v.name]
-            v.rows.append(
-                {
-                    "case": i,
-                    "size": case.size,
-                    "kind": case.kind,
-                    "region": case.region,
-                    "editFraction": round(case.edit_fraction, 3),
-                    "promptTokens": r.prompt_tokens,
-                    "updateMs": r.prefill_ms,
-                    "encoded": r.encoded_tokens,
-                    "exact": r.text == gold.text,
-                    "exact32": probes[v.name] == probes["recompute"],
-                    "similarity": edit_similarity(r.text, gold.text),
-                    "similarity32": edit_similarity(
-                        tok.decode(probes[v.name]), tok.decode(probes["recompute"])
-                    ),
-                    "editChanged": changed,
-                    "minMargin": r.min_margin,
-                    "gated": r.gated,
-                    "totalMs": r.total_ms,
-                }
-            )
+
+    def _row(self, i: int, case: Case, p: _Probed, gold: _Probed, changed: bool) -> EditRow:
+        r, tok = p.result, self.tok
+        return EditRow(
+            case=i,
+            size=case.size,
+            kind=case.kind,
+            region=case.region,
+            edit_fraction=round(case.edit_fraction, 3),
+            prompt_tokens=r.prompt_tokens,
+            update_ms=r.prefill_ms,
+            encoded=r.encoded_tokens,
+            exact=r.text == gold.result.text,
+            exact32=p.ids == gold.ids,
+            similarity=edit_similarity(r.text, gold.result.text),
+            similarity32=edit_similarity(tok.decode(p.ids), tok.decode(gold.ids)),
+            edit_changed=changed,
+            min_margin=r.min_margin,
+            gated=r.gated,
+            total_ms=r.total_ms,
+        )
+
+
+def run_edits(args: argparse.Namespace) -> int:
+    """Run the edits benchmark; returns an exit code (1 when the model has no pie)."""
+    from tqdm import tqdm
+
+    from completion.engine import CONFIDENCE_MARGIN
+    from lsp_server.loading import load_with_progress, model_overrides
+
+    from .engines import ProbeEngine
+
+    o = model_overrides(args)
+    loaded = load_with_progress(
+        o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
+    )
+    tok = loaded.tokenizer
+    if args.confidence_margin is None:
+        args.confidence_margin = CONFIDENCE_MARGIN
+    sizes = [int(x) for x in args.sizes.split(",")]
+    variants, main_pie = _variants(args)
+    engines = {v.name: ProbeEngine(loaded) for v in variants}
+    ref = engines["recompute"]
+    if ref.rerotator is None:
+        print(f"pie is not supported by this model ({ref.pie_unsupported})", file=sys.stderr)
+        return 1
+    measure_verify_cost(ref)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = [stdlib / s for s in SOURCES if (stdlib / s).is_file()]
+    rng = random.Random(args.seed)
+    cases = _make_cases(rng, files, tok, sizes, args.cases)
+    print(
+        f"{len(cases)} cases ({args.cases} per size, kind and half) over {len(files)} files",
+        file=sys.stderr,
+    )
+    bench = _EditsBench(variants, engines, tok, args.confidence_margin)
+    for i, case in enumerate(tqdm(cases, desc="edit cases", file=sys.stderr)):
+        bench.run_case(i, case)
     latency = latency_scenario(
         engines[main_pie.name],
         main_pie,
@@ -307,15 +400,19 @@ def run_edits(args: argparse.Namespace) -> int:
         args.confidence_margin,
     )
     report = summarize(variants, main_pie, sizes, latency, loaded, args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "edits" if o.get("model", "default") == "default" else f"edits-{Path(o['model']).name}"
-    (args.out / f"{name}.json").write_text(
-        json.dumps({**report, "rows": {v.name: v.rows for v in variants}}, indent=1)
-    )
-    plot(report, args.out / f"{name}.png")
-    print_report(report)
-    print(f"written: {args.out / (name + '.json')}, {args.out / (name + '.png')}")
+    _write(report, variants, o, args.out)
     return 0
+
+
+def _write(report: dict[str, Any], variants: list[Variant], o: dict[str, Any], out: Path) -> None:
+    """``edits.json`` (or ``edits-<model>.json``), its plot, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    name = "edits" if o.get("model", "default") == "default" else f"edits-{Path(o['model']).name}"
+    rows = {v.name: [r.to_json() for r in v.rows] for v in variants}
+    (out / f"{name}.json").write_text(json.dumps({**report, "rows": rows}, indent=1))
+    plot(report, out / f"{name}.png")
+    print_report(report)
+    print(f"written: {out / (name + '.json')}, {out / (name + '.png')}")
 
 
 def latency_scenario(
@@ -374,23 +471,39 @@ def latency_scenario(
     }
 
 
-def _agg(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _agg(rows: list[EditRow]) -> dict[str, Any]:
     if not rows:
         return {}
-    changed = [r for r in rows if r["editChanged"]]
-    upd = [r["updateMs"] for r in rows]
+    changed = [r for r in rows if r.edit_changed]
+    upd = [r.update_ms for r in rows]
     return {
         "n": len(rows),
         "updateMs": {"median": statistics.median(upd), "p95": percentile(upd, 95)},
-        "encodedMedian": statistics.median(r["encoded"] for r in rows),
-        "exact": sum(r["exact"] for r in rows) / len(rows),
-        "exact32": sum(r["exact32"] for r in rows) / len(rows),
-        "similarity": statistics.mean(r["similarity"] for r in rows),
-        "similarity32": statistics.mean(r["similarity32"] for r in rows),
-        "gated": sum(r.get("gated", False) for r in rows) / len(rows),
+        "encodedMedian": statistics.median(r.encoded for r in rows),
+        "exact": sum(r.exact for r in rows) / len(rows),
+        "exact32": sum(r.exact32 for r in rows) / len(rows),
+        "similarity": statistics.mean(r.similarity for r in rows),
+        "similarity32": statistics.mean(r.similarity32 for r in rows),
+        "gated": sum(r.gated for r in rows) / len(rows),
         "changedCases": len(changed),
-        "followsEdit": (sum(r["exact"] for r in changed) / len(changed)) if changed else None,
+        "followsEdit": (sum(r.exact for r in changed) / len(changed)) if changed else None,
     }
+
+
+def _single_first_half(r: EditRow) -> bool:
+    return r.kind != "multi" and r.region == "first"
+
+
+def _median_update(variants: list[Variant], name: str, size: int) -> float:
+    """Median update time of variant ``name`` on one-line edits in the first half."""
+    rows = [
+        r
+        for x in variants
+        if x.name == name
+        for r in x.rows
+        if r.size == size and _single_first_half(r)
+    ]
+    return statistics.median(r.update_ms for r in rows) if rows else float("nan")
 
 
 def summarize(
@@ -412,37 +525,25 @@ def summarize(
     for v in variants:
         per_size = {}
         for size in sizes:
-            rows = [r for r in v.rows if r["size"] == size]
+            rows = [r for r in v.rows if r.size == size]
             per_size[str(size)] = {
                 "all": _agg(rows),
-                "singleFirstHalf": _agg(
-                    [r for r in rows if r["kind"] != "multi" and r["region"] == "first"]
-                ),
+                "singleFirstHalf": _agg([r for r in rows if _single_first_half(r)]),
             }
         out["variants"][v.name] = {
             "perSize": per_size,
-            "single": _agg([r for r in v.rows if r["kind"] != "multi"]),
-            "multi": _agg([r for r in v.rows if r["kind"] == "multi"]),
+            "single": _agg([r for r in v.rows if r.kind != "multi"]),
+            "multi": _agg([r for r in v.rows if r.kind == "multi"]),
         }
     # Speed ratios on one-line edits in the first half, per size, measured in this run.
     ratios = {}
+    pie_name = main_pie.name
     for size in sizes:
-
-        def med(name: str, size: int = size) -> float:
-            rows = [
-                r
-                for x in variants
-                if x.name == name
-                for r in x.rows
-                if r["size"] == size and r["kind"] != "multi" and r["region"] == "first"
-            ]
-            return statistics.median(r["updateMs"] for r in rows) if rows else float("nan")
-
-        pie_name = main_pie.name
+        pie_ms = _median_update(variants, pie_name, size)
         ratios[str(size)] = {
             "strategy": pie_name,
-            "recomputeOverPie": med("recompute") / med(pie_name),
-            "prefixOverPie": med("prefix") / med(pie_name),
+            "recomputeOverPie": _median_update(variants, "recompute", size) / pie_ms,
+            "prefixOverPie": _median_update(variants, "prefix", size) / pie_ms,
         }
     out["speedupSingleFirstHalf"] = ratios
     return out

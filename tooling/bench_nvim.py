@@ -24,6 +24,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,33 @@ def pick_lines(text: str, n: int, rng: random.Random) -> list[int]:
     return sorted(rng.sample(good, min(n, len(good))))
 
 
+@dataclass(frozen=True)
+class Keystroke:
+    """One key typed and what came of it: a JSON ``records`` entry."""
+
+    char: str
+    index: int
+    """The key's place on the line (0: the first key after a jump to the line)."""
+    result: str  # "shown" | "empty" | "timeout"
+    ms: float
+    """Keystroke to the ghost text (or to the empty answer, or to the timeout)."""
+    server_ms: float | None
+    """Request sent to answer handled (None on a timeout)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as written to the report."""
+        return {
+            "char": self.char,
+            "index": self.index,
+            "result": self.result,
+            "ms": self.ms,
+            "serverMs": self.server_ms,
+        }
+
+
 def type_line(
     nvim: Any, path: Path, text: str, row: int, chars: int, timeout: float
-) -> list[dict[str, Any]]:
+) -> list[Keystroke]:
     """Clear line ``row`` to its indentation, type up to ``chars`` of it; one record a key."""
     lines = text.split("\n")
     target = lines[row]
@@ -110,15 +135,78 @@ def type_line(
             kind, rec = wait_for(done, timeout, "an answer")
         except AssertionError:
             kind, rec = "timeout", {"ms": (time.monotonic() - start_t) * 1000, "server_ms": None}
-        records.append(
-            {"char": ch, "index": i, "result": kind, "ms": rec["ms"], "serverMs": rec["server_ms"]}
-        )
+        records.append(Keystroke(ch, i, kind, rec["ms"], rec["server_ms"]))
     nvim.input("<Esc>")
     return records
 
 
+@dataclass(frozen=True)
+class _Session:
+    """What every ghost text mode types: the file, the lines, the server's settings."""
+
+    source: Path
+    text: str
+    rows: list[int]
+    settings: dict[str, Any]
+
+
+def _type_lines(mode: str, tmp: Path, s: _Session, args: argparse.Namespace) -> dict[str, Any]:
+    """Type every line in one ghost text mode (a Neovim and a server of its own).
+
+    Returns the mode's report (keystrokes, latency summaries, the server's model stats).
+    """
+    work = tmp / s.source.name
+    ns = NATIVE_NS if mode == "native" else GHOST_NS
+    print(f"[{mode}] starting Neovim and the server...", file=sys.stderr)
+    nvim = start(tmp / f"server-{mode}.log", mode, s.settings, args.debounce_ms)
+    try:
+        nvim.exec_lua(INSTRUMENT, ns)
+        open_file(nvim, work, s.text)
+        # Warm up: the model loads on the first request.
+        type_line(nvim, work, s.text, s.rows[0], 1, 300)
+        records: list[Keystroke] = []
+        for i, row in enumerate(s.rows):
+            recs = type_line(nvim, work, s.text, row, args.chars, args.timeout)
+            shown = [r.ms for r in recs if r.result == "shown"]
+            print(
+                f"[{mode}] line {i + 1}/{len(s.rows)}: {len(shown)}/{len(recs)} keystrokes"
+                f" showed a fresh suggestion",
+                file=sys.stderr,
+            )
+            records += recs
+        stats = nvim.exec_lua(
+            "local done; require('pie').stats(function(_, s) done = s end);"
+            " vim.wait(5000, function() return done ~= nil end); return done"
+        )
+    finally:
+        quit_nvim(nvim)
+    return _mode_report(mode, records, stats, args.debounce_ms)
+
+
+def _mode_report(
+    mode: str, records: list[Keystroke], stats: Any, debounce_ms: int
+) -> dict[str, Any]:
+    shown = [r.ms for r in records if r.result == "shown"]
+    typing = [r.ms for r in records if r.result == "shown" and r.index > 0]
+    jumps = [r.ms for r in records if r.result == "shown" and r.index == 0]
+    server = [r.server_ms for r in records if r.server_ms is not None]
+    return {
+        "debounceMs": 200 if mode == "native" else debounce_ms,
+        "keystrokes": len(records),
+        "shown": len(shown),
+        "noSuggestion": sum(r.result == "empty" for r in records),
+        "timeouts": sum(r.result == "timeout" for r in records),
+        "keystrokeToGhostMs": summary(shown) if shown else {},
+        "whileTypingMs": summary(typing) if typing else {},
+        "firstKeyAfterJumpMs": summary(jumps) if jumps else {},
+        "requestRoundTripMs": summary(server) if server else {},
+        "model": (stats or {}).get("model", {}),
+        "records": [r.to_json() for r in records],
+    }
+
+
 def run_neovim_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark; returns an exit code."""
+    """Run the benchmark; returns an exit code (1 when pynvim is missing)."""
     try:
         import pynvim  # noqa: F401
     except ImportError:
@@ -141,54 +229,21 @@ def run_neovim_bench(args: argparse.Namespace) -> int:
         "settings": settings,
         "modes": {},
     }
+    session = _Session(source, text, rows, settings)
     with tempfile.TemporaryDirectory(prefix="pie-bench-nvim-") as tmp:
-        work = Path(tmp) / source.name
         for mode in modes:
-            ns = NATIVE_NS if mode == "native" else GHOST_NS
-            print(f"[{mode}] starting Neovim and the server...", file=sys.stderr)
-            nvim = start(Path(tmp) / f"server-{mode}.log", mode, settings, args.debounce_ms)
-            try:
-                nvim.exec_lua(INSTRUMENT, ns)
-                open_file(nvim, work, text)
-                # Warm up: the model loads on the first request.
-                type_line(nvim, work, text, rows[0], 1, 300)
-                records: list[dict[str, Any]] = []
-                for i, row in enumerate(rows):
-                    recs = type_line(nvim, work, text, row, args.chars, args.timeout)
-                    shown = [r["ms"] for r in recs if r["result"] == "shown"]
-                    print(
-                        f"[{mode}] line {i + 1}/{len(rows)}: {len(shown)}/{len(recs)} keystrokes"
-                        f" showed a fresh suggestion",
-                        file=sys.stderr,
-                    )
-                    records += recs
-                stats = nvim.exec_lua(
-                    "local done; require('pie').stats(function(_, s) done = s end);"
-                    " vim.wait(5000, function() return done ~= nil end); return done"
-                )
-            finally:
-                quit_nvim(nvim)
-            shown = [r["ms"] for r in records if r["result"] == "shown"]
-            typing = [r["ms"] for r in records if r["result"] == "shown" and r["index"] > 0]
-            jumps = [r["ms"] for r in records if r["result"] == "shown" and r["index"] == 0]
-            server = [r["serverMs"] for r in records if r["serverMs"] is not None]
-            report["modes"][mode] = {
-                "debounceMs": 200 if mode == "native" else args.debounce_ms,
-                "keystrokes": len(records),
-                "shown": len(shown),
-                "noSuggestion": sum(r["result"] == "empty" for r in records),
-                "timeouts": sum(r["result"] == "timeout" for r in records),
-                "keystrokeToGhostMs": summary(shown) if shown else {},
-                "whileTypingMs": summary(typing) if typing else {},
-                "firstKeyAfterJumpMs": summary(jumps) if jumps else {},
-                "requestRoundTripMs": summary(server) if server else {},
-                "model": (stats or {}).get("model", {}),
-                "records": records,
-            }
+            report["modes"][mode] = _type_lines(mode, Path(tmp), session, args)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "neovim.json"
     out.write_text(json.dumps(report, indent=1))
-    print(f"\nkeystroke to visible ghost text, headless Neovim, {source.name}:")
+    print_report(report, source.name)
+    print(f"written: {out}")
+    return 0
+
+
+def print_report(report: dict[str, Any], file_name: str) -> None:
+    """The figures per ghost text mode."""
+    print(f"\nkeystroke to visible ghost text, headless Neovim, {file_name}:")
     for mode, m in report["modes"].items():
         k = m["keystrokeToGhostMs"]
         r = m["requestRoundTripMs"]
@@ -206,5 +261,3 @@ def run_neovim_bench(args: argparse.Namespace) -> int:
                 f"  {'':<8} while typing on a line: median {t['median']:.0f} ms, p95 {t['p95']:.0f} ms;"
                 f" first key after jumping to another line: median {j['median']:.0f} ms"
             )
-    print(f"written: {out}")
-    return 0
