@@ -61,6 +61,9 @@ CALIBRATION_CAP_S = 30.0
 """Measurement time after which the curve is built from what was timed."""
 CALIBRATION_IDLE_S = 0.05
 """How often a waiting measurement looks whether the worker is free."""
+CALIBRATION_QUIET_S = 1.0
+"""Quiet time (no request since) before a measurement slice may start: the first
+completion after start-up, and a burst of typing, go first."""
 
 
 class RequestFailed(JsonRpcException):
@@ -178,6 +181,8 @@ class PieServer(LanguageServer):
         self._refresh_timers: dict[str, asyncio.TimerHandle] = {}
         self._refreshing: dict[str, CancelToken] = {}
         self._calibrating: asyncio.Future[None] | None = None
+        self._last_request = 0.0
+        """Loop time when a completion last started or ended."""
         self.calibration_seconds = 0.0
         """Worker time the verify-cost measurement has taken so far."""
 
@@ -391,9 +396,10 @@ class PieServer(LanguageServer):
         """Measure the engine's verify cost on the worker once speculation is wanted.
 
         Not part of loading (the model is ready sooner) and never ahead of a request:
-        it runs in slices of :data:`CALIBRATION_SLICE_S` while no request is in flight,
-        and stops at :data:`CALIBRATION_CAP_S` of work with what it timed. Until then
-        completions decode plainly.
+        it runs in slices of :data:`CALIBRATION_SLICE_S` while no request is in flight
+        and none came for :data:`CALIBRATION_QUIET_S`, and stops at
+        :data:`CALIBRATION_CAP_S` of work with what it timed. Until then completions
+        decode plainly.
         """
         engine = self.engine
         if (
@@ -409,8 +415,10 @@ class PieServer(LanguageServer):
         loop = asyncio.get_running_loop()
         spent = 0.0
         try:
+            self._last_request = max(self._last_request, loop.time())
             while self.engine is engine and self.config.speculative.enabled:
-                if self.inflight or self._refreshing:
+                quiet = loop.time() - self._last_request >= CALIBRATION_QUIET_S
+                if self.inflight or self._refreshing or not quiet:
                     await asyncio.sleep(CALIBRATION_IDLE_S)  # requests come first
                     continue
                 t0 = loop.time()
@@ -486,6 +494,7 @@ class PieServer(LanguageServer):
             previous.cancel("superseded")
             self.counters["superseded"] += 1
         self.inflight[uri] = token
+        self._last_request = asyncio.get_running_loop().time()
         # Other open documents, most recently used first: a draft source.
         others = tuple((d.uri, d.text) for d in self.documents if d.uri != uri)[::-1]
         request = CompletionRequest(uri, text, offset, self.options(), others)
@@ -506,6 +515,7 @@ class PieServer(LanguageServer):
             log.exception("completion failed")
             raise RequestFailed(f"completion failed: {exc}") from exc
         finally:
+            self._last_request = asyncio.get_running_loop().time()
             if self.inflight.get(uri) is token:
                 del self.inflight[uri]
         log.info(
