@@ -30,6 +30,7 @@ from cache import (
 )
 
 from .calibration import Calibration
+from .cancel import Cancelled, CancelToken
 from .constraints import AllOf, Constraint, NoLeadingBreak, TextPrefix, TokenTexts
 from .decode import PREFILL_CHUNK, generate, prefill
 from .drafting_policy import Acceptance, CostModel, Drafter, choose_length, cut_at_final
@@ -37,7 +38,15 @@ from .drafting_sources import MAX_NGRAM, History, NgramIndex, Workspace
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .models import LoadedModel
 from .stops import Multiline, StopRules, strip_healed
-from .suggestion_memory import MarginBands, Marks, Said, expected_rest, token_margins
+from .suggestion_memory import (
+    MarginBands,
+    Marks,
+    Said,
+    Shown,
+    expected_rest,
+    token_margins,
+    typed_through,
+)
 from .verify import AheadDraft, SpecStats, forward_with_draft, speculative_generate
 
 TAIL_TOKENS = 32
@@ -64,49 +73,6 @@ def _decided(margins: list[float], out: list[int], reason: str) -> float:
     """
     used = len(out) + (1 if reason == "endOfSequence" else 0)
     return min(margins[:used], default=float("inf"))
-
-
-class Cancelled(Exception):
-    """The request was cancelled or superseded."""
-
-
-class CancelToken:
-    """A flag that a worker checks between steps (and the engine before every forward)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = "cancelled"
-        self._forwards: Callable[[], int] | None = None
-        self._cancelled_at: int | None = None
-
-    def bind(self, forwards: Callable[[], int]) -> None:
-        """Count the work's forwards with ``forwards`` (see :meth:`forwards_since`)."""
-        self._forwards = forwards
-        if self._event.is_set() and self._cancelled_at is None:
-            self._cancelled_at = forwards()
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Ask the work to stop at its next check."""
-        self.reason = reason
-        if self._forwards is not None and self._cancelled_at is None:
-            self._cancelled_at = self._forwards()
-        self._event.set()
-
-    def forwards_since(self) -> int:
-        """Forwards the bound work ran after :meth:`cancel` (0 if not cancelled or bound)."""
-        if self._forwards is None or self._cancelled_at is None:
-            return 0
-        return self._forwards() - self._cancelled_at
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether cancel() was called."""
-        return self._event.is_set()
-
-    def check(self) -> None:
-        """Raise :class:`Cancelled` if cancelled."""
-        if self._event.is_set():
-            raise Cancelled(self.reason)
 
 
 @dataclass(frozen=True)
@@ -198,15 +164,6 @@ class Totals(SpecStats):
     forwardsAfterCancel: int = 0
     """The most forwards any cancelled work ran after its cancel (0: it stopped before
     its next forward)."""
-
-
-class Shown(NamedTuple):
-    """The last suggestion shown for a document, and the text it was made for."""
-
-    text: str
-    cursor: int
-    suggestion: str
-    mode: str
 
 
 class Plan(NamedTuple):
@@ -716,26 +673,13 @@ class Engine:
     def _typed_through(self, req: CompletionRequest, t0: float) -> CompletionResult | None:
         """The rest of the last suggestion, if the user typed its beginning since."""
         shown = self._shown.get(req.key)
-        if shown is None:
+        rest = typed_through(shown, req.text, req.cursor) if shown is not None else None
+        if shown is None or rest is None:
             return None
-        text, cursor, suggestion, mode = shown
-        typed_len = req.cursor - cursor
-        if not 0 < typed_len < len(suggestion) or len(req.text) != len(text) + typed_len:
-            return None
-        typed = req.text[cursor : req.cursor]
-        if (
-            not suggestion.startswith(typed)
-            or req.text[:cursor] != text[:cursor]
-            or req.text[req.cursor :] != text[cursor:]
-        ):
-            return None
-        rest = suggestion[typed_len:]
-        if not rest.strip():
-            return None
-        self._shown[req.key] = Shown(req.text, req.cursor, rest, mode)
+        self._shown[req.key] = Shown(req.text, req.cursor, rest, shown.mode)
         self.totals.reusedCompletions += 1
         ms = (time.perf_counter() - t0) * 1000
-        return CompletionResult(rest, mode, "reused", 0, 0, 0, 0.0, 0, 0.0, ms)
+        return CompletionResult(rest, shown.mode, "reused", 0, 0, 0, 0.0, 0, 0.0, ms)
 
     def _alternatives(
         self,

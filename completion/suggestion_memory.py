@@ -10,6 +10,10 @@ margins over to the rest tokenized anew, and :class:`MarginBands` learns, per ba
 margin, how often a token picked by that margin is picked again; the drafting policy
 turns those rates into how much of the rest to verify with the prompt.
 
+The last suggestion shown per document is kept too (:class:`Shown`): while the user
+types its beginning and nothing else changes, :func:`typed_through` gives the rest, and
+the engine answers with it without running the model.
+
 Nothing here runs the model or knows about tokens beyond their character ends.
 """
 
@@ -25,6 +29,34 @@ Marks = tuple[tuple[int, float], ...]
 start (at most 0 for a token that only re-generates the prompt's healed text), and the
 greedy margin (top logit minus runner-up) it was picked by; ``inf`` where the suggestion
 is known to come again as it was (nothing but its typed beginning changed)."""
+
+
+class Shown(NamedTuple):
+    """The last suggestion shown for a document, and the text it was made for."""
+
+    text: str
+    cursor: int
+    suggestion: str
+    mode: str
+
+
+def typed_through(shown: Shown, text: str, cursor: int) -> str | None:
+    """What is left of ``shown`` after the user typed its beginning, else None.
+
+    Only when nothing else changed: the document is the shown one with a non-empty
+    beginning of the suggestion inserted at its cursor, and some visible rest remains.
+    """
+    typed_len = cursor - shown.cursor
+    if not 0 < typed_len < len(shown.suggestion) or len(text) != len(shown.text) + typed_len:
+        return None
+    if (
+        not shown.suggestion.startswith(text[shown.cursor : cursor])
+        or text[: shown.cursor] != shown.text[: shown.cursor]
+        or text[cursor:] != shown.text[shown.cursor :]
+    ):
+        return None
+    rest = shown.suggestion[typed_len:]
+    return rest if rest.strip() else None
 
 
 class Said(NamedTuple):
