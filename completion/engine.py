@@ -539,10 +539,9 @@ class Engine:
         self._costs = costs
         self._calibration = None
         costs.apply(self.model)
-        # Drafting in single-line mode needs these; a vocabulary scan (about 0.2 s) that
-        # the first completion would otherwise pay.
+        # Drafting in single-line mode needs this; one vocabulary scan that the first
+        # completion would otherwise pay.
         _ = self.newline_ids
-        _ = self.token_texts
         log.info("verify cost (k tokens / 1 token): %s", costs.relative)
 
     def verify_cost(self) -> dict[str, float]:
@@ -588,11 +587,10 @@ class Engine:
 
     @property
     def newline_ids(self) -> frozenset[int]:
-        """Token ids whose text contains a line break (computed once)."""
+        """Token ids whose text contains a line break (from :attr:`token_texts`, once)."""
         if self._newline_ids is None:
-            vocab = self.tokenizer.get_vocab()
-            ids = {i for i in vocab.values() if "\n" in self.tokenizer.decode([i])}
-            self._newline_ids = frozenset(ids)
+            raw = self.token_texts.raw
+            self._newline_ids = frozenset(i for i, text in enumerate(raw) if "\n" in text)
         return self._newline_ids
 
     def _final_ids(self, line: bool) -> frozenset[int]:
@@ -828,22 +826,6 @@ class Engine:
             after_edit=opts.after_edit_tokens,
             stale_budget=opts.stale_budget,
         )
-
-    def prepare(self, req: CompletionRequest, cancel: CancelToken | None = None) -> SyncResult:
-        """Bring a document's prompt cache up to date for a cursor, without decoding."""
-        cancel = cancel or CancelToken()
-        opts = req.options
-        prompt = self._prompt(req)
-        if not prompt.ids:
-            return SyncResult(0, 0, 0.0)
-        with self._lock, self._cancellable(cancel):
-            cancel.check()
-            pc = self.caches.get(req.key)
-            with pc.lock:
-                sync = self._sync(pc, prompt, opts, cancel)
-        self.totals.tokensReencoded += sync.encoded
-        self.totals.cacheUpdateMs += sync.ms
-        return sync
 
     def _apply_rules(
         self, tokens: Iterable[int], rules: StopRules, healed: str, cancel: CancelToken

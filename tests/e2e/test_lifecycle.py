@@ -25,7 +25,7 @@ from .conftest import SERVER, server_env, uri_for
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
 LONG = {"completion": {"maxTokens": 512, "multiline": "always"}}
-SHORT = {"completion": {"maxTokens": 8, "multiline": "auto"}}
+SHORT = {"completion": {"maxTokens": 8, "multiline": "auto", "contextTokens": 256}}
 BODY = "def fibonacci(n):\n    " + '"""Return the n-th Fibonacci number."""\n    '
 
 
@@ -140,6 +140,7 @@ async def test_a_new_file_completes_from_its_first_keystroke(client: LanguageCli
     uri = open_doc(client, "untitled_new.py", "")
     typed = ""
     version = 1
+    # The last line is over the 256-token budget: nothing fits before the cursor.
     for step in ("", "im", "port o", "\n" + "x" * 5000):
         version += 1
         if step:
