@@ -24,9 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from completion.decode import forward, generate
-from completion.engine import CompletionOptions, CompletionRequest, Engine
+from completion.engine import CompletionOptions, CompletionRequest
 from completion.models import load_model
 from tooling.bench_edits import SOURCES, make_case
+from tooling.engines import PrepareEngine
 
 FRACTIONS = [0.0, 0.02, 0.05, 0.1, 0.2]
 SIZE = 1024
@@ -49,7 +50,7 @@ def main(n_cases: int, seed: int) -> None:
     results: dict[str, list[tuple[bool, bool]]] = {
         f"{m}{f}": [] for m in ("all", "l1", "l2", "near") for f in FRACTIONS
     }
-    pie, ref = Engine(loaded), Engine(loaded)
+    pie, ref = PrepareEngine(loaded), PrepareEngine(loaded)
 
     def opts(strategy: str) -> CompletionOptions:
         return CompletionOptions(

@@ -30,7 +30,9 @@ from .bench import measure_verify_cost, report_header
 from .bench_edits import SOURCES, Case, edit_similarity, make_case
 
 if TYPE_CHECKING:
-    from completion.engine import CompletionOptions, Engine
+    from completion.engine import CompletionOptions
+
+    from .engines import PrepareEngine
 
 NO_LIMIT = -1
 
@@ -127,8 +129,8 @@ def _make_sessions(
 class _DriftBench:
     """The reference engine (recompute) and one pie engine per budget, on one model."""
 
-    ref: Engine
-    engines: dict[int, Engine]
+    ref: PrepareEngine
+    engines: dict[int, PrepareEngine]
     """By budget (``NO_LIMIT``: never refreshed)."""
     size: int
     confidence_margin: float
@@ -192,8 +194,10 @@ def run_drift(args: argparse.Namespace) -> int:
     """Run the benchmark; returns an exit code (1 when the model has no pie)."""
     from tqdm import tqdm
 
-    from completion.engine import CONFIDENCE_MARGIN, Engine
+    from completion.engine import CONFIDENCE_MARGIN
     from lsp_server.loading import load_with_progress, model_overrides
+
+    from .engines import PrepareEngine
 
     o = model_overrides(args)
     loaded = load_with_progress(
@@ -201,7 +205,9 @@ def run_drift(args: argparse.Namespace) -> int:
     )
     budgets = [int(b) for b in args.budgets.split(",")]
     margin = CONFIDENCE_MARGIN if args.confidence_margin is None else args.confidence_margin
-    bench = _DriftBench(Engine(loaded), {b: Engine(loaded) for b in budgets}, args.size, margin)
+    bench = _DriftBench(
+        PrepareEngine(loaded), {b: PrepareEngine(loaded) for b in budgets}, args.size, margin
+    )
     if bench.ref.rerotator is None:
         print(f"pie is not supported by this model ({bench.ref.pie_unsupported})", file=sys.stderr)
         return 1

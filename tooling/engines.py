@@ -1,5 +1,7 @@
 """Engines with what benchmarks need on top of the product's: probes and snapshots.
 
+- :class:`PrepareEngine` brings a document's prompt cache up to date without decoding
+  (``bench edits`` and ``bench drift`` warm caches, then edit).
 - :class:`ProbeEngine` decodes a fixed number of tokens greedily with no stop at all
   (``bench edits`` compares the first 32 tokens of each cache strategy's output) and
   derives the completion from their beginning.
@@ -15,6 +17,8 @@ from typing import Any
 
 import torch
 
+from cache import SyncResult
+from completion.cancel import CancelToken
 from completion.decode import generate
 from completion.engine import (
     AheadDraft,
@@ -26,7 +30,27 @@ from completion.engine import (
 )
 
 
-class ProbeEngine(Engine):
+class PrepareEngine(Engine):
+    """An engine that can update a document's prompt cache without decoding."""
+
+    def prepare(self, req: CompletionRequest, cancel: CancelToken | None = None) -> SyncResult:
+        """Bring a document's prompt cache up to date for a cursor, without decoding."""
+        cancel = cancel or CancelToken()
+        opts = req.options
+        prompt = self._prompt(req)
+        if not prompt.ids:
+            return SyncResult(0, 0, 0.0)
+        with self._lock, self._cancellable(cancel):
+            cancel.check()
+            pc = self.caches.get(req.key)
+            with pc.lock:
+                sync = self._sync(pc, prompt, opts, cancel)
+        self.totals.tokensReencoded += sync.encoded
+        self.totals.cacheUpdateMs += sync.ms
+        return sync
+
+
+class ProbeEngine(PrepareEngine):
     """An engine whose :meth:`probe` returns the first tokens the model says, unstopped."""
 
     _probe_tokens = 0
