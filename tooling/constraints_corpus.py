@@ -23,8 +23,10 @@ unpacks it; the unpacked folder is the package root (the oracle's workspace, myp
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import json
+import math
 import random
 import subprocess
 import sys
@@ -294,3 +296,308 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+##### Positions #####
+
+KINDS = ("member", "mid", "eol", "block")
+"""member, mid and eol are line-mode positions; block is block mode."""
+MODE = {"member": "line", "mid": "line", "eol": "line", "block": "block"}
+MULTILINE = {"member": "never", "mid": "never", "eol": "auto", "block": "always"}
+"""The ``multiline`` option each kind is completed with."""
+MAX_BLOCK_LINES = 8
+"""Block positions: statements of at most this many lines."""
+TARGET_PARENTS = (
+    "pattern_list",
+    "tuple_pattern",
+    "list_pattern",
+    "tuple",
+    "list",
+    "parenthesized_expression",
+    "expression_list",
+    "list_splat_pattern",
+)
+"""Nodes between an assignment and an attribute it assigns (``a, self.b = ...``)."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """A document as the editor holds it, a cursor, and the code that was really there.
+
+    ``text`` is the file with the part after the cursor removed: the rest of the line
+    (member, mid), the next line (eol: the cursor at the end of a line, the line below
+    removed with its line break) or the rest of the statement (block). ``truth`` is
+    what was removed, so ``text[:cursor] + truth + text[cursor:]`` is the file.
+    """
+
+    package: str
+    file: str
+    """Relative to the package root."""
+    path: str
+    """Absolute."""
+    kind: str
+    text: str
+    cursor: int
+    truth: str
+    member: str | None = None
+    """member positions: the member really used (the identifier after the dot)."""
+
+    @property
+    def mode(self) -> str:
+        """``line`` or ``block``."""
+        return MODE[self.kind]
+
+    @property
+    def original(self) -> str:
+        """The file as it is on disk."""
+        return self.text[: self.cursor] + self.truth + self.text[self.cursor :]
+
+
+class SourceFile:
+    """One Python file of a package: its text, tree and the spans of strings and comments.
+
+    Offsets are ``str`` offsets; tree-sitter's byte offsets are converted here.
+    """
+
+    def __init__(self, root: Path, path: Path) -> None:
+        from completion.syntax import make_parser
+
+        self.root, self.path = root, path
+        self.rel = str(path.relative_to(root))
+        self.text = path.read_text(encoding="utf-8")
+        data = self.text.encode("utf-8")
+        self._b2s: list[int] | None = None if self.text.isascii() else _byte_to_str(self.text)
+        parser = make_parser("python")
+        assert parser is not None, "tree-sitter-python is a dependency"
+        self.tree = parser.parse(data)
+        self.line_starts = [0] + [i + 1 for i, c in enumerate(self.text) if c == "\n"]
+        self.strings: list[tuple[int, int]] = []
+        self.comments: list[tuple[int, int]] = []
+        self._collect(self.tree.root_node)
+        self.strings.sort()
+        self.comments.sort()
+
+    def s(self, byte: int) -> int:
+        """The str offset of a byte offset."""
+        return byte if self._b2s is None else self._b2s[byte]
+
+    def _collect(self, node: Any) -> None:
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.type == "comment":
+                self.comments.append((self.s(n.start_byte), self.s(n.end_byte)))
+            elif n.type in ("string", "concatenated_string"):
+                self.strings.append((self.s(n.start_byte), self.s(n.end_byte)))
+            else:
+                stack.extend(n.children)
+
+    def in_code(self, offset: int) -> bool:
+        """A cursor at ``offset`` is in code: not in a string, not in or after a comment."""
+        i = bisect.bisect_right(self.strings, (offset, math.inf)) - 1
+        if i >= 0 and self.strings[i][0] < offset < self.strings[i][1]:
+            return False
+        j = bisect.bisect_right(self.comments, (offset, math.inf)) - 1
+        return not (j >= 0 and self.comments[j][0] <= offset <= self.comments[j][1])
+
+    def line_end(self, offset: int) -> int:
+        """Offset of the line break ending ``offset``'s line (or the end of the text)."""
+        end = self.text.find("\n", offset)
+        return len(self.text) if end < 0 else end
+
+
+def _byte_to_str(text: str) -> list[int]:
+    """For each byte offset of ``text`` in UTF-8 (and the end), the str offset."""
+    out: list[int] = []
+    for i, ch in enumerate(text):
+        out.extend([i] * len(ch.encode("utf-8")))
+    out.append(len(text))
+    return out
+
+
+def _cut(
+    f: SourceFile, pkg: str, kind: str, start: int, end: int, member: str | None = None
+) -> Position:
+    """The position whose document is ``f`` without ``text[start:end]``, cursor at start."""
+    t = f.text
+    return Position(pkg, f.rel, str(f.path), kind, t[:start] + t[end:], start, t[start:end], member)
+
+
+def _is_target(node: Any) -> bool:
+    """An attribute that is assigned, augmented, deleted or bound by ``for``/``with``."""
+    child, parent = node, node.parent
+    while parent is not None and parent.type in TARGET_PARENTS:
+        child, parent = parent, parent.parent
+    if parent is None:
+        return False
+    if parent.type == "delete_statement":
+        return True
+    if parent.type in ("assignment", "augmented_assignment", "for_statement", "as_pattern"):
+        left = parent.child_by_field_name("left") or parent.child_by_field_name("alias")
+        return left is not None and left.id == child.id
+    return False
+
+
+def _inside(node: Any, types: tuple[str, ...]) -> bool:
+    p = node.parent
+    while p is not None:
+        if p.type in types:
+            return True
+        p = p.parent
+    return False
+
+
+def _nodes(f: SourceFile, kind: str) -> list[Any]:
+    """Every node of ``kind`` in the file's tree, in document order."""
+    out, stack = [], [f.tree.root_node]
+    while stack:
+        n = stack.pop()
+        if n.type == kind:
+            out.append(n)
+        stack.extend(reversed(n.children))
+    return out
+
+
+def member_positions(f: SourceFile, pkg: str) -> list[Position]:
+    """Member uses ``expr.name`` (not targets, not in strings), cursor right after the dot."""
+    out = []
+    for node in _nodes(f, "attribute"):
+        name = node.child_by_field_name("attribute")
+        if name is None or name.type != "identifier" or _is_target(node):
+            continue
+        if _inside(node, ("string", "concatenated_string")):
+            continue
+        c = f.s(name.start_byte)
+        if f.text[c - 1] != "." or not f.in_code(c):
+            continue
+        out.append(_cut(f, pkg, "member", c, f.line_end(c), f.text[c : f.s(name.end_byte)]))
+    return out
+
+
+def mid_position(f: SourceFile, pkg: str, rng: random.Random) -> Position | None:
+    """A random cursor strictly inside a code line, in code (None after 50 misses)."""
+    lines = f.text.split("\n")
+    for _ in range(50):
+        i = rng.randrange(len(lines))
+        line = lines[i]
+        indent = len(line) - len(line.lstrip())
+        if len(line.strip()) < 2 or line.lstrip().startswith("#"):
+            continue
+        c = f.line_starts[i] + rng.randrange(indent + 1, len(line.rstrip()))
+        if f.in_code(c) and f.in_code(f.line_starts[i] + indent):
+            return _cut(f, pkg, "mid", c, f.line_end(c))
+    return None
+
+
+def eol_positions(f: SourceFile, pkg: str) -> list[Position]:
+    """The cursor at the end of a code line whose next line is code: that line is removed."""
+    lines, out = f.text.split("\n"), []
+    for i in range(len(lines) - 1):
+        here, below = lines[i], lines[i + 1]
+        if not here.strip() or not below.strip() or below.lstrip().startswith("#"):
+            continue
+        end = f.line_starts[i] + len(here)
+        first = f.line_starts[i + 1] + len(below) - len(below.lstrip())
+        if here.rstrip() != here or not (f.in_code(end) and f.in_code(first)):
+            continue
+        out.append(_cut(f, pkg, "eol", end, f.line_end(end + 1)))
+    return out
+
+
+def block_positions(f: SourceFile, pkg: str) -> list[Position]:
+    """Statements in function bodies (not docstrings), cursor at their first character."""
+    out = []
+    for block in _nodes(f, "block"):
+        if not _inside(block, ("function_definition",)) and (
+            block.parent is None or block.parent.type != "function_definition"
+        ):
+            continue
+        for st in block.named_children:
+            if st.type == "comment" or _is_docstring(st):
+                continue
+            if st.end_point[0] - st.start_point[0] + 1 > MAX_BLOCK_LINES:
+                continue
+            s, e = f.s(st.start_byte), f.s(st.end_byte)
+            line_start = f.text.rfind("\n", 0, s) + 1
+            if f.text[line_start:s].strip():
+                continue  # a one-line block after a colon
+            out.append(_cut(f, pkg, "block", s, e))
+    return out
+
+
+def _is_docstring(st: Any) -> bool:
+    return (
+        st.type == "expression_statement"
+        and st.named_child_count == 1
+        and (st.named_children[0].type in ("string", "concatenated_string"))
+    )
+
+
+def _candidates(f: SourceFile, pkg: str, kind: str) -> list[Position]:
+    if kind == "member":
+        return member_positions(f, pkg)
+    if kind == "eol":
+        return eol_positions(f, pkg)
+    if kind == "block":
+        return block_positions(f, pkg)
+    raise ValueError(kind)
+
+
+def load_sources(root: Path) -> list[SourceFile]:
+    """The package's Python files (outside tests) that CPython parses."""
+    import ast
+    import warnings
+
+    out = []
+    for path in python_files(root):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        out.append(SourceFile(root, path))
+    return out
+
+
+def draw_positions(
+    sources: dict[str, list[SourceFile]], kind: str, n: int, seed: int
+) -> list[Position]:
+    """``n`` positions of ``kind``, deterministic for a seed; no position twice.
+
+    Packages take turns (sorted by name); in a package a file is drawn uniformly, then a
+    position in it. A package that yields nothing 50 times in a row leaves the turn.
+    ``sources``: package name -> its files.
+    """
+    rng = random.Random(f"{seed}:{kind}")
+    names = sorted(p for p in sources if sources[p])
+    out: list[Position] = []
+    seen: set[tuple[str, str, int]] = set()
+    cache: dict[str, list[Position]] = {}
+    misses = dict.fromkeys(names, 0)
+    turn = 0
+    while len(out) < n and names:
+        pkg = names[turn % len(names)]
+        pos = _draw_in_file(rng.choice(sources[pkg]), pkg, kind, rng, cache)
+        if pos is None or (pkg, pos.file, pos.cursor) in seen:
+            misses[pkg] += 1
+            if misses[pkg] >= 50:
+                names.remove(pkg)
+            continue
+        misses[pkg] = 0
+        seen.add((pkg, pos.file, pos.cursor))
+        out.append(pos)
+        turn += 1
+    return out
+
+
+def _draw_in_file(
+    f: SourceFile, pkg: str, kind: str, rng: random.Random, cache: dict[str, list[Position]]
+) -> Position | None:
+    if kind == "mid":
+        return mid_position(f, pkg, rng)
+    key = f"{pkg}/{f.rel}"
+    if key not in cache:
+        cache[key] = _candidates(f, pkg, kind)
+    found = cache[key]
+    return rng.choice(found) if found else None
