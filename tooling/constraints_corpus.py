@@ -471,7 +471,7 @@ def member_positions(f: SourceFile, pkg: str) -> list[Position]:
         if f.text[c - 1] != "." or not f.in_code(c):
             continue
         out.append(_cut(f, pkg, "member", c, f.line_end(c), f.text[c : f.s(name.end_byte)]))
-    return out
+    return sorted(out, key=lambda p: p.cursor)
 
 
 def mid_position(f: SourceFile, pkg: str, rng: random.Random) -> Position | None:
