@@ -1,0 +1,436 @@
+"""Syntax check of a completion suggestion: never leave the file less parseable.
+
+A :class:`SyntaxChecker` is built once per completion for one document snapshot
+(``text``, the cursor's str offset, optionally the document's tree). Each
+:meth:`SyntaxChecker.check` inserts a suggestion at the cursor, reparses incrementally
+from a copy of the base tree (the base is never edited) and counts the tree-sitter
+``ERROR`` and ``MISSING`` nodes that overlap the *region*: the rows from the cursor's
+row to the last row of the inserted text, i.e. the cursor's line plus what the
+suggestion adds to it. A suggestion with no such node is kept; a line-mode suggestion
+that only forgot to close what it opened is closed; otherwise it is trimmed to its
+longest clean prefix, or dropped.
+
+The criterion is local on purpose: comparing the whole tree before and after ("no new
+error node") misses breakage where the cursor's line is half typed, because tree-sitter
+reuses the half line's error node for the broken completion. Where the region was
+already broken before the suggestion, a suggestion that does not add errors to it is
+accepted (see :meth:`SyntaxChecker.check`).
+
+Coordinates: str offsets are code points; tree-sitter works in UTF-8 bytes and points
+``(row, byte column)`` with rows split at ``\\n`` only (a ``\\r`` is an ordinary byte).
+
+One check is one incremental parse plus a walk that only descends into subtrees that
+have an error and overlap the region (about a millisecond on a 2,000-line file); a
+suggestion that is closed or trimmed costs up to 1 + :data:`MAX_CANDIDATES` more parses.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from tree_sitter import Node, Parser, Tree
+
+from completion.syntax import grammar_name, make_parser
+
+MAX_CANDIDATES = 16
+"""Trimming checks at most this many prefixes, longest first."""
+
+CLOSERS = {"(": ")", "[": "]", "{": "}"}
+OPENERS = {v: k for k, v in CLOSERS.items()}
+
+
+@dataclass(frozen=True)
+class SyntaxVerdict:
+    """What to show for one suggestion, and why."""
+
+    text: str
+    """The suggestion to show: unchanged, trimmed, closed, or ``""``."""
+    action: str
+    """``"kept"``: ``text`` is the suggestion, unchanged; ``"closed"``: the suggestion
+    plus the closing quote/brackets it left open; ``"trimmed"``: a prefix of it;
+    ``"dropped"``: nothing survived (``text == ""``); ``"unchecked"``: no grammar."""
+    errors_before: int
+    """ERROR/MISSING nodes overlapping the cursor's line with no suggestion."""
+    errors_after: int
+    """ERROR/MISSING nodes overlapping the region with ``text`` inserted."""
+    ms: float
+    """Wall time the check took, in milliseconds."""
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """What a bracket scanner must skip in one language: strings and comments."""
+
+    quotes: str
+    line_comment: str
+    block_comment: tuple[str, str] | None
+    triple_quotes: bool = False
+
+
+PYTHON_LEXICON = Lexicon("'\"", "#", None, triple_quotes=True)
+C_LIKE_LEXICON = Lexicon("'\"`", "//", ("/*", "*/"))
+LEXICONS: dict[str, Lexicon] = {
+    "python": PYTHON_LEXICON,
+    "rust": Lexicon('"', "//", ("/*", "*/")),  # ' starts a lifetime as often as a char
+}
+"""Grammar name -> lexicon; any other grammar is C-like (JavaScript, TypeScript, Go)."""
+
+
+def utf8_len(s: str) -> int:
+    """Length of ``s`` in UTF-8 bytes (lone surrogates count as 3, as they are encoded)."""
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
+def advance_point(point: tuple[int, int], inserted: str) -> tuple[int, int]:
+    """tree-sitter point reached after inserting ``inserted`` at ``point``."""
+    rows = inserted.count("\n")
+    if rows == 0:
+        return point[0], point[1] + utf8_len(inserted)
+    return point[0] + rows, utf8_len(inserted[inserted.rfind("\n") + 1 :])
+
+
+class Insertion(NamedTuple):
+    """A ``Tree.edit`` that inserts text (nothing is removed: old end = start)."""
+
+    start_byte: int
+    new_end_byte: int
+    start_point: tuple[int, int]
+    new_end_point: tuple[int, int]
+
+    def apply(self, tree: Tree) -> None:
+        """Edit ``tree`` (in place) for this insertion."""
+        tree.edit(
+            start_byte=self.start_byte,
+            old_end_byte=self.start_byte,
+            new_end_byte=self.new_end_byte,
+            start_point=self.start_point,
+            old_end_point=self.start_point,
+            new_end_point=self.new_end_point,
+        )
+
+
+def insertion(start_byte: int, start_point: tuple[int, int], inserted: str) -> Insertion:
+    """The edit for inserting ``inserted`` at ``start_byte`` / ``start_point``."""
+    end_point = advance_point(start_point, inserted)
+    return Insertion(start_byte, start_byte + utf8_len(inserted), start_point, end_point)
+
+
+def error_nodes(root: Node, lo: int, hi: int) -> Iterator[Node]:
+    """ERROR and MISSING nodes under ``root`` that overlap the byte range ``[lo, hi]``.
+
+    A node ``[start, end)`` overlaps when ``start <= hi`` and ``end > lo``; a zero-width
+    (MISSING) node when ``lo <= start <= hi``. Only subtrees that have an error and
+    overlap the range are visited, and only the children that can overlap it are listed.
+    """
+    stack = [root] if _may_hold(root, lo, hi) else []
+    while stack:
+        node = stack.pop()
+        if (node.is_error or node.is_missing) and _overlaps(node, lo, hi):
+            yield node
+        if not node.has_error:
+            continue
+        cursor = node.walk()
+        # The first child that "contains or starts after" lo - 1 is the first that can
+        # overlap: it ends at lo or later (a zero-width child at lo included).
+        found = cursor.goto_first_child_for_byte(lo - 1) if lo > 0 else cursor.goto_first_child()
+        if found is None or found is False:
+            continue
+        while True:
+            child = cursor.node
+            if child is None or child.start_byte > hi:
+                break
+            if child.has_error and _may_hold(child, lo, hi):
+                stack.append(child)
+            if not cursor.goto_next_sibling():
+                break
+
+
+def _overlaps(node: Node, lo: int, hi: int) -> bool:
+    """Whether ``node`` overlaps ``[lo, hi]`` (see :func:`error_nodes`)."""
+    start, end = node.start_byte, node.end_byte
+    return start <= hi and (end > lo or start >= lo)
+
+
+def _may_hold(node: Node, lo: int, hi: int) -> bool:
+    """Whether a descendant of ``node`` can overlap ``[lo, hi]``.
+
+    Inclusive at ``lo``: a node ending there may end with a zero-width child there.
+    """
+    return node.start_byte <= hi and node.end_byte >= lo
+
+
+def unclosed_closers(suggestion: str, lexicon: Lexicon) -> str:
+    """The closing quote and brackets that ``suggestion`` left open, innermost first.
+
+    ``'f("a'`` -> ``'")'``. ``""`` when there is nothing to close or closing cannot help:
+    a closer that does not match its opener, or a suggestion that ends inside a comment.
+    Brackets inside strings and comments do not count; closers of brackets opened before
+    the suggestion (``b)`` after ``f(a, ``) are ignored.
+    """
+    stack: list[str] = []
+    i, n = 0, len(suggestion)
+    while i < n:
+        skipped = _skip_comment(suggestion, i, lexicon)
+        if skipped is not None:
+            if skipped < 0:
+                return ""
+            i = skipped
+            continue
+        ch = suggestion[i]
+        if ch in lexicon.quotes:
+            delim = _quote_delimiter(suggestion, i, lexicon)
+            end = _string_end(suggestion, i + len(delim), delim)
+            if end < 0:
+                return delim + "".join(CLOSERS[b] for b in reversed(stack))
+            i = end
+            continue
+        if ch in CLOSERS:
+            stack.append(ch)
+        elif ch in OPENERS and stack:
+            if stack[-1] != OPENERS[ch]:
+                return ""
+            stack.pop()
+        i += 1
+    return "".join(CLOSERS[b] for b in reversed(stack))
+
+
+def _skip_comment(s: str, i: int, lexicon: Lexicon) -> int | None:
+    """Offset after the comment starting at ``i``.
+
+    None when no comment starts there, -1 when it runs to the end of ``s`` (a line comment
+    ends at its ``\\n``).
+    """
+    if lexicon.line_comment and s.startswith(lexicon.line_comment, i):
+        end = s.find("\n", i)
+        return -1 if end < 0 else end + 1
+    if lexicon.block_comment and s.startswith(lexicon.block_comment[0], i):
+        opener, closer = lexicon.block_comment
+        end = s.find(closer, i + len(opener))
+        return -1 if end < 0 else end + len(closer)
+    return None
+
+
+def _quote_delimiter(s: str, i: int, lexicon: Lexicon) -> str:
+    """The string delimiter starting at ``i`` (a quote, or a triple quote)."""
+    triple = s[i] * 3
+    if lexicon.triple_quotes and s.startswith(triple, i):
+        return triple
+    return s[i]
+
+
+def _string_end(s: str, i: int, delim: str) -> int:
+    """Offset after the string body starting at ``i`` and closed by ``delim``.
+
+    -1 when the string is still open at the end of ``s``. A ``'`` or ``"`` string ends
+    (unterminated) at a newline; a backslash escapes the next character.
+    """
+    n = len(s)
+    while i < n:
+        if s[i] == "\\":
+            i += 2
+            continue
+        if s.startswith(delim, i):
+            return i + len(delim)
+        if s[i] == "\n" and delim in ("'", '"'):
+            return i + 1
+        i += 1
+    return -1
+
+
+def _char_class(ch: str) -> int:
+    """0 whitespace, 1 word character (letters, digits, marks, ``_``), 2 punctuation."""
+    if ch.isspace():
+        return 0
+    if ch == "_" or unicodedata.category(ch)[0] in "LNM":
+        return 1
+    return 2
+
+
+def default_cuts(suggestion: str, line_mode: bool) -> list[int]:
+    """Cut points (str offsets, ascending, ``0 < cut < len``) when the caller gives none.
+
+    Line mode: after every word (a run of word characters) and after every punctuation
+    character. Block mode: every line end (before its ``\\n``, or ``\\r\\n``).
+    """
+    n = len(suggestion)
+    if not line_mode:
+        cuts = [i for i, ch in enumerate(suggestion) if ch == "\n"]
+        return [c - 1 if suggestion[c - 1 : c] == "\r" else c for c in cuts if c > 0]
+    cuts = []
+    for i in range(1, n):
+        before, after = _char_class(suggestion[i - 1]), _char_class(suggestion[i])
+        if before != 0 and (before != after or before == 2):
+            cuts.append(i)
+    return cuts
+
+
+def candidates(suggestion: str, boundaries: Sequence[int], line_mode: bool) -> list[str]:
+    """Non-blank proper prefixes of ``suggestion`` to try, longest first, no duplicates.
+
+    They end at ``boundaries`` (str offsets into the suggestion), or at
+    :func:`default_cuts` when there are none; line-mode prefixes lose their trailing
+    whitespace.
+    """
+    cuts = boundaries or default_cuts(suggestion, line_mode)
+    out: list[str] = []
+    for cut in sorted({c for c in cuts if 0 < c < len(suggestion)}, reverse=True):
+        prefix = suggestion[:cut].rstrip() if line_mode else suggestion[:cut]
+        if prefix.strip() and prefix != suggestion and prefix not in out:
+            out.append(prefix)
+    return out
+
+
+class SyntaxChecker:
+    """Checks suggestions for one document snapshot and cursor; see the module doc."""
+
+    def __init__(self, language_id: str, text: str, cursor: int, tree: Tree | None = None) -> None:
+        """Prepare checks of suggestions at ``cursor`` in ``text``.
+
+        ``text`` is the document, ``cursor`` a str (code point) offset, clamped into the
+        text. The accepted document is ``text[:cursor] + suggestion + text[cursor:]``.
+        ``tree`` is the document's current tree for ``text``; it is copied, never edited
+        (None: ``text`` is parsed here). A language without a grammar -> ``available``
+        is False and every check answers ``"unchecked"``.
+        """
+        cursor = max(0, min(cursor, len(text)))
+        head = text[:cursor]
+        self._pre = head.encode("utf-8", "surrogatepass")
+        self._post = text[cursor:].encode("utf-8", "surrogatepass")
+        self._lexicon = LEXICONS.get(grammar_name(language_id) or "", C_LIKE_LEXICON)
+        self._point = advance_point((0, 0), head)
+        self._lo = len(self._pre) - self._point[1]
+        """Byte offset of the start of the cursor's line."""
+        nl = self._post.find(b"\n")
+        self._tail = nl if nl >= 0 else len(self._post)
+        """Bytes from the cursor to the end of its line (before any ``\\n``)."""
+        self._parser: Parser | None = make_parser(language_id)
+        self._base: Tree | None = None
+        self.errors_before = 0
+        """ERROR/MISSING nodes overlapping the cursor's line before any suggestion."""
+        if self._parser is not None:
+            self._base = (
+                tree.copy() if tree is not None else self._parser.parse(self._pre + self._post)
+            )
+            self.errors_before = self._count(self._base, "")
+
+    @property
+    def available(self) -> bool:
+        """Whether the language has a grammar (else every check is ``"unchecked"``)."""
+        return self._parser is not None
+
+    def check(
+        self, suggestion: str, *, line_mode: bool, boundaries: Sequence[int] = ()
+    ) -> SyntaxVerdict:
+        """The suggestion to show; never raises.
+
+        Errors are the ERROR/MISSING nodes overlapping the region. The rules, in order:
+
+        1. no errors -> ``"kept"``;
+        2. line mode, and the suggestion left a quote or brackets open: the suggestion
+           plus the closers, if that has no errors -> ``"closed"``;
+        3. the longest non-blank prefix with no errors, cut at ``boundaries`` (str offsets
+           into the suggestion; default: word and punctuation ends in line mode, line ends
+           in block mode), trying at most :data:`MAX_CANDIDATES` -> ``"trimmed"``;
+        4. if the cursor's line had errors before the suggestion: the suggestion if it has
+           no more errors than before (``"kept"``), else the longest tried prefix with no
+           more (``"trimmed"``);
+        5. ``"dropped"`` with text ``""``.
+        """
+        start = time.perf_counter()
+        text, action, errors = self._decide(suggestion, line_mode, boundaries)
+        ms = (time.perf_counter() - start) * 1000.0
+        return SyntaxVerdict(text, action, self.errors_before, errors, ms)
+
+    def line_ok(self, partial: str) -> bool:
+        """Whether the last finished line of ``partial`` parses, for block-mode decoding.
+
+        ``partial`` is the suggestion so far, inserted with the rest of the document.
+        False iff an ERROR node starts inside its last finished line (that line's bytes
+        in the document, its ``\\n`` included). MISSING nodes and errors starting
+        elsewhere do not count, so a header like ``for x in y:`` whose body is not
+        written yet is fine. True without a grammar or without a finished line. One
+        incremental parse.
+
+        Physical lines, not logical ones: a line that opens a bracket to be closed on a
+        later line (``x = [``, ``foo(a,``) usually gets an ERROR starting in it, so it
+        is reported broken; so is the cursor's line when the text before the cursor
+        left a bracket open.
+        """
+        end = partial.rfind("\n")
+        if self._parser is None or end < 0:
+            return True
+        prev = partial.rfind("\n", 0, end)
+        line_start = self._lo if prev < 0 else len(self._pre) + utf8_len(partial[: prev + 1])
+        line_end = len(self._pre) + utf8_len(partial[:end])
+        root = self._parse(partial).root_node
+        return not any(
+            node.is_error and line_start <= node.start_byte <= line_end
+            for node in error_nodes(root, line_start, line_end)
+        )
+
+    def tree_with(self, suggestion: str) -> Tree | None:
+        """The tree of the document with ``suggestion`` inserted (None without a grammar).
+
+        Parsed incrementally from a copy of the base tree; the same as a fresh parse of
+        ``text[:cursor] + suggestion + text[cursor:]``.
+        """
+        return self._parse(suggestion) if self._parser is not None else None
+
+    def _decide(
+        self, suggestion: str, line_mode: bool, boundaries: Sequence[int]
+    ) -> tuple[str, str, int]:
+        """(text, action, errors of text): the rules of :meth:`check`."""
+        if self._parser is None:
+            return suggestion, "unchecked", 0
+        errors = self._errors(suggestion)
+        if errors == 0:
+            return suggestion, "kept", 0
+        closers = unclosed_closers(suggestion, self._lexicon) if line_mode else ""
+        if closers and self._errors(suggestion + closers) == 0:
+            return suggestion + closers, "closed", 0
+        tried: list[tuple[str, int]] = []
+        for prefix in candidates(suggestion, boundaries, line_mode)[:MAX_CANDIDATES]:
+            prefix_errors = self._errors(prefix)
+            if prefix_errors == 0:
+                return prefix, "trimmed", 0
+            tried.append((prefix, prefix_errors))
+        return self._fallback(suggestion, errors, tried)
+
+    def _fallback(
+        self, suggestion: str, errors: int, tried: list[tuple[str, int]]
+    ) -> tuple[str, str, int]:
+        """Rules 4 and 5 of :meth:`check`: nothing clean was found."""
+        before = self.errors_before
+        if before > 0:
+            if errors <= before:
+                return suggestion, "kept", errors
+            for prefix, prefix_errors in tried:
+                if prefix_errors <= before:
+                    return prefix, "trimmed", prefix_errors
+        return "", "dropped", before
+
+    def _errors(self, suggestion: str) -> int:
+        """Errors in the region with ``suggestion`` inserted."""
+        if not suggestion:
+            return self.errors_before
+        return self._count(self._parse(suggestion), suggestion)
+
+    def _count(self, tree: Tree, suggestion: str) -> int:
+        """ERROR/MISSING nodes of ``tree`` (``suggestion`` inserted) in the region."""
+        hi = len(self._pre) + utf8_len(suggestion) + self._tail
+        return sum(1 for _ in error_nodes(tree.root_node, self._lo, hi))
+
+    def _parse(self, suggestion: str) -> Tree:
+        """The document with ``suggestion`` inserted at the cursor, parsed.
+
+        Incremental: from a copy of the base tree, edited for the insertion.
+        """
+        assert self._parser is not None and self._base is not None
+        tree = self._base.copy()
+        insertion(len(self._pre), self._point, suggestion).apply(tree)
+        inserted = suggestion.encode("utf-8", "surrogatepass")
+        return self._parser.parse(self._pre + inserted + self._post, tree)
