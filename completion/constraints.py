@@ -4,6 +4,10 @@ One small interface (as xgrammar's ``GrammarMatcher`` and llguidance's ``LLMatch
 
 - ``fill_mask(bitmask, row)``: write the allowed next tokens into ``bitmask[row]``, a
   packed int32 bitmask (bit ``t % 32`` of word ``t // 32`` set = token ``t`` allowed);
+- ``allows(token, ask=True) -> bool``: whether one token is allowed next (the same answer
+  as its bit in :meth:`fill_mask`, at a fraction of the cost: the decode loop checks the
+  model's pick first and fills a whole mask only when that is refused). With
+  ``ask=False`` a constraint that would have to wait for an oracle says True instead;
 - ``accept(token) -> bool``: advance by one token (False, and an error state, if the
   token was not allowed: never an exception in the middle of decoding);
 - ``rollback(n)``: undo the last ``n`` accepted tokens (speculative verification);
@@ -12,14 +16,16 @@ One small interface (as xgrammar's ``GrammarMatcher`` and llguidance's ``LLMatch
 - ``is_terminated()``: nothing more may be generated.
 
 The decode loop applies masks to the target model's logits before it picks or accepts
-a token, so a constraint holds in drafts and in corrections alike. Grammar and
-static-analysis monitors plug in here later; several constraints combine by AND-ing
-their masks (:class:`AllOf`).
+a token, so a constraint holds in drafts and in corrections alike. The member
+monitor (:mod:`completion.members`) plugs in here too; several constraints combine by
+AND-ing their masks (:class:`AllOf`). :func:`restrict` is the pick-side helper.
 """
 
 from __future__ import annotations
 
 import bisect
+import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -66,6 +72,10 @@ class Constraint(Protocol):
         """Write the allowed next tokens into ``bitmask[row]``."""
         ...
 
+    def allows(self, token: int, ask: bool = True) -> bool:
+        """Whether ``token`` may come next (``ask=False``: True where an oracle is pending)."""
+        ...
+
     def accept(self, token: int) -> bool:
         """Advance by ``token``; False (and an error state) if it was not allowed."""
         ...
@@ -95,6 +105,9 @@ class AllowAll:
 
     def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
         bitmask[row].fill_(-1)
+
+    def allows(self, token: int, ask: bool = True) -> bool:
+        return True
 
     def accept(self, token: int) -> bool:
         self.accepted.append(token)
@@ -128,6 +141,9 @@ class ForbidTokens(AllowAll):
         bitmask[row].fill_(-1)
         forbid(bitmask, row, self.tokens)
 
+    def allows(self, token: int, ask: bool = True) -> bool:
+        return token not in self.tokens
+
     def accept(self, token: int) -> bool:
         if token in self.tokens or self.error:
             self.error = True
@@ -157,6 +173,9 @@ class AllOf:
             part.fill_mask(scratch, 0)
             bitmask[row] &= scratch[0]
 
+    def allows(self, token: int, ask: bool = True) -> bool:
+        return all(part.allows(token, ask) for part in self.parts)
+
     def accept(self, token: int) -> bool:
         return all([part.accept(token) for part in self.parts])  # a list: advance all of them
 
@@ -168,7 +187,12 @@ class AllOf:
         return AllOf([part.fork() for part in self.parts])
 
     def forced_tokens(self) -> list[int]:
-        return self.parts[0].forced_tokens() if len(self.parts) == 1 else []
+        """The first part's forced tokens (a draft: every part checks it when verified)."""
+        for part in self.parts:
+            forced = part.forced_tokens()
+            if forced:
+                return forced
+        return []
 
     def is_terminated(self) -> bool:
         return any(part.is_terminated() for part in self.parts)
@@ -269,11 +293,16 @@ class TextPrefix(AllowAll):
         allowed[ids[ids < vocab]] = True
         bitmask[row] = pack(allowed)
 
-    def accept(self, token: int) -> bool:
+    def allows(self, token: int, ask: bool = True) -> bool:
         left = self._left[-1]
         piece = self.texts.texts[token] if 0 <= token < len(self.texts.texts) else ""
         fits = bool(piece) and (piece.startswith(left) or left.startswith(piece))
-        if left and not fits and len(self.texts.compatible(left)):
+        return not left or fits or not len(self.texts.compatible(left))
+
+    def accept(self, token: int) -> bool:
+        left = self._left[-1]
+        piece = self.texts.texts[token] if 0 <= token < len(self.texts.texts) else ""
+        if not self.allows(token):
             return False  # not allowed (where nothing fitted, everything was)
         self._left.append(left[len(piece) :] if piece and left.startswith(piece) else "")
         return super().accept(token)
@@ -316,9 +345,13 @@ class NoLeadingBreak(AllowAll):
         if self._open():
             bitmask[row] &= self.texts.breaking_mask(bitmask.shape[-1])
 
+    def allows(self, token: int, ask: bool = True) -> bool:
+        raw = self.texts.raw[token] if 0 <= token < len(self.texts.raw) else ""
+        return not (self._open() and self.texts.breaks_first(raw))
+
     def accept(self, token: int) -> bool:
         piece = self.texts.texts[token] if 0 <= token < len(self.texts.texts) else ""
-        if self._open() and self.texts.breaks_first(piece):
+        if not self.allows(token):
             return False
         self._out.append(self._out[-1] + piece)
         return super().accept(token)
@@ -333,3 +366,83 @@ class NoLeadingBreak(AllowAll):
         twin.accepted = list(self.accepted)
         twin._out = list(self._out)
         return twin
+
+
+@dataclass
+class ConstraintStats:
+    """Counters of the member monitor and the syntax check (names as in ``pie/stats``)."""
+
+    memberQueries: int = 0
+    """Member lists asked of the oracle (cached answers not counted)."""
+    memberMasked: int = 0
+    """Decode steps where the member monitor refused the model's pick."""
+    memberUnknown: int = 0
+    """Member accesses left unconstrained: the oracle knew nothing, or would not say."""
+    memberTimeouts: int = 0
+    """Oracle answers that did not come within the step's budget."""
+    memberCut: int = 0
+    """Finished suggestions cut before an invented member."""
+    syntaxChecks: int = 0
+    syntaxTrimmed: int = 0
+    syntaxClosed: int = 0
+    syntaxDropped: int = 0
+    maskMs: float = 0.0
+    """Time spent checking picks and filling masks."""
+    oracleMs: float = 0.0
+    """Time decode steps waited for the member oracle."""
+    syntaxMs: float = 0.0
+    """Time spent in syntax checks."""
+
+
+TOP_CHECKED = 8
+"""Picks :func:`restrict` checks one by one before it fills a whole mask."""
+
+
+def restrict(
+    logits: torch.Tensor,
+    constraint: Constraint | None,
+    mask: torch.Tensor | None,
+    *,
+    greedy: bool,
+    margin: bool,
+    stats: ConstraintStats | None = None,
+) -> torch.Tensor:
+    """Logits to pick from under ``constraint``: the pick is the fully masked logits' pick.
+
+    Greedy, the model's top token is checked first (:meth:`Constraint.allows`); when it
+    is allowed (nearly always) no mask is filled, and with ``margin`` the runner-up is
+    the best token after it the constraint does not refuse without asking an oracle (so
+    the margin is never larger than among allowed tokens). Otherwise, and always when
+    sampling (the speculative sampling rule needs the normalised constrained
+    distribution), the whole mask is filled into ``mask`` (``[1, words]``) and applied;
+    a mask that allows nothing is not applied.
+    """
+    if constraint is None or mask is None:
+        return logits
+    t = time.perf_counter()
+    try:
+        if greedy:
+            top = torch.topk(logits, min(TOP_CHECKED, logits.shape[-1])).indices.tolist()
+            if constraint.allows(top[0]):
+                return _with_runner_up(logits, constraint, top) if margin else logits
+        constraint.fill_mask(mask, 0)
+        masked = apply_bitmask(logits, mask[0])
+        # Nothing allowed (a name no token can finish): unconstrained rather than stuck.
+        return masked if bool(torch.isfinite(masked).any()) else logits
+    finally:
+        if stats is not None:
+            stats.maskMs += (time.perf_counter() - t) * 1000
+
+
+def _with_runner_up(logits: torch.Tensor, constraint: Constraint, top: list[int]) -> torch.Tensor:
+    """``logits`` with the top tokens the constraint refuses between the best and the next."""
+    for j in range(1, len(top)):
+        if constraint.allows(top[j], ask=False):
+            if j == 1:
+                return logits
+            out = logits.clone()
+            out[top[1:j]] = float("-inf")
+            return out
+    out = logits.clone()
+    out[top[1:]] = float("-inf")  # beyond the top ones: a smaller margin, never a larger
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .constraints import Constraint, apply_bitmask, new_bitmask
+from .constraints import Constraint, ConstraintStats, new_bitmask, restrict
 
 PREFILL_CHUNK = 512
 """Tokens per forward when encoding a prompt; bounds memory and lets work be cancelled."""
@@ -88,6 +88,7 @@ def generate(
     first: int | None = None,
     margins: list[float] | None = None,
     constraint: Constraint | None = None,
+    stats: ConstraintStats | None = None,
 ) -> Iterator[int]:
     """Yield generated tokens one by one, starting from the prompt's last logits.
 
@@ -97,14 +98,13 @@ def generate(
     Stop tokens are yielded (so the caller knows why it ended) and end the loop.
     ``first`` forces the first token (alternative suggestions branch on it).
     ``margins`` receives :func:`margin` of the logits each token was picked from.
-    ``constraint``: masks the logits before each pick, and accepts each token (a forced
-    ``first`` too).
+    ``constraint``: restricts each pick (:func:`~completion.constraints.restrict`), and
+    accepts each token (a forced ``first`` too); ``stats`` gets the time it took.
     """
     mask = new_bitmask(1, logits.shape[-1]) if constraint is not None else None
     for step in range(max_new_tokens):
-        if constraint is not None and mask is not None:
-            constraint.fill_mask(mask, 0)
-            logits = apply_bitmask(logits, mask[0])
+        greedy, want = temperature <= 0, margins is not None
+        logits = restrict(logits, constraint, mask, greedy=greedy, margin=want, stats=stats)
         token = first if step == 0 and first is not None else sample(logits, temperature, generator)
         if margins is not None:
             margins.append(margin(logits))

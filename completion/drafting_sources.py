@@ -28,7 +28,7 @@ MAX_NGRAM = 4
 """Longest context suffix (in tokens) looked up in the draft sources."""
 MIN_NGRAM = 2
 """Shortest: a single-token match drafts noise too often to pay on a CPU."""
-DRAFT_SOURCES = ("aligned", "history", "elsewhere", "prompt", "workspace")
+DRAFT_SOURCES = ("aligned", "history", "elsewhere", "prompt", "workspace", "forced")
 """Where drafts come from (see :meth:`~completion.drafting_policy.Drafter.propose`)."""
 WORKSPACE_DOCS = 8
 """Other open documents drafted from (the most recently used)."""

@@ -31,11 +31,20 @@ from cache import (
 
 from .calibration import Calibration
 from .cancel import Cancelled, CancelToken
-from .constraints import AllOf, Constraint, NoLeadingBreak, TextPrefix, TokenTexts
+from .constraints import (
+    AllOf,
+    Constraint,
+    ConstraintStats,
+    NoLeadingBreak,
+    TextPrefix,
+    TokenTexts,
+)
 from .decode import PREFILL_CHUNK, generate, prefill
 from .drafting_policy import Acceptance, CostModel, Drafter, choose_length, cut_at_final
 from .drafting_sources import MAX_NGRAM, History, NgramIndex, Workspace
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
+from .guards import DEFAULT_BUDGET_S, Guards
+from .member_oracle import MemberOracle
 from .models import LoadedModel
 from .stops import Multiline, StopRules, strip_healed
 from .suggestion_memory import (
@@ -99,6 +108,14 @@ class CompletionOptions:
     """pie: when the cache holds stale tokens and a greedy pick of the suggestion won by
     less than this logit margin, refresh the stale tokens and decode again (exact).
     0 turns the gate off."""
+    members: bool = True
+    """Member monitor: a member access may only name a member the static-analysis
+    oracle knows (no constraint where it knows nothing)."""
+    syntax: bool = True
+    """Syntax check: a suggestion that leaves the file less parseable is trimmed,
+    closed or dropped."""
+    oracle_budget_ms: float | None = None
+    """How long a decode step waits for the member oracle (None: one measured step)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,16 @@ class CompletionRequest:
     options: CompletionOptions = field(default_factory=CompletionOptions)
     others: tuple[tuple[str, str], ...] = ()
     """Other open documents as (key, text), most recently used first: a draft source."""
+    language: str = ""
+    """The document's LSP languageId ("" unknown): selects the grammar and the oracle."""
+    path: str | None = None
+    """The document's file path, if it has one (the oracle's project resolves imports)."""
+    tree: Any = None
+    """The document's tree-sitter tree for ``text`` (None: parsed when needed). Never
+    mutated: checks work on a copy."""
+    unsaved: frozenset[str] = frozenset()
+    """File paths of open documents with unsaved changes (the oracle reads files from
+    disk, so members of types defined there are unknown)."""
 
 
 @dataclass
@@ -138,7 +165,7 @@ class CompletionResult:
 
 
 @dataclass
-class Totals(SpecStats):
+class Totals(SpecStats, ConstraintStats):
     """Counters over the engine's life (names as in ``pie/stats``)."""
 
     reusedCompletions: int = 0
@@ -180,6 +207,8 @@ class Plan(NamedTuple):
     """An earlier suggestion's rest expected here, and its old margins."""
     ahead: AheadDraft | None
     """That rest, to verify in the cache update's last forward."""
+    guards: Guards | None
+    """The member monitor's lookups and the syntax check (None: both off)."""
 
 
 class Decoded(NamedTuple):
@@ -242,6 +271,9 @@ class Engine:
         self._cancel: CancelToken | None = None
         """The work running now, checked before every forward (:meth:`_cancellable`)."""
         self._starts: dict[str, int] = {}
+        self.oracle = MemberOracle()
+        """Members of receivers, for the member monitor (a worker process for Python)."""
+        self._merges_dot: bool | None = None
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
         """The model's trained context length (0: unknown); prompts are kept inside it."""
         self._clamp_logged = False
@@ -287,7 +319,7 @@ class Engine:
             pc = self.caches.get(req.key)
             with pc.lock:
                 run = self._run(pc, plan, cancel, alternatives)
-        self._remember(req, plan, run.decoded)
+        self._remember(req, plan, run.decoded, run.text)
         result = CompletionResult(
             text=run.text,
             mode=plan.rules.mode,
@@ -319,15 +351,17 @@ class Engine:
         line = rules.mode == "line"
         found = self._expected(req, prompt) if speculate and prompt.ids else None
         ahead = AheadDraft(self._draft_ahead(*found, opts, line)) if found else None
+        guards = self._guards(req, prompt) if opts.members or opts.syntax else None
         return Plan(
             req=req,
             rules=rules,
             prompt=prompt,
             generator=generator,
             speculate=speculate,
-            constraint=self._constraint(prompt, rules),
+            constraint=self._constraint(prompt, rules, guards),
             found=found,
             ahead=ahead,
+            guards=guards,
         )
 
     def _run(self, pc: PromptCache, plan: Plan, cancel: CancelToken, alternatives: int) -> Outcome:
@@ -357,7 +391,7 @@ class Engine:
             t1 = time.perf_counter()
             gate_ms += (t1 - t_gate) * 1000
             decoded = self._decode(pc, plan, None, cancel)  # a draft is fed once
-        text = plan.rules.finish(decoded.visible)
+        text = self._guarded(plan, decoded, plan.rules.finish(decoded.visible))
         others = (
             self._alternatives(pc, plan, text, decoded.out, alternatives, cancel)
             if alternatives > 0
@@ -374,7 +408,10 @@ class Engine:
         assert pc.last_logits is not None
         with pc.session() as kv:
             tokens = self._tokens(kv, pc.last_logits, plan, verified, margins)
-            visible, reason, out = self._apply_rules(tokens, plan.rules, plan.prompt.healed, cancel)
+            line_ok = self._line_check(plan)
+            visible, reason, out = self._apply_rules(
+                tokens, plan.rules, plan.prompt.healed, cancel, line_ok
+            )
         return Decoded(visible, reason, out, margins, _decided(margins, out, reason))
 
     def _tokens(
@@ -417,15 +454,18 @@ class Engine:
             plan.generator,
             margins=margins,
             constraint=plan.constraint(),
+            stats=self.totals,
         )
 
-    def _remember(self, req: CompletionRequest, plan: Plan, decoded: Decoded) -> None:
-        """What later requests draft from and type through: this suggestion, as said."""
+    def _remember(self, req: CompletionRequest, plan: Plan, decoded: Decoded, text: str) -> None:
+        """What later requests draft from and type through: this suggestion, as said.
+
+        ``text`` is the suggestion shown (after the stop rules and the guards).
+        """
         out, prompt, opts = decoded.out, plan.prompt, req.options
         self.history.remember(req.key, prompt.ids[-2 * MAX_NGRAM :], out)
         if plan.found is not None and opts.temperature <= 0:
             self.bands.observe(plan.found[1], plan.found[0], out)
-        text = plan.rules.finish(decoded.visible)
         if text:
             self._shown[req.key] = Shown(req.text, req.cursor, text, plan.rules.mode)
         else:
@@ -560,18 +600,22 @@ class Engine:
             self._token_texts = TokenTexts.of(self.tokenizer)
         return self._token_texts
 
-    def _constraint(self, prompt: Prompt, rules: StopRules) -> Callable[[], Constraint | None]:
+    def _constraint(
+        self, prompt: Prompt, rules: StopRules, guards: Guards | None
+    ) -> Callable[[], Constraint | None]:
         """A factory of the constraint each decode of a request runs under.
 
         Token healing where the prompt cut a word off (:class:`TextPrefix`; healed
         whitespace alone is not constrained: the model may start a new line instead of
-        re-creating an indentation, :func:`~completion.stops.strip_healed`), and no line
+        re-creating an indentation, :func:`~completion.stops.strip_healed`), no line
         break before the first visible character where the suggestion must be one line
-        (:class:`NoLeadingBreak`).
+        (:class:`NoLeadingBreak`), and the member monitor
+        (:class:`~completion.members.MemberMonitor`) where it applies.
         """
         heal = bool(prompt.healed.strip(" \t"))
         one_line = not rules.lead_break
-        if not heal and not one_line:
+        members = guards is not None and guards.members
+        if not heal and not one_line and not members:
             return lambda: None
         texts = self.token_texts
 
@@ -581,9 +625,97 @@ class Engine:
                 parts.append(TextPrefix(texts, prompt.healed))
             if one_line:
                 parts.append(NoLeadingBreak(texts, prompt.healed))
+            monitor = guards.monitor() if guards is not None else None
+            if monitor is not None:
+                parts.append(monitor)
             return parts[0] if len(parts) == 1 else AllOf(parts)
 
         return make
+
+    ##### Guards: the member monitor and the syntax check #####
+
+    def set_workspace(self, roots: list[str]) -> None:
+        """The workspace folders: the member oracle's projects (types across files)."""
+        self.oracle.roots = list(roots)
+
+    def warm_oracle(self, text: str, path: str | None, language: str) -> None:
+        """Let the member oracle load what a document imports (returns at once)."""
+        self.oracle.warm(text, path, language)
+
+    def close(self) -> None:
+        """Stop helper processes (the member oracle's worker)."""
+        self.oracle.close()
+
+    @property
+    def merges_dot(self) -> bool:
+        """Whether the tokenizer writes ``.name`` as one token (Qwen: 5,872 such tokens)."""
+        if self._merges_dot is None:
+            dotted = sum(
+                1 for t in self.token_texts.texts if len(t) > 2 and t[0] == "." and t[1].isalpha()
+            )
+            self._merges_dot = dotted >= 1000
+        return self._merges_dot
+
+    def oracle_budget_s(self, opts: CompletionOptions) -> float | None:
+        """How long a step waits for the oracle: the setting, else one measured step."""
+        if opts.oracle_budget_ms is not None:
+            return opts.oracle_budget_ms / 1000
+        steps = list(self._costs.observed.get(1, ())) if self._costs is not None else []
+        return sorted(steps)[len(steps) // 2] if steps else DEFAULT_BUDGET_S
+
+    def _guards(self, req: CompletionRequest, prompt: Prompt) -> Guards:
+        return Guards(
+            req,
+            prompt.healed,
+            self.oracle,
+            lambda: self.token_texts,
+            lambda text: list(self.tokenizer.encode(text, add_special_tokens=False)),
+            self.oracle_budget_s(req.options),
+            self.totals,
+        )
+
+    def _line_check(self, plan: Plan) -> Callable[[str], bool] | None:
+        """Block mode with the syntax check on: a judge of each finished line."""
+        checker = plan.guards.syntax if plan.guards is not None else None
+        if checker is None or not checker.available or plan.rules.mode != "block":
+            return None
+
+        def line_ok(partial: str) -> bool:
+            t = time.perf_counter()
+            ok = checker.line_ok(partial)
+            self.totals.syntaxMs += (time.perf_counter() - t) * 1000
+            self.totals.syntaxTrimmed += not ok
+            return ok
+
+        return line_ok
+
+    def _guarded(self, plan: Plan, decoded: Decoded, text: str) -> str:
+        """The suggestion after the member review and the syntax check."""
+        guards = plan.guards
+        if guards is None or not text:
+            return text
+        if guards.members:
+            cut = guards.review(text, plan.prompt.healed)
+            if cut < len(text):
+                self.totals.memberCut += 1
+                text = text[:cut].rstrip()
+        checker = guards.syntax
+        if checker is None or not checker.available or not text:
+            return text
+        healed = plan.prompt.healed
+        ends = self._ends(decoded.out, len(healed)) if decoded.out else []
+        verdict = checker.check(
+            text,
+            line_mode=plan.rules.mode == "line",
+            boundaries=[e for e in ends if 0 < e < len(text)],
+        )
+        t = self.totals
+        t.syntaxChecks += 1
+        t.syntaxMs += verdict.ms
+        t.syntaxTrimmed += verdict.action == "trimmed"
+        t.syntaxClosed += verdict.action == "closed"
+        t.syntaxDropped += verdict.action == "dropped"
+        return verdict.text
 
     @property
     def newline_ids(self) -> frozenset[int]:
@@ -720,6 +852,7 @@ class Engine:
                     self.format.stop_ids,
                     first=token,
                     constraint=plan.constraint(),
+                    stats=self.totals,
                 )
                 visible, _, _ = self._apply_rules(tokens, rules, healed, cancel)
             text = rules.finish(visible)
@@ -781,6 +914,7 @@ class Engine:
             req.cursor,
             budget,
             prefer_start=self._starts.get(req.key),
+            heal_dot=self.merges_dot,
         )
         self._starts[req.key] = prompt.prefix_start
         return prompt
@@ -828,11 +962,21 @@ class Engine:
         )
 
     def _apply_rules(
-        self, tokens: Iterable[int], rules: StopRules, healed: str, cancel: CancelToken
+        self,
+        tokens: Iterable[int],
+        rules: StopRules,
+        healed: str,
+        cancel: CancelToken,
+        line_ok: Callable[[str], bool] | None = None,
     ) -> tuple[str, str, list[int]]:
-        """Consume generated tokens until a stop; returns (text, reason, tokens used)."""
+        """Consume generated tokens until a stop; returns (text, reason, tokens used).
+
+        ``line_ok`` judges each finished line (block mode): the first it refuses ends
+        the suggestion before that line (reason ``"syntax"``).
+        """
         out: list[int] = []
         visible = ""
+        checked = 0
         for token in tokens:
             if token in self.format.stop_ids:
                 return visible, "endOfSequence", out
@@ -844,6 +988,11 @@ class Engine:
             if pending:
                 continue
             visible, stop = rules.cut(shown)
+            end = visible.rfind("\n") + 1
+            if line_ok is not None and end > checked:
+                if not line_ok(visible[:end]):
+                    return visible[:checked], "syntax", out
+                checked = end
             if stop:
                 return visible, "stopRule", out
             cancel.check()

@@ -260,7 +260,17 @@ def _word_char(c: str) -> bool:
     return c.isascii() and (c.isalnum() or c == "_")
 
 
-def heal_split(prefix: str, *, blank_lines: bool = True) -> tuple[str, str]:
+def _receiver_end(text: str) -> bool:
+    """Whether ``text`` ends with a name (not a number), ``)`` or ``]``."""
+    word = len(text)
+    while word > 0 and _word_char(text[word - 1]):
+        word -= 1
+    if word < len(text):
+        return not text[word].isdigit()
+    return text[-1:] in (")", "]")
+
+
+def heal_split(prefix: str, *, blank_lines: bool = True, dot: bool = False) -> tuple[str, str]:
     """Split what the model should re-create off the prefix's last line.
 
     BPE vocabularies attach a space to the word after it (and merge runs of indentation),
@@ -272,7 +282,9 @@ def heal_split(prefix: str, *, blank_lines: bool = True) -> tuple[str, str]:
     TextPrefix` when a word was cut) and :func:`completion.stops.strip_healed` drops
     them again. With ``blank_lines=False`` a line's indentation alone is left alone:
     FIM models read a prefix that ends at a line break, followed by a suffix that starts
-    with one, as "this line stays empty".
+    with one, as "this line stays empty". With ``dot`` (tokenizers that merge the dot
+    into the member name, as Qwen's does 96% of the time) a member access's dot after a
+    receiver is cut off with the half-typed name: ``obj.ap`` heals ``.ap``.
     """
     line = prefix[prefix.rfind("\n") + 1 :]
     start = len(line)
@@ -280,6 +292,8 @@ def heal_split(prefix: str, *, blank_lines: bool = True) -> tuple[str, str]:
         start -= 1
     if len(line) - start > HEAL_WORD_CHARS or (start and line[start - 1].isalnum()):
         start = len(line)  # too long to be half-typed, or part of a non-ASCII word
+    elif dot and start >= 2 and line[start - 1] == "." and _receiver_end(line[: start - 1]):
+        start -= 1  # ``obj.`` / ``obj.na``: the model writes ``.name`` as one token
     stripped = line[:start].rstrip(" \t")
     if not stripped and not blank_lines:
         stripped = line[:start]  # the indentation stays
@@ -297,15 +311,16 @@ def build_prompt(
     context_tokens: int,
     suffix_share: float = 0.25,
     prefer_start: int | None = None,
+    heal_dot: bool = False,
 ) -> Prompt:
     """Lay out the prompt for a completion at str offset ``cursor`` of ``text``.
 
     FIM prompts give the suffix up to ``suffix_share`` of the budget; what one side does
     not use goes to the other. Prefix-only prompts spend it all on the prefix; one that
     would be empty starts from the format's ``start_id`` instead (and stays empty
-    without one: the caller then suggests nothing).
+    without one: the caller then suggests nothing). ``heal_dot``: see :func:`heal_split`.
     """
-    prefix, healed = heal_split(text[:cursor], blank_lines=not fmt.fim)
+    prefix, healed = heal_split(text[:cursor], blank_lines=not fmt.fim, dot=heal_dot)
     if not fmt.fim:
         start, pre_ids = fit_prefix(tokenizer, prefix, context_tokens, prefer_start)
         if not pre_ids and fmt.start_id is not None:

@@ -355,13 +355,16 @@ class SyntaxChecker:
         written yet is fine. True without a grammar or without a finished line. One
         incremental parse.
 
-        Physical lines, not logical ones: a line that opens a bracket to be closed on a
-        later line (``x = [``, ``foo(a,``) usually gets an ERROR starting in it, so it
-        is reported broken; so is the cursor's line when the text before the cursor
-        left a bracket open.
+        A line that leaves a bracket open (opened in the suggestion, or before the
+        cursor on its line: ``x = [``, ``foo(a,``) is not judged (True) until the
+        bracket closes: tree-sitter puts an ERROR in it for the bracket it cannot close
+        yet. Then only the line that closed it is judged.
         """
         end = partial.rfind("\n")
         if self._parser is None or end < 0:
+            return True
+        line_head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
+        if unclosed_closers(line_head + partial, self._lexicon):
             return True
         prev = partial.rfind("\n", 0, end)
         line_start = self._lo if prev < 0 else len(self._pre) + utf8_len(partial[: prev + 1])

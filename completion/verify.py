@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .constraints import Constraint, apply_bitmask, new_bitmask
+from .constraints import Constraint, ConstraintStats, new_bitmask, restrict
 from .decode import decode_one_token, margin, prefill
 from .drafting_policy import Drafter
 from .drafting_sources import DRAFT_SOURCES, MAX_NGRAM
@@ -379,7 +379,11 @@ class SpeculativeDecode:
 
     def _step(self, token: int) -> Step:
         """Feed ``token`` with a draft after it, if one pays, and settle what comes next."""
-        draft, source, n = self.drafter.propose(self.ctx, self.produced)
+        forced = self.constraint.forced_tokens() if self.constraint is not None else []
+        if forced:  # what the constraint leaves as the only way on: a free draft
+            draft, source, n = forced, "forced", MAX_NGRAM
+        else:
+            draft, source, n = self.drafter.propose(self.ctx, self.produced)
         draft = draft[: max(0, self.rules.max_new_tokens - self.produced - 1)]
         at = self.position
         rows = self._feed([token, *draft])  # [k+1, V]
@@ -443,8 +447,8 @@ class SpeculativeDecode:
         numbers) and the pick's margin, among the tokens the constraint allows, is under
         the rules' ``tie_margin``.
         """
-        row = self._constrained(row)
         check = self.exact_from is not None and self.rules.tie_margin > 0
+        row = self._constrained(row, self.margins is not None or check)
         if self.margins is not None or check:
             sure = margin(row)
             if check and sure < self.rules.tie_margin:
@@ -505,11 +509,10 @@ class SpeculativeDecode:
             del self.fed[len(self.fed) - extra :]
             self.position = length
 
-    def _constrained(self, row: torch.Tensor) -> torch.Tensor:
-        if self.constraint is None or self.mask is None:
-            return row
-        self.constraint.fill_mask(self.mask, 0)
-        return apply_bitmask(row, self.mask[0])
+    def _constrained(self, row: torch.Tensor, margin: bool) -> torch.Tensor:
+        greedy = self.rules.temperature <= 0
+        stats = self.stats if isinstance(self.stats, ConstraintStats) else None
+        return restrict(row, self.constraint, self.mask, greedy=greedy, margin=margin, stats=stats)
 
     def _emitted(self, tok: int) -> bool:
         """Bookkeeping for a yielded token; True when generation ends with it."""

@@ -18,7 +18,8 @@ Keys are camelCase on the wire (``initializationOptions`` and
       "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512,
                 "confidenceMargin": 0.05, "maxStaleTokens": -1,
                 "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048},
-      "speculative": {"enabled": true, "maxDraftTokens": 16}
+      "speculative": {"enabled": true, "maxDraftTokens": 16},
+      "constraints": {"members": true, "syntax": true, "oracleBudgetMs": -1}
     }
 
 An invalid value never stops the server: it is reported and its default is used.
@@ -93,6 +94,22 @@ class SpeculativeConfig:
 
 
 @dataclass(frozen=True)
+class ConstraintsConfig:
+    """``constraints.*``."""
+
+    members: bool = True
+    """Member monitor: a member access may only name a member the static analysis
+    (jedi for Python, tree-sitter symbol tables for JavaScript/TypeScript) knows;
+    where it knows nothing, nothing is constrained."""
+    syntax: bool = True
+    """A suggestion that leaves the file less parseable (tree-sitter) is trimmed,
+    closed or dropped."""
+    oracleBudgetMs: int = -1
+    """How long a decode step waits for the member oracle (-1: one measured decode
+    step). A later answer still serves the finished suggestion and the next request."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a client can set."""
 
@@ -103,6 +120,7 @@ class Config:
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
 
     def model_key(self) -> tuple[str, str, str, bool]:
         """The settings whose change means loading another model."""
@@ -137,6 +155,7 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
             "maxStaleTokens": (-1, 1 << 20),
             "idleRefreshMs": (0, 600_000),
             "maxMemoryMB": (16, 1 << 20),
+            "oracleBudgetMs": (-1, 10_000),
         }
         lo, hi = bounds.get(name, (0, 2**31))
         if not lo <= value <= hi:

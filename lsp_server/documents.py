@@ -55,6 +55,8 @@ class Document:
     language_id: str
     parser: Parser | None = field(default=None, repr=False)
     """Parser for ``language_id``; None when the language has no (loadable) grammar."""
+    unsaved: bool = False
+    """Edited since it was opened or last saved (its file on disk is older)."""
     _tree: Tree | None = field(default=None, repr=False)
     """The last tree parsed, edited (not reparsed) by every change since when ``_stale``."""
     _stale: bool = field(default=False, repr=False)

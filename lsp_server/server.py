@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from lsprotocol import types
+from pygls import uris
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
@@ -235,7 +236,23 @@ class PieServer(LanguageServer):
             confidence_margin=c.cache.confidenceMargin,
             speculative=c.speculative.enabled,
             max_draft_tokens=c.speculative.maxDraftTokens,
+            members=c.constraints.members,
+            syntax=c.constraints.syntax,
+            oracle_budget_ms=None
+            if c.constraints.oracleBudgetMs < 0
+            else c.constraints.oracleBudgetMs,
         )
+
+    def workspace_roots(self) -> list[str]:
+        """The workspace folders' paths (the member oracle's projects)."""
+        folders = self.workspace.folders.values() if self.workspace is not None else []
+        roots = [p for f in folders if (p := file_path(f.uri)) is not None]
+        root = (
+            file_path(self.workspace.root_uri)
+            if self.workspace and self.workspace.root_uri
+            else None
+        )
+        return roots or ([root] if root else [])
 
     def on_worker(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args)`` on the model worker, after the work queued before it.
@@ -325,6 +342,8 @@ class PieServer(LanguageServer):
         """Load (or reload) the configured model in the background, with progress."""
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        if self.engine is not None:
+            self.engine.close()
         self.engine = None
         self.model_error = None
         self._loaded_key = self.config.model_key()
@@ -381,6 +400,9 @@ class PieServer(LanguageServer):
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message="failed"))
             raise
         self.engine = engine
+        engine.set_workspace(self.workspace_roots())
+        for doc in self.documents:
+            engine.warm_oracle(doc.text, file_path(doc.uri), doc.language_id)
         if token is not None:
             self.work_done_progress.end(
                 token,
@@ -497,7 +519,20 @@ class PieServer(LanguageServer):
         self._last_request = asyncio.get_running_loop().time()
         # Other open documents, most recently used first: a draft source.
         others = tuple((d.uri, d.text) for d in self.documents if d.uri != uri)[::-1]
-        request = CompletionRequest(uri, text, offset, self.options(), others)
+        tree = doc.tree  # read here: the event loop owns the document
+        request = CompletionRequest(
+            uri,
+            text,
+            offset,
+            self.options(),
+            others,
+            language=doc.language_id,
+            path=file_path(uri),
+            tree=tree.copy() if tree is not None else None,
+            unsaved=frozenset(
+                p for d in self.documents if d.unsaved and (p := file_path(d.uri)) is not None
+            ),
+        )
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(
@@ -586,6 +621,8 @@ class PieServer(LanguageServer):
         totals["draftDocuments"] = len(engine.workspace) if engine else 0
         totals["verifyCost"] = engine.verify_cost() if engine else {}
         totals["calibrationSeconds"] = self.calibration_seconds
+        totals["oracleRestarts"] = engine.oracle.restarts if engine else 0
+        totals["oraclePid"] = engine.oracle.pid if engine else None
         strategy: str = self.config.cache.strategy
         if engine is not None:
             strategy = engine.effective_strategy(strategy)  # type: ignore[arg-type]
@@ -611,6 +648,13 @@ class PieServer(LanguageServer):
             "documents": docs,
             "totals": totals,
         }
+
+
+def file_path(uri: str) -> str | None:
+    """The file system path of a ``file:`` URI (None for other schemes)."""
+    if not uri.startswith("file:"):
+        return None
+    return uris.to_fs_path(uri)
 
 
 def create_server(config: Config | None = None) -> PieServer:
@@ -641,6 +685,8 @@ def _lifecycle(server: PieServer) -> None:
     def shutdown(ls: PieServer, params: Any) -> None:
         for token in [*ls.inflight.values(), *ls._refreshing.values()]:
             token.cancel("shutdown")
+        if ls.engine is not None:
+            ls.engine.close()
 
 
 def _document_sync(server: PieServer) -> None:
@@ -650,6 +696,8 @@ def _document_sync(server: PieServer) -> None:
     def did_open(ls: PieServer, params: types.DidOpenTextDocumentParams) -> None:
         td = params.text_document
         ls.documents.open(td.uri, td.text, td.version, td.language_id)
+        if ls.engine is not None:
+            ls.engine.warm_oracle(td.text, file_path(td.uri), td.language_id)
         ls.protocol.notify(DOCUMENT_SYNCED, {"uri": td.uri, "version": td.version})
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -672,12 +720,19 @@ def _document_sync(server: PieServer) -> None:
             else:
                 doc.replace_all(change.text)
         doc.version = params.text_document.version
+        doc.unsaved = True
         ls.counters["edits"] += len(params.content_changes)
         ls.touch(uri)
         running = ls.inflight.get(uri)
         if running is not None:
             running.cancel("document changed")
         ls.protocol.notify(DOCUMENT_SYNCED, {"uri": uri, "version": doc.version})
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: PieServer, params: types.DidSaveTextDocumentParams) -> None:
+        doc = ls.documents.get_open(params.text_document.uri)
+        if doc is not None:
+            doc.unsaved = False
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: PieServer, params: types.DidCloseTextDocumentParams) -> None:

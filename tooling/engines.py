@@ -76,9 +76,9 @@ class ProbeEngine(PrepareEngine):
     def _typed_through(self, req: CompletionRequest, t0: float) -> CompletionResult | None:
         return None if self._probe_tokens else super()._typed_through(req, t0)
 
-    def _remember(self, req: CompletionRequest, plan: Plan, decoded: Decoded) -> None:
+    def _remember(self, req: CompletionRequest, plan: Plan, decoded: Decoded, text: str) -> None:
         if not self._probe_tokens:
-            super()._remember(req, plan, decoded)
+            super()._remember(req, plan, decoded, text)
 
     def _tokens(
         self,

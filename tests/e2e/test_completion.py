@@ -437,4 +437,5 @@ async def test_code_in_another_open_document_is_drafted_from(client: LanguageCli
         "elsewhere",
         "prompt",
         "workspace",
+        "forced",
     }

@@ -393,3 +393,12 @@ def test_insertion_edit_in_bytes_and_points() -> None:
     )
     assert insertion(7, (1, 3), "") == Insertion(7, 7, (1, 3), (1, 3))
     assert advance_point((0, 0), "# 😀\r\n漢 = |"[:-1]) == (1, 6)
+
+
+def test_a_line_that_leaves_a_bracket_open_is_judged_once_it_closes() -> None:
+    check = checker("def f():\n    |\n    return 1\n", "python")
+    assert check.line_ok("x = foo(a,\n")  # not judged yet: the call goes on
+    assert check.line_ok("x = foo(a,\n        b)\n")
+    assert not check.line_ok("x = foo(a,\n        b)) +\n")
+    opened = checker("def f():\n    x = foo(|\n    return 1\n", "python")
+    assert opened.line_ok("a,\n")  # the bracket was opened before the cursor

@@ -1,0 +1,168 @@
+"""What guards one request's suggestion: the member monitor's lookups and the syntax check.
+
+The engine builds a :class:`Guards` per request (when ``members`` or ``syntax`` is on):
+it knows the document, asks the member oracle within the step budget (each site once
+per request: a site whose answer was late stays unconstrained for the rest of the
+request, while the late answer still serves the finished-suggestion review and the
+next request), and counts what happened into :class:`~completion.constraints.ConstraintStats`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+from .constraints import ConstraintStats, TokenTexts
+from .member_oracle import MemberOracle, MemberQuery, supported
+from .members import MemberContext, MemberMonitor, Names, Scan, name_char, site_at
+from .syntax import make_parser
+from .syntax_check import SyntaxChecker
+
+DEFAULT_BUDGET_S = 0.05
+"""The oracle's budget per decode step before a step time was measured."""
+NOT_CODE = ("string", "comment", "template_string", "string_content", "string_fragment")
+"""Syntax node types that are text, not code (Python, JavaScript, TypeScript)."""
+
+
+def uri_path(key: str) -> str | None:
+    """A ``file://`` URI's path (other keys: None; plain paths pass through)."""
+    if key.startswith("file://"):
+        return unquote(urlparse(key).path)
+    return key if key.startswith("/") else None
+
+
+def cursor_in_code(language: str, text: str, cursor: int, tree: Any = None) -> bool:
+    """Whether ``cursor`` is in code: not in a string or comment (by the tree and the line)."""
+    python = language in ("python", "py")
+    line_start = text.rfind("\n", 0, cursor) + 1
+    state, _ = Scan().feed(text[line_start:cursor], python)
+    if state.open:
+        return False
+    if tree is None:
+        parser = make_parser(language)
+        if parser is None:
+            return True
+        tree = parser.parse(text.encode("utf-8", "surrogatepass"))
+    at = len(text[:cursor].encode("utf-8", "surrogatepass"))
+    node = tree.root_node.descendant_for_byte_range(max(0, at - 1), at)
+    while node is not None:
+        if node.type in NOT_CODE and node.start_byte < at < node.end_byte:
+            return False
+        node = node.parent
+    return True
+
+
+class OracleLookup:
+    """A request's view of the oracle (:data:`~completion.members.Lookup`)."""
+
+    def __init__(
+        self,
+        oracle: MemberOracle,
+        query: Callable[[str, int], MemberQuery],
+        budget_s: float | None,
+        stats: ConstraintStats,
+    ) -> None:
+        self.oracle, self.query, self.budget_s, self.stats = oracle, query, budget_s, stats
+        self._memo: dict[tuple[int, int], Names | None] = {}
+        """Per site (offset, text hash): what this request decided."""
+
+    def __call__(self, text: str, offset: int, ask: bool) -> Names | Literal[False] | None:
+        """The members at ``offset`` (see :data:`~completion.members.Lookup`)."""
+        key = (offset, hash(text))
+        if key in self._memo:
+            known = self._memo[key]
+            if known is not None or not ask:
+                return known if known is not None else self._late(text, offset)
+            return None
+        q = self.query(text, offset)
+        found = self.oracle.cached(q)
+        if found is None and not ask:
+            return False
+        if found is None:
+            self.stats.memberQueries += 1
+            t = time.perf_counter()
+            found = self.oracle.members(q, self.budget_s)
+            self.stats.oracleMs += (time.perf_counter() - t) * 1000
+            self.stats.memberTimeouts += found.reason == "timeout"
+        names = Names(found.names) if found.names else None
+        self.stats.memberUnknown += names is None
+        self._memo[key] = names
+        return names
+
+    def _late(self, text: str, offset: int) -> Names | None:
+        """An answer that came after this request gave up waiting (None: still none)."""
+        found = self.oracle.cached(self.query(text, offset))
+        return Names(found.names) if found is not None and found.names else None
+
+    def prefetch(self, text: str, offset: int) -> None:
+        """Start the query for ``offset`` now; its answer is cached when it comes."""
+        self.oracle.members(self.query(text, offset), budget_s=0)
+
+
+class Guards:
+    """The member monitor factory and the syntax checker of one request."""
+
+    def __init__(
+        self,
+        req: Any,
+        healed: str,
+        oracle: MemberOracle,
+        texts: Callable[[], TokenTexts],
+        encode: Callable[[str], list[int]],
+        budget_s: float | None,
+        stats: ConstraintStats,
+    ) -> None:
+        opts = req.options
+        self.req, self.stats = req, stats
+        self.in_code = cursor_in_code(req.language, req.text, req.cursor, req.tree)
+        self.members = bool(opts.members and supported(req.language) and self.in_code)
+        self.syntax = (
+            SyntaxChecker(req.language, req.text, req.cursor, req.tree) if opts.syntax else None
+        )
+        self._texts, self._encode = texts, encode
+        workspace = tuple(
+            (path, text) for key, text in req.others if (path := uri_path(key)) is not None
+        )
+        self.lookup = OracleLookup(
+            oracle,
+            lambda text, offset: MemberQuery(
+                text, offset, req.path, req.language, req.unsaved, workspace
+            ),
+            budget_s,
+            stats,
+        )
+        before = req.text[: req.cursor - len(healed)]
+        self.context = MemberContext(
+            before=before,
+            after=req.text[req.cursor :],
+            python=req.language in ("python", "py"),
+            in_code=self.in_code,
+            lookup=self.lookup,
+            encode=encode,
+            stats=stats,
+        )
+        if self.members:
+            self._prefetch()
+
+    def _prefetch(self) -> None:
+        """Ask about the member access the text before the cursor ends in, if any."""
+        before = self.req.text[: self.req.cursor]
+        start = len(before)
+        while start > 0 and name_char(before[start - 1]):
+            start -= 1
+        if start > 0 and before[start - 1] == "." and site_at(before, start - 1) is not None:
+            self.lookup.prefetch(before[:start] + self.context.after, start)
+
+    def review(self, text: str, healed: str) -> int:
+        """Where to cut ``text`` (shown after ``healed``): before an invented member.
+
+        ``len(text)`` when there is none.
+        """
+        cut = MemberMonitor(self._texts(), self.context).review(healed + text)
+        return max(0, cut - len(healed))
+
+    def monitor(self) -> MemberMonitor | None:
+        """A fresh member monitor for one decode (None when members are off here)."""
+        return MemberMonitor(self._texts(), self.context) if self.members else None

@@ -1,0 +1,125 @@
+"""The member oracle's worker process: jedi, asked over JSON lines on stdin/stdout.
+
+Run as ``python -m completion.member_worker``. One request per line, one answer per
+line, in order::
+
+    {"id": 1, "op": "members", "text": ..., "offset": 310, "path": ..., "roots": [...],
+     "unsaved": [...]}
+    -> {"id": 1, "names": ["append", ...] | null, "reason": "known" | "empty" | "dynamic"
+        | "unsaved" | "error", "ms": 3.1}
+    {"id": 2, "op": "warm", "text": ..., "path": ..., "roots": [...]}  -> {"id": 2, "ms": ...}
+
+``offset`` is a code point offset into ``text``, right after the member access's dot
+(turned into jedi's line and column with parso's line splitting, as jedi splits). Names are None unless the answer is a complete
+list of the receiver's members (reasons: no members known, a ``__getattr__`` that makes
+any name valid, a member defined in a file with unsaved changes, or jedi failing).
+Anything jedi prints goes to stderr: stdout carries the answers only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+DYNAMIC = frozenset({"__getattr__"})
+"""A type with one of these accepts any member name: its list is not complete."""
+
+
+def _project(jedi: Any, path: str | None, roots: list[str]) -> Any:
+    """The jedi project for ``path``: the workspace root that holds it, else its folder."""
+    where = Path(path).resolve() if path else None
+    for root in roots:
+        base = Path(root).resolve()
+        if where is None or base in where.parents:
+            return _project_at(jedi, base)
+    return _project_at(jedi, where.parent if where else Path.cwd())
+
+
+_PROJECTS: dict[Path, Any] = {}
+
+
+def _project_at(jedi: Any, base: Path) -> Any:
+    """One jedi project per folder, with the folder's own virtual environment if it has one."""
+    if base not in _PROJECTS:
+        environment = None
+        for name in (".venv", "venv"):
+            if (base / name / "pyvenv.cfg").is_file():
+                try:
+                    environment = jedi.create_environment(str(base / name))
+                except Exception as exc:
+                    print(f"member worker: {base / name}: {exc}", file=sys.stderr)
+                break
+        if environment is None:
+            environment = jedi.api.environment.InterpreterEnvironment()
+        _PROJECTS[base] = jedi.Project(str(base), environment_path=None), environment
+    return _PROJECTS[base]
+
+
+def members(jedi: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Answer one ``members`` request (see the module docstring)."""
+    project, environment = _project(jedi, request.get("path"), request.get("roots") or [])
+    script = jedi.Script(
+        request["text"], path=request.get("path"), project=project, environment=environment
+    )
+    from parso import split_lines
+
+    lines = split_lines(request["text"][: request["offset"]])
+    found = [c for c in script.complete(len(lines), len(lines[-1])) if c.type != "keyword"]
+    names = sorted({c.name for c in found})
+    if not names:
+        return {"names": None, "reason": "empty"}
+    if DYNAMIC & set(names):
+        return {"names": None, "reason": "dynamic"}
+    unsaved = set(request.get("unsaved") or ())
+    if unsaved and any(str(c.module_path) in unsaved for c in found if c.module_path):
+        return {"names": None, "reason": "unsaved"}
+    return {"names": names, "reason": "known"}
+
+
+def warm(jedi: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Parse a document and load what it imports (the first query then costs less)."""
+    project, environment = _project(jedi, request.get("path"), request.get("roots") or [])
+    script = jedi.Script(
+        request["text"], path=request.get("path"), project=project, environment=environment
+    )
+    for name in script.get_names():
+        if name.type == "module":
+            name.infer()
+    return {}
+
+
+def serve(stdin: TextIO, stdout: TextIO) -> None:
+    """Answer requests until stdin closes."""
+    import jedi
+
+    ops = {"members": members, "warm": warm}
+    for line in stdin:
+        t = time.perf_counter()
+        request: dict[str, Any] = {}
+        try:
+            request = json.loads(line)
+            answer = ops[request["op"]](jedi, request)
+        except Exception as exc:  # one bad request never ends the worker
+            answer = {"names": None, "reason": "error", "error": f"{type(exc).__name__}: {exc}"}
+        answer["id"] = request.get("id")
+        answer["ms"] = round((time.perf_counter() - t) * 1000, 2)
+        stdout.write(json.dumps(answer) + "\n")
+        stdout.flush()
+
+
+def main() -> None:
+    """Entry point: answers on the original stdout, everything else to stderr."""
+    if hasattr(os, "nice"):
+        os.nice(10)  # the model's forwards come first: analysis takes what they leave
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints (fd 1) go to stderr
+    sys.stdout = sys.stderr
+    serve(sys.stdin, answers)
+
+
+if __name__ == "__main__":
+    main()
