@@ -146,6 +146,28 @@ def _add_bench_parsers(bsub: Any) -> None:
     dec.add_argument("--seed", type=int, default=0)
     dec.add_argument("--out", type=Path, default=Path("bench-results"))
     _add_model_options(dec)
+    con = bsub.add_parser(
+        "constraints", help="member monitor and syntax check, off and on: held-out PyPI code"
+    )
+    con.add_argument(
+        "--models", default="default,qwen2.5-coder-0.5b", help="comma-separated model settings"
+    )
+    con.add_argument("--split", choices=("dev", "test", "all"), default="dev")
+    con.add_argument(
+        "--positions", type=int, default=40, help="positions per kind (member, mid, eol, block)"
+    )
+    con.add_argument("--kinds", default="member,mid,eol,block", help="position kinds to run")
+    con.add_argument("--max-tokens", type=int, default=64)
+    con.add_argument("--context-tokens", type=int, default=1024)
+    con.add_argument(
+        "--cold-oracle",
+        action="store_true",
+        help="no wait for the oracle to load a file before its first request",
+    )
+    con.add_argument("--seed", type=int, default=0)
+    con.add_argument("--out", type=Path, default=Path("bench-results"))
+    con.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    con.add_argument("--dtype", help="auto | float32 | float16 | bfloat16 (default auto)")
     nv = bsub.add_parser("neovim", help="keystroke to visible ghost text in headless Neovim")
     nv.add_argument("--mode", choices=("both", "native", "extmark"), default="both")
     nv.add_argument("--lines", type=int, default=6, help="code lines to retype")
@@ -321,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_decode import run_decode
 
             return run_decode(args)
+        if args.bench_command == "constraints":
+            from tooling.bench_constraints import run_constraints
+
+            return run_constraints(args)
         if args.bench_command == "startup":
             from tooling.bench_startup import run_startup
 
