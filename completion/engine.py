@@ -45,6 +45,7 @@ from .drafting_sources import MAX_NGRAM, History, NgramIndex, Workspace
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .guards import DEFAULT_BUDGET_S, Guards
 from .member_oracle import MemberOracle
+from .members import MemberIndex
 from .models import LoadedModel
 from .stops import Multiline, StopRules, strip_healed
 from .suggestion_memory import (
@@ -641,6 +642,17 @@ class Engine:
     def warm_oracle(self, text: str, path: str | None, language: str) -> None:
         """Let the member oracle load what a document imports (returns at once)."""
         self.oracle.warm(text, path, language)
+
+    def prepare_guards(self) -> None:
+        """Build the token indexes the constraints use, on a background thread (once).
+
+        Otherwise the first constrained request pays for them (about a second for a
+        150k-token vocabulary).
+        """
+        if self._token_texts is None:
+            threading.Thread(
+                target=lambda: MemberIndex.of(self.token_texts), name="pie-index", daemon=True
+            ).start()
 
     def close(self) -> None:
         """Stop helper processes (the member oracle's worker)."""

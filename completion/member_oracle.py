@@ -191,7 +191,9 @@ class MemberOracle:
         try:
             from .symbol_oracle import symbol_members  # tree-sitter tables: when asked
 
-            names = symbol_members(query.language, query.text, query.offset, query.workspace)
+            names = symbol_members(
+                query.language, query.text, query.offset, query.workspace, path=query.path
+            )
         except Exception as exc:  # a symbol table never fails a completion
             log.warning("symbol oracle failed: %s: %s", type(exc).__name__, exc)
             return Members(None, "error")

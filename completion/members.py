@@ -430,6 +430,14 @@ class MemberMonitor:
         return start - 1 if start > 0 and text[start - 1] == "." else None
 
 
+def _inner_site(t: str) -> bool:
+    """Whether ``t`` holds a dot after a receiver character and before a name character."""
+    return any(
+        t[j] == "." and (name_char(t[j - 1]) or t[j - 1] in ")]") and name_char(t[j + 1])
+        for j in range(1, len(t) - 1)
+    )
+
+
 class MemberIndex:
     """Per tokenizer: the token sets the monitor's masks are made of (built once)."""
 
@@ -437,26 +445,16 @@ class MemberIndex:
 
     def __init__(self, texts: TokenTexts) -> None:
         self.texts = texts
-        n = len(texts.texts)
-        self.starts_name = torch.zeros(n, dtype=torch.bool)
+        names = [bool(t) and name_char(t[0]) for t in texts.texts]
+        self.starts_name = torch.tensor(names, dtype=torch.bool)
         """Tokens whose text begins with a name character."""
-        self.starts_other = torch.zeros(n, dtype=torch.bool)
-        """Tokens whose text begins with another character."""
-        self.dot_name_mask = torch.zeros(n, dtype=torch.bool)
+        self.starts_other = ~self.starts_name
+        """Tokens whose text begins with another character (or is none: a piece of a
+        character, a special token)."""
+        dotted = [t[:1] == "." and name_char(t[1:2] or " ") for t in texts.texts]
+        self.dot_name_mask = torch.tensor(dotted, dtype=torch.bool)
         """Tokens ``.name...``: a dot and a name character (Qwen's ``.append``)."""
-        odd: list[int] = []
-        for i, s in enumerate(texts.texts):
-            if not s:
-                self.starts_other[i] = True  # a piece of a character, a special token
-                continue
-            self.starts_name[i] = name_char(s[0])
-            self.starts_other[i] = not name_char(s[0])
-            self.dot_name_mask[i] = s[0] == "." and len(s) > 1 and name_char(s[1])
-            if "." in s[1:-1] and any(
-                s[j] == "." and (name_char(s[j - 1]) or s[j - 1] in ")]") and name_char(s[j + 1])
-                for j in range(1, len(s) - 1)
-            ):
-                odd.append(i)
+        odd = [i for i, t in enumerate(texts.texts) if "." in t[1:-1] and _inner_site(t)]
         self.dot_names = self.dot_name_mask.nonzero().flatten()
         self.odd = odd
         """Tokens with a dot after a name character inside them (judged one by one)."""

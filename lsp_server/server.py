@@ -401,6 +401,7 @@ class PieServer(LanguageServer):
             raise
         self.engine = engine
         engine.set_workspace(self.workspace_roots())
+        engine.prepare_guards()
         for doc in self.documents:
             engine.warm_oracle(doc.text, file_path(doc.uri), doc.language_id)
         if token is not None:
