@@ -12,7 +12,8 @@ line, in order::
 ``offset`` is a code point offset into ``text``, right after the member access's dot
 (turned into jedi's line and column with parso's line splitting, as jedi splits). Names are None unless the answer is a complete
 list of the receiver's members (reasons: no members known, a ``__getattr__`` that makes
-any name valid, a member defined in a file with unsaved changes, or jedi failing).
+any name valid, a receiver narrowed by ``isinstance`` or known only as ``object``
+(jedi does not narrow), a member defined in a file with unsaved changes, or jedi failing).
 Anything jedi prints goes to stderr: stdout carries the answers only.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,29 @@ from typing import Any, TextIO
 
 DYNAMIC = frozenset({"__getattr__"})
 """A type with one of these accepts any member name: its list is not complete."""
+
+
+OBJECT_MEMBERS = frozenset(dir(object)) | {"__annotations__", "__dict__", "__module__"}
+"""A value typed ``object`` (or no better) is narrowed before use: its list is not its type's."""
+NARROWING_LINES = 40
+"""How far above the access an ``isinstance`` check of the receiver is looked for."""
+
+
+def narrowed(text: str, offset: int) -> bool:
+    """Whether the receiver (a plain name) was narrowed by ``isinstance``/``type() is`` above.
+
+    jedi infers the declared type, not the one an ``isinstance`` check narrowed it to, so
+    a subclass's members would be refused.
+    """
+    head = text[: offset - 1]
+    match = re.search(r"(?<![\w.])([A-Za-z_]\w*)$", head)
+    if match is None:
+        return False
+    name = re.escape(match.group(1))
+    above = "\n".join(head.splitlines()[-NARROWING_LINES:])
+    return (
+        re.search(rf"isinstance\(\s*{name}\s*,|type\(\s*{name}\s*\)\s+(is|==)", above) is not None
+    )
 
 
 def _project(jedi: Any, path: str | None, roots: list[str]) -> Any:
@@ -74,6 +99,8 @@ def members(jedi: Any, request: dict[str, Any]) -> dict[str, Any]:
         return {"names": None, "reason": "empty"}
     if DYNAMIC & set(names):
         return {"names": None, "reason": "dynamic"}
+    if set(names) <= OBJECT_MEMBERS or narrowed(request["text"], request["offset"]):
+        return {"names": None, "reason": "narrowed"}
     unsaved = set(request.get("unsaved") or ())
     if unsaved and any(str(c.module_path) in unsaved for c in found if c.module_path):
         return {"names": None, "reason": "unsaved"}

@@ -12,6 +12,7 @@ import asyncio
 import os
 import re
 import signal
+import string
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from completion.models import is_converted, qwen_dir
+from tooling.client import PieClient
 
 from .conftest import SERVER, end_position, server_env
 
@@ -225,3 +229,29 @@ async def test_the_oracle_killed_mid_request(client: LanguageClient, workspace: 
     assert hasattr(os.path, member(out)), out
     after = (await stats(client))["totals"]
     assert after["oracleRestarts"] >= 1 and after["oraclePid"] not in (None, pid)
+
+
+@pytest.mark.qwen
+@pytest.mark.skipif(
+    not is_converted(qwen_dir()), reason="the opt-in Qwen2.5-Coder model is not installed"
+)
+async def test_qwen_writes_the_dot_with_the_name_and_gets_a_real_member(workspace: Path) -> None:
+    # Qwen writes ``.name`` as one token: the prompt is healed back to ``string`` and the
+    # monitor judges ``.lower`` (no member of the string module: checked) as one token.
+    text = "import string\n\nletters = string."
+    line, col = text.count("\n"), len(text.rsplit("\n", 1)[-1])
+    client = PieClient()
+    base = {"model": "qwen2.5-coder-0.5b", "completion": {"maxTokens": 12, "multiline": "never"}}
+    await client.start({**base, "constraints": {"members": False, "oracleBudgetMs": 5000}})
+    try:
+        off, _ = await client.inline(client.open(workspace / "q_off.py", text), line, col)
+        client.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(
+                settings={"pie": {**base, "constraints": {"members": True}}}
+            )
+        )
+        on, _ = await client.inline(client.open(workspace / "q_on.py", text), line, col)
+    finally:
+        await client.stop()
+    assert not hasattr(string, member(off)), off
+    assert member(on) and hasattr(string, member(on)), on

@@ -463,6 +463,7 @@ def test_targets_are_checked_against_the_issue() -> None:
     model = {
         "falseBlocks": false_blocks([_oracle(True, True)]),
         "overheadAll": overhead(on),
+        "overheadChecks": overhead(on, part=lambda r: r.checks_ms),
         "modes": {"line": compare([_row("off")] * 100, on)},
     }
     t = check_targets(model)

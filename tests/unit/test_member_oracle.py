@@ -1,0 +1,62 @@
+"""The member oracle with the real jedi worker process (no model)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from completion.member_oracle import MemberOracle, MemberQuery
+from completion.member_worker import narrowed
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    o = MemberOracle()
+    yield o
+    o.close()
+
+
+def ask(oracle: MemberOracle, text: str) -> tuple[frozenset[str] | None, str]:
+    found = oracle.members(MemberQuery(text, len(text), None, "python"), budget_s=60)
+    return found.names, found.reason
+
+
+def test_module_members_are_known(oracle: MemberOracle) -> None:
+    names, reason = ask(oracle, "import os\n\nx = os.path.")
+    assert reason == "known" and names is not None and {"join", "exists"} <= names
+    assert "joinpath" not in names
+
+
+def test_what_jedi_cannot_know_is_unknown(oracle: MemberOracle) -> None:
+    dynamic = "class A:\n    def __getattr__(self, n):\n        return n\n\nA()."
+    assert ask(oracle, dynamic) == (None, "dynamic")
+    assert ask(oracle, "def f(event):\n    return event.")[1] in ("empty", "narrowed")
+    decimal = (
+        "from decimal import Decimal\n\ndef f(value: object):\n"
+        "    if isinstance(value, Decimal):\n        return value."
+    )
+    assert ask(oracle, decimal) == (None, "narrowed")  # jedi would say: object's members
+
+
+def test_narrowing_is_found_above_the_access() -> None:
+    def at_end(text: str) -> bool:
+        return narrowed(text, len(text))
+
+    assert at_end("if isinstance(v, int):\n    v.")
+    assert at_end("if type(v) is int:\n    v.")
+    assert not at_end("w = isinstance(v, int)\nx.")
+    assert not at_end("a.b.")
+
+
+def test_a_killed_worker_is_started_again(oracle: MemberOracle) -> None:
+    ask(oracle, "import os\nos.")
+    pid = oracle.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1.2)  # restarts are at most once a second
+    names, reason = ask(oracle, "import json\njson.")
+    assert reason == "known" and names is not None and "dumps" in names
+    assert oracle.pid not in (None, pid) and oracle.restarts >= 1
