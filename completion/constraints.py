@@ -390,6 +390,8 @@ class ConstraintStats:
     """Time spent checking picks and filling masks."""
     oracleMs: float = 0.0
     """Time decode steps waited for the member oracle."""
+    reviewMs: float = 0.0
+    """Time finished suggestions waited for the answers that were late while decoding."""
     syntaxMs: float = 0.0
     """Time spent in syntax checks."""
 

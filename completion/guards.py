@@ -22,6 +22,9 @@ from .syntax_check import SyntaxChecker
 
 DEFAULT_BUDGET_S = 0.05
 """The oracle's budget per decode step before a step time was measured."""
+REVIEW_STEPS = 4
+"""The finished suggestion's review waits up to this many step budgets, in all, for the
+answers that were late while decoding (cutting an invented member beats showing it)."""
 NOT_CODE = ("string", "comment", "template_string", "string_content", "string_fragment")
 """Syntax node types that are text, not code (Python, JavaScript, TypeScript)."""
 
@@ -67,6 +70,8 @@ class OracleLookup:
         self.oracle, self.query, self.budget_s, self.stats = oracle, query, budget_s, stats
         self._memo: dict[tuple[int, int], Names | None] = {}
         """Per site (offset, text hash): what this request decided."""
+        self._late_queries: list[MemberQuery] = []
+        """Queries whose answers were later than the budget (for :meth:`settle`)."""
 
     def __call__(self, text: str, offset: int, ask: bool) -> Names | Literal[False] | None:
         """The members at ``offset`` (see :data:`~completion.members.Lookup`)."""
@@ -85,11 +90,24 @@ class OracleLookup:
             t = time.perf_counter()
             found = self.oracle.members(q, self.budget_s)
             self.stats.oracleMs += (time.perf_counter() - t) * 1000
-            self.stats.memberTimeouts += found.reason == "timeout"
+            if found.reason == "timeout":
+                self.stats.memberTimeouts += 1
+                self._late_queries.append(q)
         names = Names(found.names) if found.names else None
         self.stats.memberUnknown += names is None
         self._memo[key] = names
         return names
+
+    def settle(self, budget_s: float | None) -> None:
+        """Wait, ``budget_s`` in all, for the answers that were late while decoding."""
+        if not self._late_queries or budget_s is None:
+            return
+        t = time.perf_counter()
+        deadline = t + budget_s
+        for q in self._late_queries:
+            self.oracle.members(q, max(0.0, deadline - time.perf_counter()))
+        self._late_queries.clear()
+        self.stats.reviewMs += (time.perf_counter() - t) * 1000
 
     def _late(self, text: str, offset: int) -> Names | None:
         """An answer that came after this request gave up waiting (None: still none)."""
@@ -160,6 +178,8 @@ class Guards:
 
         ``len(text)`` when there is none.
         """
+        budget = self.lookup.budget_s
+        self.lookup.settle(None if budget is None else budget * REVIEW_STEPS)
         cut = MemberMonitor(self._texts(), self.context).review(healed + text)
         return max(0, cut - len(healed))
 

@@ -77,6 +77,7 @@ COUNTERS = (
     "syntaxDropped",
     "maskMs",
     "oracleMs",
+    "reviewMs",
     "syntaxMs",
     "draftTokens",
     "acceptedTokens",
@@ -534,7 +535,7 @@ def overhead(
         for r in rows
         if r.decode_ms > 0
     ]
-    parts = ("maskMs", "oracleMs", "syntaxMs")
+    parts = ("maskMs", "oracleMs", "reviewMs", "syntaxMs")
     return {
         "median": statistics.median(shares) if shares else None,
         "p95": percentile(shares, 95) if shares else None,
