@@ -331,7 +331,9 @@ class SyntaxChecker:
 
         1. no errors -> ``"kept"``;
         2. line mode, and the suggestion left a quote or brackets open: the suggestion
-           plus the closers, if that has no errors -> ``"closed"``;
+           plus the closers, if that has no errors -> ``"closed"``; likewise with the
+           closers of what the cursor's line opened before the cursor and the suggestion
+           did not close;
         3. the longest non-blank prefix with no errors, cut at ``boundaries`` (str offsets
            into the suggestion; default: word and punctuation ends in line mode, line ends
            in block mode), trying at most :data:`MAX_CANDIDATES` -> ``"trimmed"``;
@@ -395,6 +397,11 @@ class SyntaxChecker:
         closers = unclosed_closers(suggestion, self._lexicon) if line_mode else ""
         if closers and self._errors(suggestion + closers) == 0:
             return suggestion + closers, "closed", 0
+        if line_mode:  # brackets the line opened before the cursor, left open by it too
+            head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
+            line_closers = unclosed_closers(head + suggestion, self._lexicon)
+            if line_closers not in ("", closers) and self._errors(suggestion + line_closers) == 0:
+                return suggestion + line_closers, "closed", 0
         tried: list[tuple[str, int]] = []
         for prefix in candidates(suggestion, boundaries, line_mode)[:MAX_CANDIDATES]:
             prefix_errors = self._errors(prefix)

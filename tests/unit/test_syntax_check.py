@@ -402,3 +402,10 @@ def test_a_line_that_leaves_a_bracket_open_is_judged_once_it_closes() -> None:
     assert not check.line_ok("x = foo(a,\n        b)) +\n")
     opened = checker("def f():\n    x = foo(|\n    return 1\n", "python")
     assert opened.line_ok("a,\n")  # the bracket was opened before the cursor
+
+
+def test_a_bracket_the_line_opened_before_the_cursor_is_closed_in_line_mode() -> None:
+    check = checker("def f(a, b):\n    return max(len(a|\n", "python")
+    verdict = check.check("), len(b)", line_mode=True)
+    assert (verdict.text, verdict.action) == ("), len(b))", "closed")
+    assert check.check("), len(b)", line_mode=False).action != "closed"
