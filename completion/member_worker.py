@@ -37,21 +37,58 @@ NARROWING_LINES = 40
 """How far above the access an ``isinstance`` check of the receiver is looked for."""
 
 
-def narrowed(text: str, offset: int) -> bool:
-    """Whether the receiver (a plain name) was narrowed by ``isinstance``/``type() is`` above.
+_CLASSES = r"([A-Za-z_][\w.]*|\(\s*[A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*\s*,?\s*\))"
 
-    jedi infers the declared type, not the one an ``isinstance`` check narrowed it to, so
-    a subclass's members would be refused.
+
+def narrowed(text: str, offset: int) -> list[str] | None:
+    """The classes the receiver (a plain name) was narrowed to above, if it was.
+
+    An ``isinstance(name, C)`` / ``isinstance(name, (A, B))`` / ``type(name) is C`` in the
+    :data:`NARROWING_LINES` lines above the access: jedi infers the declared type, not
+    the narrowed one, so a subclass's members would be refused. ``[]`` when it was
+    narrowed by something else than plain class names (unknown). None: not narrowed.
     """
     head = text[: offset - 1]
     match = re.search(r"(?<![\w.])([A-Za-z_]\w*)$", head)
     if match is None:
-        return False
+        return None
     name = re.escape(match.group(1))
     above = "\n".join(head.splitlines()[-NARROWING_LINES:])
-    return (
-        re.search(rf"isinstance\(\s*{name}\s*,|type\(\s*{name}\s*\)\s+(is|==)", above) is not None
+    checks = list(
+        re.finditer(rf"isinstance\(\s*{name}\s*,|type\(\s*{name}\s*\)\s+(?:is|==)", above)
     )
+    if not checks:
+        return None
+    classes = re.match(r"\s*" + _CLASSES + r"(?!\s*[\[(.\w])", above[checks[-1].end() :])
+    if classes is None:
+        return []
+    return [c.strip() for c in classes.group(1).strip("()").split(",") if c.strip()]
+
+
+def _complete(script: Any, text: str, offset: int) -> list[Any]:
+    """Jedi's completions (no keywords) at ``offset`` of ``text``."""
+    from parso import split_lines
+
+    lines = split_lines(text[:offset])
+    return [c for c in script.complete(len(lines), len(lines[-1])) if c.type != "keyword"]
+
+
+def _narrowed_members(jedi: Any, request: dict[str, Any], classes: list[str]) -> set[str] | None:
+    """Members of instances of ``classes`` at the access (None if one is unknown)."""
+    text, offset = request["text"], request["offset"]
+    head = text[: offset - 1]
+    receiver = re.search(r"[A-Za-z_]\w*$", head)
+    assert receiver is not None
+    found: set[str] = set()
+    for cls in classes:
+        probe = f"{head[: receiver.start()]}({cls}())."
+        probe_text = probe + text[offset:]
+        script = jedi.Script(probe_text, path=request.get("path"), **_context(jedi, request))
+        names = {c.name for c in _complete(script, probe_text, len(probe))}
+        if not names or names <= OBJECT_MEMBERS or DYNAMIC & names:
+            return None
+        found |= names
+    return found
 
 
 def _project(jedi: Any, path: str | None, roots: list[str]) -> Any:
@@ -84,27 +121,34 @@ def _project_at(jedi: Any, base: Path) -> Any:
     return _PROJECTS[base]
 
 
+def _context(jedi: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Jedi's project and environment for the request's file."""
+    project, environment = _project(jedi, request.get("path"), request.get("roots") or [])
+    return {"project": project, "environment": environment}
+
+
 def members(jedi: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Answer one ``members`` request (see the module docstring)."""
-    project, environment = _project(jedi, request.get("path"), request.get("roots") or [])
-    script = jedi.Script(
-        request["text"], path=request.get("path"), project=project, environment=environment
-    )
-    from parso import split_lines
-
-    lines = split_lines(request["text"][: request["offset"]])
-    found = [c for c in script.complete(len(lines), len(lines[-1])) if c.type != "keyword"]
-    names = sorted({c.name for c in found})
+    text, offset = request["text"], request["offset"]
+    script = jedi.Script(text, path=request.get("path"), **_context(jedi, request))
+    found = _complete(script, text, offset)
+    names = {c.name for c in found}
     if not names:
         return {"names": None, "reason": "empty"}
-    if DYNAMIC & set(names):
+    if DYNAMIC & names:
         return {"names": None, "reason": "dynamic"}
-    if set(names) <= OBJECT_MEMBERS or narrowed(request["text"], request["offset"]):
+    classes = narrowed(text, offset)
+    if classes is not None:
+        extra = _narrowed_members(jedi, request, classes) if classes else None
+        if extra is None:
+            return {"names": None, "reason": "narrowed"}
+        names = extra | (names if not names <= OBJECT_MEMBERS else set())
+    elif names <= OBJECT_MEMBERS:
         return {"names": None, "reason": "narrowed"}
     unsaved = set(request.get("unsaved") or ())
     if unsaved and any(str(c.module_path) in unsaved for c in found if c.module_path):
         return {"names": None, "reason": "unsaved"}
-    return {"names": names, "reason": "known"}
+    return {"names": sorted(names), "reason": "known"}
 
 
 def warm(jedi: Any, request: dict[str, Any]) -> dict[str, Any]:

@@ -34,21 +34,30 @@ def test_what_jedi_cannot_know_is_unknown(oracle: MemberOracle) -> None:
     dynamic = "class A:\n    def __getattr__(self, n):\n        return n\n\nA()."
     assert ask(oracle, dynamic) == (None, "dynamic")
     assert ask(oracle, "def f(event):\n    return event.")[1] in ("empty", "narrowed")
+    unknowable = "def f(v: object, k):\n    if isinstance(v, k):\n        return v."
+    assert ask(oracle, unknowable) == (None, "narrowed")  # narrowed to what?
+
+
+def test_a_narrowed_receiver_gets_the_narrowed_types_members(oracle: MemberOracle) -> None:
     decimal = (
         "from decimal import Decimal\n\ndef f(value: object):\n"
-        "    if isinstance(value, Decimal):\n        return value."
+        "    if isinstance(value, (Decimal, int)):\n        return value."
     )
-    assert ask(oracle, decimal) == (None, "narrowed")  # jedi would say: object's members
+    names, reason = ask(oracle, decimal)  # jedi alone: object's members only
+    assert reason == "known" and names is not None
+    assert {"is_finite", "bit_length"} <= names and "is_floating_point" not in names
 
 
 def test_narrowing_is_found_above_the_access() -> None:
     def at_end(text: str) -> bool:
         return narrowed(text, len(text))
 
-    assert at_end("if isinstance(v, int):\n    v.")
-    assert at_end("if type(v) is int:\n    v.")
-    assert not at_end("w = isinstance(v, int)\nx.")
-    assert not at_end("a.b.")
+    assert at_end("if isinstance(v, int):\n    v.") == ["int"]
+    assert at_end("if isinstance(v, (a.B, C)):\n    v.") == ["a.B", "C"]
+    assert at_end("if type(v) is int:\n    v.") == ["int"]
+    assert at_end("if isinstance(v, kinds[0]):\n    v.") == []
+    assert at_end("w = isinstance(v, int)\nx.") is None
+    assert at_end("a.b.") is None
 
 
 def test_a_killed_worker_is_started_again(oracle: MemberOracle) -> None:
