@@ -339,7 +339,8 @@ class SyntaxChecker:
            in block mode), trying at most :data:`MAX_CANDIDATES` -> ``"trimmed"``;
         4. if the cursor's line had errors before the suggestion: the suggestion if it has
            no more errors than before (``"kept"``), else the longest tried prefix with no
-           more (``"trimmed"``);
+           more (``"trimmed"``); in line mode either must not leave open a bracket or
+           quote it opened;
         5. ``"dropped"`` with text ``""``.
         """
         start = time.perf_counter()
@@ -408,18 +409,25 @@ class SyntaxChecker:
             if prefix_errors == 0:
                 return prefix, "trimmed", 0
             tried.append((prefix, prefix_errors))
-        return self._fallback(suggestion, errors, tried)
+        return self._fallback(suggestion, errors, tried, line_mode)
 
     def _fallback(
-        self, suggestion: str, errors: int, tried: list[tuple[str, int]]
+        self, suggestion: str, errors: int, tried: list[tuple[str, int]], line_mode: bool
     ) -> tuple[str, str, int]:
-        """Rules 4 and 5 of :meth:`check`: nothing clean was found."""
+        """Rules 4 and 5 of :meth:`check`: nothing clean was found.
+
+        In line mode a text kept here never leaves open a bracket or quote it opened.
+        """
+
+        def balanced(text: str) -> bool:
+            return not line_mode or not unclosed_closers(text, self._lexicon)
+
         before = self.errors_before
         if before > 0:
-            if errors <= before:
+            if errors <= before and balanced(suggestion):
                 return suggestion, "kept", errors
             for prefix, prefix_errors in tried:
-                if prefix_errors <= before:
+                if prefix_errors <= before and balanced(prefix):
                     return prefix, "trimmed", prefix_errors
         return "", "dropped", before
 

@@ -409,3 +409,11 @@ def test_a_bracket_the_line_opened_before_the_cursor_is_closed_in_line_mode() ->
     verdict = check.check("), len(b)", line_mode=True)
     assert (verdict.text, verdict.action) == ("), len(b))", "closed")
     assert check.check("), len(b)", line_mode=False).action != "closed"
+
+
+def test_a_broken_line_keeps_no_bracket_the_suggestion_opened_in_line_mode() -> None:
+    check = checker("def f(node):\n    if node.type in |\n        return 1\n", "python")
+    verdict = check.check("[", line_mode=True)
+    assert verdict.action == "dropped"  # "in [" is no better and leaves "[" open
+    verdict = check.check('("a", "b"', line_mode=True, boundaries=[4])
+    assert not verdict.text.count("(") > verdict.text.count(")")
