@@ -382,6 +382,8 @@ class ConstraintStats:
     """Oracle answers that did not come within the step's budget."""
     memberCut: int = 0
     """Finished suggestions cut before an invented member."""
+    memberRedecodes: int = 0
+    """Suggestions decoded again, constrained, once late oracle answers refuted a member."""
     syntaxChecks: int = 0
     syntaxTrimmed: int = 0
     syntaxClosed: int = 0

@@ -392,6 +392,7 @@ class Engine:
             t1 = time.perf_counter()
             gate_ms += (t1 - t_gate) * 1000
             decoded = self._decode(pc, plan, None, cancel)  # a draft is fed once
+        decoded = self._second_chance(pc, plan, decoded, cancel)
         text = self._guarded(plan, decoded, plan.rules.finish(decoded.visible))
         others = (
             self._alternatives(pc, plan, text, decoded.out, alternatives, cancel)
@@ -700,6 +701,25 @@ class Engine:
             return ok
 
         return line_ok
+
+    def _second_chance(
+        self, pc: PromptCache, plan: Plan, decoded: Decoded, cancel: CancelToken
+    ) -> Decoded:
+        """Decode once more, constrained, when a late oracle answer refutes a member.
+
+        That is: the suggestion invents a member at a site decoded unconstrained because
+        the oracle's answer was late, and the answer has come since. The suggestion would otherwise be cut before that member (often to nothing, when
+        the site is the cursor's own ``obj.``): the constrained decode keeps what the
+        model would write with the members known.
+        """
+        guards = plan.guards
+        text = plan.rules.finish(decoded.visible)
+        if guards is None or not guards.members or not text:
+            return decoded
+        if guards.review(text, plan.prompt.healed) >= len(text) or not guards.lookup.retry_late():
+            return decoded
+        self.totals.memberRedecodes += 1
+        return self._decode(pc, plan, None, cancel)
 
     def _guarded(self, plan: Plan, decoded: Decoded, text: str) -> str:
         """The suggestion after the member review and the syntax check."""

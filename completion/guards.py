@@ -72,6 +72,8 @@ class OracleLookup:
         """Per site (offset, text hash): what this request decided."""
         self._late_queries: list[MemberQuery] = []
         """Queries whose answers were later than the budget (for :meth:`settle`)."""
+        self._timed_out: dict[tuple[int, int], MemberQuery] = {}
+        """Sites left unconstrained because their answer was late (for :meth:`retry_late`)."""
 
     def __call__(self, text: str, offset: int, ask: bool) -> Names | Literal[False] | None:
         """The members at ``offset`` (see :data:`~completion.members.Lookup`)."""
@@ -93,6 +95,7 @@ class OracleLookup:
             if found.reason == "timeout":
                 self.stats.memberTimeouts += 1
                 self._late_queries.append(q)
+                self._timed_out[key] = q
         names = Names(found.names) if found.names else None
         self.stats.memberUnknown += names is None
         self._memo[key] = names
@@ -108,6 +111,16 @@ class OracleLookup:
             self.oracle.members(q, max(0.0, deadline - time.perf_counter()))
         self._late_queries.clear()
         self.stats.reviewMs += (time.perf_counter() - t) * 1000
+
+    def retry_late(self) -> bool:
+        """Forget the decisions "unconstrained: late" whose answers have come since.
+
+        Returns whether any did: a decode run again then constrains those sites.
+        """
+        arrived = [key for key, q in self._timed_out.items() if self.oracle.cached(q)]
+        for key in arrived:
+            del self._memo[key], self._timed_out[key]
+        return bool(arrived)
 
     def _late(self, text: str, offset: int) -> Names | None:
         """An answer that came after this request gave up waiting (None: still none)."""

@@ -71,6 +71,7 @@ COUNTERS = (
     "memberUnknown",
     "memberTimeouts",
     "memberCut",
+    "memberRedecodes",
     "syntaxChecks",
     "syntaxTrimmed",
     "syntaxClosed",

@@ -1,0 +1,64 @@
+"""The member monitor with the real default model and the real jedi worker, in process:
+the paths that depend on when the oracle answers, made deterministic."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from completion.engine import CompletionOptions, CompletionRequest, Engine
+from completion.member_oracle import TIMEOUT, MemberOracle, MemberQuery, Members
+from completion.models import load_model
+
+pytestmark = pytest.mark.model
+
+TEXTWRAP = "import textwrap\n\n\ndef fmt(s):\n    return textwrap."
+
+
+class LateOracle(MemberOracle):
+    """The real oracle, but each answer comes just after the decode step that asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: set[tuple[str, int, int, int]] = set()
+
+    def cached(self, query: MemberQuery) -> Members | None:
+        return super().cached(query) if query.key() in self.released else None
+
+    def members(self, query: MemberQuery, budget_s: float | None) -> Members:
+        if query.key() in self.released:
+            return super().members(query, budget_s)
+        if budget_s:  # a decode step waited: the answer comes right after
+            super().members(query, None)
+            self.released.add(query.key())
+        return TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    e = Engine(load_model("default", "cpu", "auto"))
+    yield e
+    e.close()
+
+
+def complete(engine: Engine, text: str, **options: object) -> str:
+    opts = CompletionOptions(max_tokens=16, multiline="never", syntax=False, **options)  # type: ignore[arg-type]
+    req = CompletionRequest("file:///tmp/late.py", text, len(text), opts, language="python")
+    return engine.complete(req).text
+
+
+def name(suggestion: str) -> str:
+    return suggestion.split("(")[0]
+
+
+def test_a_late_answer_decodes_again_constrained(engine: Engine) -> None:
+    engine.oracle.close()
+    engine.oracle = LateOracle()
+    assert not hasattr(textwrap, name(complete(engine, TEXTWRAP, members=False)))
+    before = engine.totals.memberRedecodes
+    out = complete(engine, TEXTWRAP)
+    # Decoded unconstrained (the answer was late), it invents a member; the answer has
+    # come by the review, so it is decoded again with the members known.
+    assert engine.totals.memberRedecodes == before + 1
+    assert name(out) and hasattr(textwrap, name(out)), out
