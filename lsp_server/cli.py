@@ -92,11 +92,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_bench_parsers(bsub: Any) -> None:
     """``pie-lsp bench SUITE`` (the suites live in the ``tooling`` package)."""
+    for add in (
+        _bench_baseline,
+        _bench_edits,
+        _bench_drift,
+        _bench_decode,
+        _bench_constraints,
+        _bench_neovim,
+        _bench_startup,
+    ):
+        add(bsub)
+
+
+def _bench_baseline(bsub: Any) -> None:
+    """``pie-lsp bench baseline``."""
     base = bsub.add_parser("baseline", help="first completion, latency, prefill and decode speed")
     base.add_argument("--out", type=Path, default=Path("bench-results"))
     base.add_argument("--repeats", type=int, default=20, help="single-line completions to time")
     base.add_argument("--file", type=Path, help="source file (default: a ~2,000-token stdlib file)")
     _add_model_options(base)
+
+
+def _bench_edits(bsub: Any) -> None:
+    """``pie-lsp bench edits``."""
     edits = bsub.add_parser("edits", help="cache strategies after real edits: speed and fidelity")
     edits.add_argument("--sizes", default="1024,2048,4096", help="prompt sizes in tokens")
     edits.add_argument("--cases", type=int, default=4, help="cases per size, edit kind and half")
@@ -118,6 +136,10 @@ def _add_bench_parsers(bsub: Any) -> None:
     edits.add_argument("--seed", type=int, default=0)
     edits.add_argument("--out", type=Path, default=Path("bench-results"))
     _add_model_options(edits)
+
+
+def _bench_drift(bsub: Any) -> None:
+    """``pie-lsp bench drift``."""
     drift = bsub.add_parser("drift", help="editing sessions: where the drift budget should sit")
     drift.add_argument(
         "--budgets", default="0,256,512,1024,-1", help="staleBudget values (-1: never refresh)"
@@ -129,6 +151,10 @@ def _add_bench_parsers(bsub: Any) -> None:
     drift.add_argument("--seed", type=int, default=0)
     drift.add_argument("--out", type=Path, default=Path("bench-results"))
     _add_model_options(drift)
+
+
+def _bench_decode(bsub: Any) -> None:
+    """``pie-lsp bench decode``."""
     dec = bsub.add_parser("decode", help="speculative decoding vs plain decoding: speed, identity")
     dec.add_argument("--positions", type=int, default=8, help="positions per kind (line, block)")
     dec.add_argument("--max-tokens", type=int, default=64)
@@ -146,6 +172,10 @@ def _add_bench_parsers(bsub: Any) -> None:
     dec.add_argument("--seed", type=int, default=0)
     dec.add_argument("--out", type=Path, default=Path("bench-results"))
     _add_model_options(dec)
+
+
+def _bench_constraints(bsub: Any) -> None:
+    """``pie-lsp bench constraints``."""
     con = bsub.add_parser(
         "constraints", help="member monitor and syntax check, off and on: held-out PyPI code"
     )
@@ -168,6 +198,10 @@ def _add_bench_parsers(bsub: Any) -> None:
     con.add_argument("--out", type=Path, default=Path("bench-results"))
     con.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     con.add_argument("--dtype", help="auto | float32 | float16 | bfloat16 (default auto)")
+
+
+def _bench_neovim(bsub: Any) -> None:
+    """``pie-lsp bench neovim``."""
     nv = bsub.add_parser("neovim", help="keystroke to visible ghost text in headless Neovim")
     nv.add_argument("--mode", choices=("both", "native", "extmark"), default="both")
     nv.add_argument("--lines", type=int, default=6, help="code lines to retype")
@@ -179,6 +213,10 @@ def _add_bench_parsers(bsub: Any) -> None:
     nv.add_argument("--model", help="model setting sent to the server (default: its default)")
     nv.add_argument("--seed", type=int, default=0)
     nv.add_argument("--out", type=Path, default=Path("bench-results"))
+
+
+def _bench_startup(bsub: Any) -> None:
+    """``pie-lsp bench startup``."""
     st = bsub.add_parser("startup", help="first completion after initialized, idle and busy")
     st.add_argument("--repeats", type=int, default=5, help="server starts per case")
     st.add_argument("--hogs", type=int, default=os.cpu_count() or 2, help="busy-loop processes")

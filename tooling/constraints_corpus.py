@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import hashlib
 import json
 import math
 import random
@@ -36,6 +35,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from completion.install import sha256_of
 
 MANIFEST = Path(__file__).with_name("constraints_corpus.json")
 FIRST_RELEASE_FROM = "2025-01-01"
@@ -211,15 +212,6 @@ def _survey(args: argparse.Namespace) -> int:
 ##### Fetch #####
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def unpacked_dir(name: str, version: str) -> Path:
     """Where a package's wheel is unpacked (the package root)."""
     return cache_dir() / f"{name}-{version}"
@@ -236,8 +228,9 @@ def fetch(pkg: CorpusPackage) -> Path:
     wheel = cache_dir() / "wheels" / pkg.wheel
     if not (wheel.is_file() and sha256_of(wheel) == pkg.sha256):
         _pip_download(pkg, wheel.parent)
-    if sha256_of(wheel) != pkg.sha256:
-        raise RuntimeError(f"{pkg.wheel}: sha256 {sha256_of(wheel)} is not the pinned {pkg.sha256}")
+        digest = sha256_of(wheel)
+        if digest != pkg.sha256:
+            raise RuntimeError(f"{pkg.wheel}: sha256 {digest} is not the pinned {pkg.sha256}")
     root.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as z:
         for member in z.namelist():
