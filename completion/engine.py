@@ -43,7 +43,7 @@ from .decode import PREFILL_CHUNK, generate, prefill
 from .drafting_policy import Acceptance, CostModel, Drafter, choose_length, cut_at_final
 from .drafting_sources import MAX_NGRAM, History, NgramIndex, Workspace
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
-from .guards import DEFAULT_BUDGET_S, Guards
+from .guards import DEFAULT_BUDGET_S, Guards, anticipate
 from .member_oracle import MemberOracle
 from .members import MemberIndex
 from .models import LoadedModel
@@ -643,6 +643,14 @@ class Engine:
     def warm_oracle(self, text: str, path: str | None, language: str) -> None:
         """Let the member oracle load what a document imports (returns at once)."""
         self.oracle.warm(text, path, language)
+
+    def anticipate(self, req: CompletionRequest) -> bool:
+        """Ask the member oracle now about the access at ``req``'s cursor (never waits).
+
+        For an edit, before its completion request: see :func:`completion.guards.anticipate`.
+        No model work; safe to call from any thread.
+        """
+        return anticipate(self.oracle, req)
 
     def prepare_guards(self) -> None:
         """Build the token indexes the constraints use, on a background thread (once).

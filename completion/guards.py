@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 from .constraints import ConstraintStats, TokenTexts
-from .member_oracle import MemberOracle, MemberQuery, supported
+from .member_oracle import PYTHON, MemberOracle, MemberQuery, supported
 from .members import MemberContext, MemberMonitor, Names, Scan, dot_before, site_at
 from .syntax import make_parser
 from .syntax_check import SyntaxChecker
@@ -132,6 +132,46 @@ class OracleLookup:
         self.oracle.members(self.query(text, offset), budget_s=0)
 
 
+def member_queries(req: Any) -> Callable[[str, int], MemberQuery]:
+    """How a request asks the oracle about the site whose dot ends ``text[:offset]``."""
+    workspace = tuple(
+        (path, text) for key, text in req.others if (path := uri_path(key)) is not None
+    )
+    return lambda text, offset: MemberQuery(
+        text, offset, req.path, req.language, req.unsaved, workspace
+    )
+
+
+def cursor_site(text: str, cursor: int) -> tuple[str, int] | None:
+    """The query (text, offset) for the member access ``text[:cursor]`` ends in, if any.
+
+    ``obj.`` or ``obj.na``: the document with the name's typed part taken out, as the
+    member monitor asks about the site when the model writes the name.
+    """
+    before = text[:cursor]
+    dot = dot_before(before)
+    if dot is None or site_at(before, dot) is None:
+        return None
+    return before[: dot + 1] + text[cursor:], dot + 1
+
+
+def anticipate(oracle: MemberOracle, req: Any) -> bool:
+    """Ask the oracle now about the member access at ``req``'s cursor (never waits).
+
+    For an edit that typed ``obj.``: the answer is cached before the completion request
+    comes (editors wait 150-200 ms of quiet first), so the request's first step does not
+    wait for it. Python only (its oracle is a worker process; the symbol tables would
+    run here). Returns whether a query was sent.
+    """
+    if not (req.options.members and req.language in PYTHON):
+        return False
+    site = cursor_site(req.text, req.cursor)
+    if site is None or not cursor_in_code(req.language, req.text, req.cursor, req.tree):
+        return False
+    oracle.members(member_queries(req)(*site), budget_s=0)
+    return True
+
+
 class Guards:
     """The member monitor factory and the syntax checker of one request."""
 
@@ -153,17 +193,7 @@ class Guards:
             SyntaxChecker(req.language, req.text, req.cursor, req.tree) if opts.syntax else None
         )
         self._texts, self._encode = texts, encode
-        workspace = tuple(
-            (path, text) for key, text in req.others if (path := uri_path(key)) is not None
-        )
-        self.lookup = OracleLookup(
-            oracle,
-            lambda text, offset: MemberQuery(
-                text, offset, req.path, req.language, req.unsaved, workspace
-            ),
-            budget_s,
-            stats,
-        )
+        self.lookup = OracleLookup(oracle, member_queries(req), budget_s, stats)
         before = req.text[: req.cursor - len(healed)]
         self.context = MemberContext(
             before=before,
@@ -179,10 +209,9 @@ class Guards:
 
     def _prefetch(self) -> None:
         """Ask about the member access the text before the cursor ends in, if any."""
-        before = self.req.text[: self.req.cursor]
-        dot = dot_before(before)
-        if dot is not None and site_at(before, dot) is not None:
-            self.lookup.prefetch(before[: dot + 1] + self.context.after, dot + 1)
+        site = cursor_site(self.req.text, self.req.cursor)
+        if site is not None:
+            self.lookup.prefetch(*site)
 
     def review(self, text: str, healed: str) -> int:
         """Where to cut ``text`` (shown after ``healed``): before an invented member.

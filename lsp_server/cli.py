@@ -194,6 +194,12 @@ def _bench_constraints(bsub: Any) -> None:
         action="store_true",
         help="no wait for the oracle to load a file before its first request",
     )
+    con.add_argument(
+        "--debounce-ms",
+        type=float,
+        default=150.0,
+        help="quiet time between each edit and its request, both sides (the Neovim plugin's)",
+    )
     con.add_argument("--seed", type=int, default=0)
     con.add_argument("--out", type=Path, default=Path("bench-results"))
     con.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")

@@ -37,6 +37,7 @@ from completion.engine import (
     Engine,
     Totals,
 )
+from completion.members import dot_before
 from completion.models import load_model
 
 from . import __version__
@@ -176,6 +177,7 @@ class PieServer(LanguageServer):
             "partiallyAccepted": 0,
             "acceptedChars": 0,
             "skippedMidWord": 0,
+            "memberPrefetches": 0,
         }
         self.issued: OrderedDict[str, int] = OrderedDict()
         """Recent suggestion ids -> their length, for accept reports."""
@@ -499,6 +501,42 @@ class PieServer(LanguageServer):
             raise JsonRpcInvalidParams(f"bad position for {uri}: {exc}") from None
         return doc, offset
 
+    def request(self, doc: Document, text: str, offset: int, tree: Any) -> CompletionRequest:
+        """A completion request at ``offset`` of ``text`` (``doc``'s current text)."""
+        # Other open documents, most recently used first: a draft source.
+        others = tuple((d.uri, d.text) for d in self.documents if d.uri != doc.uri)[::-1]
+        return CompletionRequest(
+            doc.uri,
+            text,
+            offset,
+            self.options(),
+            others,
+            language=doc.language_id,
+            path=file_path(doc.uri),
+            tree=tree,
+            unsaved=frozenset(
+                p for d in self.documents if d.unsaved and (p := file_path(d.uri)) is not None
+            ),
+        )
+
+    def anticipate(self, doc: Document, cursor: int) -> None:
+        """After an edit that ends at ``cursor``: start the member oracle's query there.
+
+        The completion request that follows (after the editor's debounce) then finds the
+        answer cached. Only when the text before the cursor ends in a member access.
+        """
+        engine = self.engine
+        if engine is None or not self.config.constraints.members:
+            return
+        if dot_before(doc.text, cursor) is None:
+            return  # the cheap test first: no tree, no request for most keystrokes
+        try:
+            self.counters["memberPrefetches"] += engine.anticipate(
+                self.request(doc, doc.text, cursor, doc.tree)
+            )
+        except Exception as exc:  # a hint: never fails the edit
+            log.warning("member oracle prefetch failed: %s: %s", type(exc).__name__, exc)
+
     async def complete(
         self, uri: str, position: types.Position, alternatives: int = 0
     ) -> tuple[Document, int, CompletionResult | None]:
@@ -518,22 +556,8 @@ class PieServer(LanguageServer):
             self.counters["superseded"] += 1
         self.inflight[uri] = token
         self._last_request = asyncio.get_running_loop().time()
-        # Other open documents, most recently used first: a draft source.
-        others = tuple((d.uri, d.text) for d in self.documents if d.uri != uri)[::-1]
         tree = doc.tree  # read here: the event loop owns the document
-        request = CompletionRequest(
-            uri,
-            text,
-            offset,
-            self.options(),
-            others,
-            language=doc.language_id,
-            path=file_path(uri),
-            tree=tree.copy() if tree is not None else None,
-            unsaved=frozenset(
-                p for d in self.documents if d.unsaved and (p := file_path(d.uri)) is not None
-            ),
-        )
+        request = self.request(doc, text, offset, tree.copy() if tree is not None else None)
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(
@@ -709,6 +733,7 @@ def _document_sync(server: PieServer) -> None:
         except UnknownDocumentError:
             ls.show(f"didChange for a document that is not open: {uri}")
             return
+        cursor = None
         for change in params.content_changes:
             if isinstance(change, types.TextDocumentContentChangePartial):
                 r = change.range
@@ -718,8 +743,11 @@ def _document_sync(server: PieServer) -> None:
                     change.text,
                     ls.encoding,
                 )
+                start = doc.index.offset(r.start.line, r.start.character, ls.encoding, strict=False)
+                cursor = start + len(change.text)
             else:
                 doc.replace_all(change.text)
+                cursor = None
         doc.version = params.text_document.version
         doc.unsaved = True
         ls.counters["edits"] += len(params.content_changes)
@@ -727,6 +755,8 @@ def _document_sync(server: PieServer) -> None:
         running = ls.inflight.get(uri)
         if running is not None:
             running.cancel("document changed")
+        if cursor is not None and cursor <= len(doc.text):
+            ls.anticipate(doc, cursor)
         ls.protocol.notify(DOCUMENT_SYNCED, {"uri": uri, "version": doc.version})
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)

@@ -325,6 +325,8 @@ class Runner:
     """Package name -> root (the oracle's workspace while its positions run)."""
     cold_oracle: bool = False
     """Do not wait for the oracle to load a file before its first request."""
+    debounce_s: float = 0.0
+    """Quiet time between the edit and the request, as an editor waits (both sides)."""
     rows: list[Row] = field(default_factory=list)
     warm_ms: list[float] = field(default_factory=list)
     """How long each file's warm-up query took."""
@@ -346,6 +348,10 @@ class Runner:
             self.engine.restore_drafting_state(base)
             req = request(pos, options(pos.kind, on, self.max_tokens, self.context_tokens))
             self.engine.prepare(req)
+            # The editor's timeline: the edit (the server asks the oracle about a member
+            # access it typed), the client's quiet time, then the timed request.
+            self.engine.anticipate(req)
+            time.sleep(self.debounce_s)
             before = read_counters(self.engine.totals)
             result = self.engine.complete(req)
             counters = delta(read_counters(self.engine.totals), before)
@@ -570,10 +576,22 @@ def compare(off: list[Row], on: list[Row]) -> dict[str, Any]:
         "exactDropPoints": _drop(c_off["exact"]["rate"], c_on["exact"]["rate"]),
         "similarityDropPoints": _drop(c_off["similarity"], c_on["similarity"]),
         "latencyRatio": lat_on["median"] / lat_off["median"] if lat_off and lat_on else None,
+        "latencyRatioPaired": paired_ratio(off, on),
         "overheadOn": overhead(on),
         "overheadAdded": overhead(on, off),
         "speculation": {"off": speculation(off), "on": speculation(on)},
     }
+
+
+def paired_ratio(off: list[Row], on: list[Row]) -> float | None:
+    """The median over positions of latency on / off (the same position both ways).
+
+    Steadier than a ratio of medians when the latencies are bimodal (suggestions of a
+    few tokens and of many): there one position crossing the gap moves the median.
+    """
+    by_position = {r.position: r.total_ms for r in off}
+    ratios = [r.total_ms / by_position[r.position] for r in on if by_position.get(r.position)]
+    return statistics.median(ratios) if ratios else None
 
 
 def _drop(before: float | None, after: float | None) -> float | None:
@@ -686,7 +704,15 @@ def run_model(
     engine = BenchEngine(loaded)
     try:
         measure_verify_cost(engine)
-        runner = Runner(name, engine, args.max_tokens, args.context_tokens, roots, args.cold_oracle)
+        runner = Runner(
+            name,
+            engine,
+            args.max_tokens,
+            args.context_tokens,
+            roots,
+            args.cold_oracle,
+            debounce_s=args.debounce_ms / 1000,
+        )
         order = run_order(positions)
         for i in tqdm(order, desc=f"{name} positions", file=sys.stderr):
             runner.run(i, positions[i])
@@ -746,6 +772,7 @@ def _report(
         "maxTokens": args.max_tokens,
         "contextTokens": args.context_tokens,
         "coldOracle": args.cold_oracle,
+        "debounceMs": args.debounce_ms,
         "corpus": [{"name": p.name, "version": p.version, "lines": p.lines} for p, _ in corpus],
         "positions": {k: sum(p.kind == k for p in positions) for k in KINDS},
         "models": models,
@@ -792,7 +819,8 @@ def print_report(report: dict[str, Any]) -> None:
             spec = cmp_["speculation"]
             print(
                 f"  {mode}: exact drop {_num(cmp_['exactDropPoints'], '.1f')} pts, similarity drop "
-                f"{_num(cmp_['similarityDropPoints'], '.1f')} pts, latency on/off {_num(cmp_['latencyRatio'])}, "
+                f"{_num(cmp_['similarityDropPoints'], '.1f')} pts, latency on/off {_num(cmp_['latencyRatio'])} "
+                f"(paired {_num(cmp_['latencyRatioPaired'])}), "
                 f"acceptance {_num(spec['off']['acceptance'])}/{_num(spec['on']['acceptance'])}, "
                 f"cost steps/token {_num(spec['off']['costStepsPerToken'])}/{_num(spec['on']['costStepsPerToken'])}"
             )

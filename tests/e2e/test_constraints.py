@@ -215,6 +215,47 @@ async def test_a_single_line_suggestion_leaves_no_bracket_open(
     configure(client)
 
 
+def type_at_end(client: LanguageClient, uri: str, text: str, typed: str, version: int) -> str:
+    """Send the didChange of typing ``typed`` at the end of ``text``; the new text."""
+    end = end_position(text, "utf-16")
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=end, end=end), text=typed
+                )
+            ],
+        )
+    )
+    return text + typed
+
+
+async def test_typing_a_dot_asks_the_oracle_before_the_request(
+    client: LanguageClient, workspace: Path
+) -> None:
+    configure(client, members=True)
+    await complete(client, workspace / "loaded.py", TEXTWRAP)  # the model is loaded
+    uri = (workspace / "typed_dot.py").as_uri()
+    text = "import textwrap\n\ns = '漢字 🙂'\nx = textwrap"
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=1, text=text
+            )
+        )
+    )
+    before = (await stats(client))["totals"]["memberPrefetches"]
+    text = type_at_end(client, uri, text, ".", 2)
+    assert (await stats(client))["totals"]["memberPrefetches"] == before + 1
+    text = type_at_end(client, uri, text, "de", 3)  # the same site: asked again, cached
+    text = type_at_end(client, uri, text, "dent(s)\ny = 1", 4)  # no member access at the end
+    assert (await stats(client))["totals"]["memberPrefetches"] == before + 2
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+
+
 async def test_the_oracle_killed_mid_request(client: LanguageClient, workspace: Path) -> None:
     configure(client, members=True)
     await complete(client, workspace / "warm.py", TEXTWRAP)

@@ -517,6 +517,10 @@ class _FakeEngine:
     def prepare(self, req: object) -> None:
         self.calls.append(("prepare", req))
 
+    def anticipate(self, req: object) -> bool:
+        self.calls.append(("anticipate", req.options.members))  # type: ignore[attr-defined]
+        return True
+
     def complete(self, req: object) -> object:
         from completion.engine import CompletionResult
 
@@ -557,6 +561,9 @@ def test_the_runner_completes_each_position_off_and_on_from_one_state(
     ]  # once per file
     completes = [c[1] for c in engine.calls if c[0] == "complete"]
     assert completes == [False, True, True, False]  # the order alternates
+    # Each request follows its edit's oracle prefetch, as the server does on didChange.
+    steps = [c for c in engine.calls if c[0] in ("anticipate", "complete")]
+    assert steps == [x for on in completes for x in (("anticipate", on), ("complete", on))]
     restores = [c[1] for c in engine.calls if c[0] == "restore"]
     assert restores == [0, 0, 2, 2]  # both variants start from the state before the first
     rows = runner.rows

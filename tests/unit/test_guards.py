@@ -51,3 +51,47 @@ def test_the_oracle_answers_typescript_from_symbol_tables_without_a_worker() -> 
     assert oracle.pid is None  # no worker process for TypeScript
     unknown = oracle.members(MemberQuery("foo.", 4, None, "typescript"), budget_s=0)
     assert unknown.names is None
+
+
+def test_cursor_site_takes_the_typed_part_of_the_name_out() -> None:
+    from completion.guards import cursor_site
+
+    text = "import os\nos.path.jo\nx = 1\n"
+    cursor = text.index("jo") + 2
+    assert cursor_site(text, cursor) == ("import os\nos.path.\nx = 1\n", text.index("jo"))
+    assert cursor_site("x = 1", 5) is None
+    assert cursor_site("x = 1.5", 6) is None  # a number's dot is no member access
+
+
+def _request(text: str, cursor: int, **options: object) -> object:
+    from completion.engine import CompletionOptions, CompletionRequest
+
+    return CompletionRequest(
+        "file:///tmp/a.py", text, cursor, CompletionOptions(**options), language="python"
+    )
+
+
+def test_anticipate_asks_the_oracle_before_the_request() -> None:
+    """An edit that typed ``os.path.``: the answer is cached with no request waiting."""
+    import time
+
+    from completion.guards import anticipate, cursor_site, member_queries
+    from completion.member_oracle import MemberOracle
+
+    text = "import os\n\nos.path."
+    oracle = MemberOracle()
+    try:
+        req = _request(text, len(text))
+        assert anticipate(oracle, req)
+        query = member_queries(req)(*cursor_site(text, len(text)))  # type: ignore[misc]
+        deadline = time.monotonic() + 60
+        while oracle.cached(query) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = oracle.cached(query)
+        assert found is not None and found.names is not None and "join" in found.names
+        in_string = 'import os\n\ns = "os.path.'
+        assert not anticipate(oracle, _request(in_string, len(in_string)))
+        assert not anticipate(oracle, _request(text, len(text), members=False))
+        assert not anticipate(oracle, _request("x = 1\n", 6))
+    finally:
+        oracle.close()
