@@ -26,6 +26,7 @@ suggestion that is closed or trimmed costs up to 1 + :data:`MAX_CANDIDATES` more
 
 from __future__ import annotations
 
+import functools
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from typing import NamedTuple
 
 from tree_sitter import Node, Parser, Tree
 
+from completion.python_parse import Judge
 from completion.syntax import grammar_name, make_parser
 
 MAX_CANDIDATES = 16
@@ -41,6 +43,24 @@ MAX_CANDIDATES = 16
 
 CLOSERS = {"(": ")", "[": "]", "{": "}"}
 OPENERS = {v: k for k, v in CLOSERS.items()}
+
+
+class Errors(NamedTuple):
+    """What is wrong in the region with a text inserted, by each judge."""
+
+    tree: int
+    """tree-sitter ERROR/MISSING nodes overlapping the region."""
+    parser: int = 0
+    """Python: 1 when CPython's parser reports an error the text added near it."""
+
+    @property
+    def clean(self) -> bool:
+        """No judge finds anything."""
+        return self.tree == 0 and self.parser == 0
+
+    def no_worse_than(self, other: Errors) -> bool:
+        """No judge finds more than in ``other``."""
+        return self.tree <= other.tree and self.parser <= other.parser
 
 
 @dataclass(frozen=True)
@@ -56,7 +76,9 @@ class SyntaxVerdict:
     errors_before: int
     """ERROR/MISSING nodes overlapping the cursor's line with no suggestion."""
     errors_after: int
-    """ERROR/MISSING nodes overlapping the region with ``text`` inserted."""
+    """ERROR/MISSING nodes overlapping the region with ``text`` inserted (tree-sitter's:
+    CPython's verdict for Python, :mod:`completion.python_parse`, decides but is not
+    counted here)."""
     ms: float
     """Wall time the check took, in milliseconds."""
 
@@ -308,14 +330,15 @@ class SyntaxChecker:
         self._tail = nl if nl >= 0 else len(self._post)
         """Bytes from the cursor to the end of its line (before any ``\\n``)."""
         self._parser: Parser | None = make_parser(language_id)
+        self._python = grammar_name(language_id) == "python"
         self._base: Tree | None = None
-        self.errors_before = 0
+        self._ts_before = 0
         """ERROR/MISSING nodes overlapping the cursor's line before any suggestion."""
         if self._parser is not None:
             self._base = (
                 tree.copy() if tree is not None else self._parser.parse(self._pre + self._post)
             )
-            self.errors_before = self._count(self._base, "")
+            self._ts_before = self._count(self._base, "")
 
     @property
     def available(self) -> bool:
@@ -346,7 +369,7 @@ class SyntaxChecker:
         start = time.perf_counter()
         text, action, errors = self._decide(suggestion, line_mode, boundaries)
         ms = (time.perf_counter() - start) * 1000.0
-        return SyntaxVerdict(text, action, self.errors_before, errors, ms)
+        return SyntaxVerdict(text, action, self._ts_before, errors, ms)
 
     def line_ok(self, partial: str) -> bool:
         """Whether the last finished line of ``partial`` parses, for block-mode decoding.
@@ -393,49 +416,70 @@ class SyntaxChecker:
         if self._parser is None:
             return suggestion, "unchecked", 0
         errors = self._errors(suggestion)
-        if errors == 0:
+        if errors.clean and self._balanced(suggestion, line_mode):
             return suggestion, "kept", 0
         closers = unclosed_closers(suggestion, self._lexicon) if line_mode else ""
-        if closers and self._errors(suggestion + closers) == 0:
+        if closers and self._errors(suggestion + closers).clean:
             return suggestion + closers, "closed", 0
         if line_mode:  # brackets the line opened before the cursor, left open by it too
             head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
             line_closers = unclosed_closers(head + suggestion, self._lexicon)
-            if line_closers not in ("", closers) and self._errors(suggestion + line_closers) == 0:
+            if line_closers not in ("", closers) and self._errors(suggestion + line_closers).clean:
                 return suggestion + line_closers, "closed", 0
-        tried: list[tuple[str, int]] = []
+        tried: list[tuple[str, Errors]] = []
         for prefix in candidates(suggestion, boundaries, line_mode)[:MAX_CANDIDATES]:
             prefix_errors = self._errors(prefix)
-            if prefix_errors == 0:
+            if prefix_errors.clean and self._balanced(prefix, line_mode):
                 return prefix, "trimmed", 0
             tried.append((prefix, prefix_errors))
         return self._fallback(suggestion, errors, tried, line_mode)
 
+    def _balanced(self, text: str, line_mode: bool) -> bool:
+        """Line mode: ``text`` leaves no bracket or quote it opened open (block: True)."""
+        return not line_mode or not unclosed_closers(text, self._lexicon)
+
     def _fallback(
-        self, suggestion: str, errors: int, tried: list[tuple[str, int]], line_mode: bool
+        self, suggestion: str, errors: Errors, tried: list[tuple[str, Errors]], line_mode: bool
     ) -> tuple[str, str, int]:
         """Rules 4 and 5 of :meth:`check`: nothing clean was found.
 
         In line mode a text kept here never leaves open a bracket or quote it opened.
         """
-
-        def balanced(text: str) -> bool:
-            return not line_mode or not unclosed_closers(text, self._lexicon)
-
-        before = self.errors_before
-        if before > 0:
-            if errors <= before and balanced(suggestion):
-                return suggestion, "kept", errors
+        before = self._errors_before
+        if not before.clean:
+            if errors.no_worse_than(before) and self._balanced(suggestion, line_mode):
+                return suggestion, "kept", errors.tree
             for prefix, prefix_errors in tried:
-                if prefix_errors <= before and balanced(prefix):
-                    return prefix, "trimmed", prefix_errors
-        return "", "dropped", before
+                if prefix_errors.no_worse_than(before) and self._balanced(prefix, line_mode):
+                    return prefix, "trimmed", prefix_errors.tree
+        return "", "dropped", before.tree
 
-    def _errors(self, suggestion: str) -> int:
-        """Errors in the region with ``suggestion`` inserted."""
+    @property
+    def _errors_before(self) -> Errors:
+        """Errors in the region with no suggestion: tree-sitter's, and CPython's if near."""
+        judge = self._judge
+        return Errors(self._ts_before, judge.errors_before() if judge is not None else 0)
+
+    @functools.cached_property
+    def _judge(self) -> Judge | None:
+        """CPython's parser on this document (Python only; None past its size limit)."""
+        if not self._python:
+            return None
+        head = self._pre.decode("utf-8", "surrogatepass")
+        return Judge.of(head, self._post.decode("utf-8", "surrogatepass"))
+
+    def _errors(self, suggestion: str) -> Errors:
+        """Errors in the region with ``suggestion`` inserted.
+
+        tree-sitter's ERROR/MISSING nodes there; for Python, CPython's parser's verdict
+        (:mod:`completion.python_parse`), asked only when tree-sitter finds no more errors
+        than before (otherwise the suggestion is rejected either way).
+        """
         if not suggestion:
-            return self.errors_before
-        return self._count(self._parse(suggestion), suggestion)
+            return self._errors_before
+        errors = self._count(self._parse(suggestion), suggestion)
+        judge = self._judge if errors <= self._ts_before else None
+        return Errors(errors, judge.added_error(suggestion) if judge is not None else 0)
 
     def _count(self, tree: Tree, suggestion: str) -> int:
         """ERROR/MISSING nodes of ``tree`` (``suggestion`` inserted) in the region."""

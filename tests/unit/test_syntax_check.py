@@ -417,3 +417,57 @@ def test_a_broken_line_keeps_no_bracket_the_suggestion_opened_in_line_mode() -> 
     assert verdict.action == "dropped"  # "in [" is no better and leaves "[" open
     verdict = check.check('("a", "b"', line_mode=True, boundaries=[4])
     assert not verdict.text.count("(") > verdict.text.count(")")
+
+
+# --- CPython's parser as the second judge (Python) ----------------------------------
+def test_a_header_without_a_body_is_not_kept() -> None:
+    # tree-sitter accepts "class A(B):" followed by a line at its own indentation.
+    doc = "s = '漢字 🙂'|\nprint(s)\n"
+    verdict = checker(doc).check("\n\nclass KeyValueStore(BaseStore):", line_mode=True)
+    assert verdict.action == "dropped"
+    assert checker(doc).tree_with("\n\nclass KeyValueStore(BaseStore):") is not None
+
+
+def test_a_header_whose_body_follows_is_kept() -> None:
+    doc = "def f(x):|\n        return 1\n"
+    verdict = checker(doc).check("\n    if x:", line_mode=True)
+    assert (verdict.text, verdict.action) == ("\n    if x:", "kept")
+
+
+def test_an_unexpected_indent_is_not_kept() -> None:
+    doc = "class A:\r\n    def __init__(self, result):\n        self.x = 1|\n        return\n"
+    assert checker(doc).check("\n            self.result = result", line_mode=True).text == ""
+    # The same line at the body's indentation parses.
+    kept = checker(doc).check("\n        self.result = result", line_mode=True)
+    assert kept.action == "kept"
+
+
+def test_a_line_the_next_line_cannot_follow_is_not_kept() -> None:
+    # The removed line opened a block: a docstring in its place leaves the body orphaned.
+    doc = "def f(p):|\n        return p\n"
+    assert checker(doc).check('\n    """Doc."""', line_mode=True).text == ""
+
+
+def test_line_mode_never_leaves_a_bracket_it_opened_open() -> None:
+    # tree-sitter reports the open "(" rows further down, outside the region it checks.
+    doc = (
+        'class Template:\n    """A compiled template."""\n\n    def __i|\n        self._fn = fn\n\n'
+        "    def render(self, context: dict[str, Any] | None = None) -> str:\n"
+        "        return self._fn(context)\n"
+    )
+    verdict = checker(doc).check("nit__(", line_mode=True)
+    assert not unclosed_closers(verdict.text, PYTHON_LEXICON), verdict
+
+
+def test_the_parser_judge_attributes_only_errors_near_the_suggestion() -> None:
+    from completion.python_parse import Judge
+
+    far_error = "x = 1\ny = \n" + "z = 2\n" * 5 + "def broken(:\n    pass\n"
+    cursor = far_error.index("y = ") + 4
+    judge = Judge.of(far_error[:cursor], far_error[cursor:])
+    assert judge is not None
+    assert judge.errors_before() == 1  # the half line: its row
+    assert judge.added_error("3") == 0  # fixed; the first error now is the old far one
+    assert judge.added_error("3\nif y:") == 1  # a header with no body, right here
+    assert judge.added_error("(") == 1  # "(" never closed: reported at its row
+    assert Judge.of("x" * 200_000, "y") is None  # too long to judge
