@@ -293,17 +293,31 @@ def default_cuts(suggestion: str, line_mode: bool) -> list[int]:
 def candidates(suggestion: str, boundaries: Sequence[int], line_mode: bool) -> list[str]:
     """Non-blank proper prefixes of ``suggestion`` to try, longest first, no duplicates.
 
-    They end at ``boundaries`` (str offsets into the suggestion), or at
-    :func:`default_cuts` when there are none; line-mode prefixes lose their trailing
-    whitespace.
+    Block mode: the prefixes ending at line ends. Line mode: those ending at
+    ``boundaries`` (str offsets into the suggestion: the model's token ends) and those
+    ending at word and punctuation ends (:func:`default_cuts`: a token such as ``])``
+    has a clean prefix inside it), without their trailing whitespace. At most
+    :data:`MAX_CANDIDATES` (the longest) from each kind of cut.
     """
-    cuts = boundaries or default_cuts(suggestion, line_mode)
+    if not line_mode:
+        passes = [default_cuts(suggestion, False)]
+    else:
+        passes = (
+            [list(boundaries), default_cuts(suggestion, True)]
+            if boundaries
+            else [default_cuts(suggestion, True)]
+        )
     out: list[str] = []
-    for cut in sorted({c for c in cuts if 0 < c < len(suggestion)}, reverse=True):
-        prefix = suggestion[:cut].rstrip() if line_mode else suggestion[:cut]
-        if prefix.strip() and prefix != suggestion and prefix not in out:
-            out.append(prefix)
-    return out
+    for cuts in passes:
+        found: list[str] = []
+        for cut in sorted({c for c in cuts if 0 < c < len(suggestion)}, reverse=True):
+            prefix = suggestion[:cut].rstrip() if line_mode else suggestion[:cut]
+            if prefix.strip() and prefix != suggestion and prefix not in out + found:
+                found.append(prefix)
+            if len(found) == MAX_CANDIDATES:
+                break
+        out += found
+    return sorted(out, key=len, reverse=True)
 
 
 class SyntaxChecker:
@@ -427,7 +441,7 @@ class SyntaxChecker:
             if line_closers not in ("", closers) and self._errors(suggestion + line_closers).clean:
                 return suggestion + line_closers, "closed", 0
         tried: list[tuple[str, Errors]] = []
-        for prefix in candidates(suggestion, boundaries, line_mode)[:MAX_CANDIDATES]:
+        for prefix in candidates(suggestion, boundaries, line_mode):
             prefix_errors = self._errors(prefix)
             if prefix_errors.clean and self._balanced(prefix, line_mode):
                 return prefix, "trimmed", 0

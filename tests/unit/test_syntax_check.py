@@ -118,7 +118,8 @@ def test_errors_outside_the_region_do_not_count() -> None:
 def test_trim_uses_the_callers_boundaries() -> None:
     suggestion = "compute(a, b)) + 1"
     verdict = checker(FUNC).check(suggestion, line_mode=True, boundaries=[7, 8, 15])
-    assert (verdict.text, verdict.action) == ("compute", "trimmed")
+    assert (verdict.text, verdict.action) == ("compute(a, b)", "trimmed")
+    assert "com" in candidates("compute(a", [3], True)  # a token end inside a word
 
 
 def test_trim_checks_at_most_max_candidates() -> None:
@@ -361,7 +362,18 @@ def test_default_cuts() -> None:
 
 def test_candidates_longest_first_stripped_non_blank() -> None:
     assert candidates("  a  b  c", [1, 3, 4, 6, 8, 9, 20], True) == ["  a  b", "  a"]
-    assert candidates("x\n  y\n", [2, 6], False) == ["x\n"]
+    assert candidates("x\n  y\n", [2, 6], False) == ["x\n  y", "x"]  # block: line ends
+    # Line mode: token ends first, then word and punctuation ends inside tokens ("])").
+    assert candidates("a[b])", [1, 3], True) == ["a[b]", "a[b", "a[", "a"]
+
+
+def test_a_clean_prefix_inside_the_last_token_is_found() -> None:
+    # Qwen writes "])" as one token: the clean prefix ends inside it.
+    doc = "def f(items, n):\n    value = |\n    return value\n"
+    suggestion = "items[n.start : n.end])"
+    ends = [5, 6, 7, 8, 13, 15, 17, 18, 21]
+    verdict = checker(doc).check(suggestion, line_mode=True, boundaries=ends)
+    assert (verdict.text, verdict.action) == ("items[n.start : n.end]", "trimmed")
 
 
 def test_advance_point_counts_bytes_and_rows_at_newlines_only() -> None:
