@@ -169,6 +169,11 @@ def _bench_decode(bsub: Any) -> None:
     dec.add_argument(
         "--context-chars", type=int, default=6000, help="document size around the cursor"
     )
+    dec.add_argument(
+        "--constraints",
+        action="store_true",
+        help="requests as Python documents: member monitor and syntax check on, both engines",
+    )
     dec.add_argument("--seed", type=int, default=0)
     dec.add_argument("--out", type=Path, default=Path("bench-results"))
     _add_model_options(dec)

@@ -137,6 +137,8 @@ class Row:
     """member positions: the suggestion starts with the member really used."""
     original_parses: bool
     variant_parses: bool
+    document_parses: bool
+    """The document as the request saw it (no suggestion: a half line, a removed line)."""
     """The file with the suggestion (the rest of the line or statement removed) parses."""
     members: tuple[str, ...]
     """Member names the suggestion writes."""
@@ -191,6 +193,7 @@ class Row:
             "nim": self.nim,
             "originalParses": self.original_parses,
             "variantParses": self.variant_parses,
+            "documentParses": self.document_parses,
             "members": list(self.members),
             "judged": self.judged,
             "invented": list(self.invented),
@@ -303,6 +306,7 @@ def make_row(
         nim=next_identifier_match(text, pos.member) if pos.member else None,
         original_parses=_parses_cached(pos.original),
         variant_parses=parses(variant),
+        document_parses=_parses_cached(pos.text),
         members=tuple(w.name for w in written),
         stop_reason=result.stop_reason,
         total_ms=result.total_ms,
@@ -508,6 +512,11 @@ def cell(rows: list[Row]) -> dict[str, Any]:
         "invented": rate([bool(r.invented) for r in writing]),
         "inventedAmongJudged": rate([bool(r.invented) for r in judged]),
         "breaks": rate([not r.variant_parses for r in parsed]),
+        # Breaks of a file that parsed as the request saw it (the rest were broken
+        # before the suggestion: a half-typed line it did not finish).
+        "breaksOfParsingDocuments": rate(
+            [not r.variant_parses for r in parsed if r.document_parses]
+        ),
         "trimmed": rate([r.counters.get("syntaxTrimmed", 0) > 0 for r in rows]),
         "closed": rate([r.counters.get("syntaxClosed", 0) > 0 for r in rows]),
         "dropped": rate([r.counters.get("syntaxDropped", 0) > 0 for r in rows]),
@@ -820,7 +829,9 @@ def print_report(report: dict[str, Any]) -> None:
             print(
                 f"  {mode}: exact drop {_num(cmp_['exactDropPoints'], '.1f')} pts, similarity drop "
                 f"{_num(cmp_['similarityDropPoints'], '.1f')} pts, latency on/off {_num(cmp_['latencyRatio'])} "
-                f"(paired {_num(cmp_['latencyRatioPaired'])}), "
+                f"(paired {_num(cmp_['latencyRatioPaired'])}), breaks of documents that "
+                f"parsed off/on {_pct(cmp_['off']['breaksOfParsingDocuments'])}/"
+                f"{_pct(cmp_['on']['breaksOfParsingDocuments'])}, "
                 f"acceptance {_num(spec['off']['acceptance'])}/{_num(spec['on']['acceptance'])}, "
                 f"cost steps/token {_num(spec['off']['costStepsPerToken'])}/{_num(spec['on']['costStepsPerToken'])}"
             )

@@ -249,6 +249,9 @@ class _DecodeBench:
     """By name: "on" speculates, "off" decodes plainly; both on the same model."""
     opts: dict[str, CompletionOptions]
     repeats: int
+    language: str = ""
+    """The requests' languageId: "python" turns the member monitor and syntax check on
+    (the options' defaults); "" leaves them off (no grammar, no oracle)."""
     rows: list[DecodeRow] = field(default_factory=list)
 
     def ask(self, s: _Session, step: str, text: str, cursor: int) -> str:
@@ -279,7 +282,9 @@ class _DecodeBench:
             for name in order:
                 if rep:
                     self.engines[name].restore_drafting_state(states[name])
-                req = CompletionRequest(s.key, text, cursor, self.opts[name], s.others)
+                req = CompletionRequest(
+                    s.key, text, cursor, self.opts[name], s.others, language=self.language
+                )
                 self._run_once(name, req, timed)
         if timed.learned is not None:
             self.engines["on"].costs.restore(timed.learned)
@@ -398,7 +403,8 @@ def _make_bench(loaded: Any, args: argparse.Namespace) -> tuple[_DecodeBench, di
         confidence_margin=0.0,
     )
     opts = {"on": base, "off": replace(base, speculative=False)}
-    return _DecodeBench({"on": on, "off": off}, opts, args.repeats), costs
+    language = "python" if args.constraints else ""
+    return _DecodeBench({"on": on, "off": off}, opts, args.repeats, language), costs
 
 
 def run_decode(args: argparse.Namespace) -> int:
@@ -430,6 +436,7 @@ def run_decode(args: argparse.Namespace) -> int:
     report["verifyCostLearned"] = bench.engines["on"].verify_cost()
     args.out.mkdir(parents=True, exist_ok=True)
     name = "decode" if o.get("model", "default") == "default" else f"decode-{Path(o['model']).name}"
+    name += "-constraints" if args.constraints else ""
     report_json = {**report, "rows": [r.to_json() for r in rows]}
     (args.out / f"{name}.json").write_text(json.dumps(report_json, indent=1))
     print_report(report)
@@ -496,6 +503,7 @@ def summarize(
         "maxDraftTokens": args.max_draft,
         "repeats": args.repeats,
         "openFiles": args.open_files,
+        "constraints": bool(args.constraints),
         "identical": sum(r.identical for r in rows) / max(1, len(rows)),
         "workloads": {},
     }

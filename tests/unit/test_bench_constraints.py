@@ -374,6 +374,7 @@ def _row(constraints: str, **kw: object) -> Row:
         "nim": True,
         "original_parses": True,
         "variant_parses": True,
+        "document_parses": True,
         "members": (),
         "total_ms": 100.0,
         "decode_ms": 50.0,
@@ -389,20 +390,23 @@ def test_cell_counts_invented_members_breaks_and_checks() -> None:
         _row("on", members=("c",), judged=False),
         _row("on", members=("d",), variant_parses=False, exact=False, similarity=0.5),
         _row("on", text="", exact=False, similarity=0.0, counters={"syntaxDropped": 1.0}),
+        _row("on", variant_parses=False, document_parses=False, exact=False, similarity=0.5),
     ]
     c = cell(rows)
     assert (c["n"], c["shown"], c["memberWriting"], c["memberWritingParsed"], c["judged"]) == (
+        6,
         5,
-        4,
         4,
         3,
         2,
     )
     assert c["invented"]["rate"] == pytest.approx(1 / 3)
     assert c["inventedAmongJudged"]["rate"] == 0.5
-    assert c["breaks"]["count"] == 1 and c["breaks"]["of"] == 4  # empty suggestions excluded
+    assert c["breaks"]["count"] == 2 and c["breaks"]["of"] == 5  # empty suggestions excluded
+    # The last row's document was broken before its suggestion (a half-typed line).
+    assert (c["breaksOfParsingDocuments"]["count"], c["breaksOfParsingDocuments"]["of"]) == (1, 4)
     assert c["dropped"]["count"] == 1
-    assert c["exact"]["rate"] == 0.6 and c["similarity"] == pytest.approx(3.5 / 5)
+    assert c["exact"]["rate"] == 0.5 and c["similarity"] == pytest.approx(4 / 6)
 
 
 def test_compare_overhead_latency_and_speculation() -> None:
