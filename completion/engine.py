@@ -862,14 +862,17 @@ class Engine:
     ) -> list[str]:
         """Up to ``n`` other suggestions, distinct from ``best``.
 
-        Each is the greedy continuation of one of the next likeliest first tokens:
-        deterministic, and they differ where the model hesitates most.
+        Each is the greedy continuation of one of the next likeliest first tokens that
+        the constraints allow: deterministic, and they differ where the model hesitates
+        most. Each decodes under its own fork of the constraints and passes the same
+        guards (member review, syntax check) as the best one.
         """
         assert pc.last_logits is not None
         prompt, rules, opts = plan.prompt, plan.rules, plan.req.options
         seen = {best}
         out: list[str] = []
         skip = set(self.format.stop_ids) | set(best_ids[:1])
+        root = plan.constraint()
         ranked = torch.topk(pc.last_logits, min(4 * n + len(skip), pc.last_logits.numel()))
         for token in ranked.indices.tolist():
             if len(out) >= n:
@@ -880,6 +883,9 @@ class Engine:
             healed = prompt.healed
             if not piece or (healed and not (piece.startswith(healed) or healed.startswith(piece))):
                 continue  # it would not continue the text the prompt healing cut off
+            fork = root.fork() if root is not None else None
+            if fork is not None and not fork.allows(token):
+                continue  # e.g. an invented member as the first token
             cancel.check()
             with pc.session() as kv:
                 tokens = generate(
@@ -891,11 +897,12 @@ class Engine:
                     0.0,
                     self.format.stop_ids,
                     first=token,
-                    constraint=plan.constraint(),
+                    constraint=fork,
                     stats=self.totals,
                 )
-                visible, _, _ = self._apply_rules(tokens, rules, healed, cancel)
-            text = rules.finish(visible)
+                visible, reason, ids = self._apply_rules(tokens, rules, healed, cancel)
+            decoded = Decoded(visible, reason, ids, [], 0.0)
+            text = self._guarded(plan, decoded, rules.finish(visible))
             if text.strip() and text not in seen:
                 seen.add(text)
                 out.append(text)

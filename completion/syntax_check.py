@@ -429,23 +429,20 @@ class SyntaxChecker:
         """(text, action, errors of text): the rules of :meth:`check`."""
         if self._parser is None:
             return suggestion, "unchecked", 0
-        errors = self._errors(suggestion, line_mode)
+        errors = self._errors(suggestion)
         if errors.clean and self._balanced(suggestion, line_mode):
             return suggestion, "kept", 0
         closers = unclosed_closers(suggestion, self._lexicon) if line_mode else ""
-        if closers and self._errors(suggestion + closers, line_mode).clean:
+        if closers and self._errors(suggestion + closers).clean:
             return suggestion + closers, "closed", 0
         if line_mode:  # brackets the line opened before the cursor, left open by it too
             head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
             line_closers = unclosed_closers(head + suggestion, self._lexicon)
-            if (
-                line_closers not in ("", closers)
-                and self._errors(suggestion + line_closers, line_mode).clean
-            ):
+            if line_closers not in ("", closers) and self._errors(suggestion + line_closers).clean:
                 return suggestion + line_closers, "closed", 0
         tried: list[tuple[str, Errors]] = []
         for prefix in candidates(suggestion, boundaries, line_mode):
-            prefix_errors = self._errors(prefix, line_mode)
+            prefix_errors = self._errors(prefix)
             if prefix_errors.clean and self._balanced(prefix, line_mode):
                 return prefix, "trimmed", 0
             tried.append((prefix, prefix_errors))
@@ -479,42 +476,47 @@ class SyntaxChecker:
 
     @functools.cached_property
     def _judge(self) -> Judge | None:
-        """CPython's parser on this document (Python only; None past its size limit)."""
-        if not self._python:
-            return None
-        head = self._pre.decode("utf-8", "surrogatepass")
-        return Judge.of(head, self._post.decode("utf-8", "surrogatepass"))
+        """CPython's parser on the cursor's top-level statements (Python only).
 
-    def _errors(self, suggestion: str, line_mode: bool) -> Errors:
+        None past the judge's size limit. The window: from the top-level statement that
+        holds the cursor's row (or comes last before it) to the end of the first code
+        statement after that row, whole rows. Top-level statements parse on their own,
+        so a window judges like the file at a fraction of the cost.
+        """
+        if not self._python or self._base is None:
+            return None
+        first, last = self._window_rows()
+        pre = self._pre.decode("utf-8", "surrogatepass").split("\n")
+        post = self._post.decode("utf-8", "surrogatepass").split("\n")
+        row = len(pre) - 1
+        return Judge.of("\n".join(pre[first:]), "\n".join(post[: last - row + 1]))
+
+    def _window_rows(self) -> tuple[int, int]:
+        """First and last row (inclusive) of :meth:`_judge`'s window, in the base tree."""
+        assert self._base is not None
+        row = self._point[0]
+        first, last = 0, None
+        for child in self._base.root_node.children:
+            start = child.start_point[0]
+            if start <= row:
+                first = start
+            elif child.type != "comment":
+                last = child.end_point[0]
+                break
+        return first, last if last is not None else self._base.root_node.end_point[0]
+
+    def _errors(self, suggestion: str) -> Errors:
         """Errors in the region with ``suggestion`` inserted.
 
         tree-sitter's ERROR/MISSING nodes there; for Python, CPython's parser's verdict
-        (:mod:`completion.python_parse`) where it can differ (:meth:`_judged`), asked
-        only when tree-sitter finds no more errors than before (otherwise the suggestion
-        is rejected either way).
+        (:mod:`completion.python_parse`), asked only when tree-sitter finds no more errors
+        than before (otherwise the suggestion is rejected either way).
         """
         if not suggestion:
             return self._errors_before
         errors = self._count(self._parse(suggestion), suggestion)
         judge = self._judge if errors <= self._ts_before else None
-        if judge is None or not self._judged(suggestion, line_mode):
-            return Errors(errors)
-        return Errors(errors, judge.added_error(suggestion))
-
-    def _judged(self, suggestion: str, line_mode: bool) -> bool:
-        """Whether CPython's parser may see an error here that tree-sitter does not.
-
-        Always in block mode. In line mode only when the suggestion breaks the line or
-        the line it completes ends with ``:`` (a header needs a body below). Within one
-        line the judges rarely differ (an assignment to a call, a dotted name in an
-        import list) but for brackets left open, which line mode refuses anyway: not
-        asked there, to save a parse (about 2 ms per 1,000 lines) on most checks.
-        """
-        if not line_mode or "\n" in suggestion:
-            return True
-        head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
-        rest = self._post[: self._tail].decode("utf-8", "surrogatepass")
-        return (head + suggestion + rest).rstrip().endswith(":")
+        return Errors(errors, judge.added_error(suggestion) if judge is not None else 0)
 
     def _count(self, tree: Tree, suggestion: str) -> int:
         """ERROR/MISSING nodes of ``tree`` (``suggestion`` inserted) in the region."""

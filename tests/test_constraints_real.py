@@ -4,6 +4,7 @@ the paths that depend on when the oracle answers, made deterministic."""
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 
 import pytest
 
@@ -62,3 +63,19 @@ def test_a_late_answer_decodes_again_constrained(engine: Engine) -> None:
     # come by the review, so it is decoded again with the members known.
     assert engine.totals.memberRedecodes == before + 1
     assert name(out) and hasattr(textwrap, name(out)), out
+
+
+def test_alternatives_decode_under_their_own_fork_of_the_constraints(engine: Engine) -> None:
+    """Each alternative (the panel's drafts) writes a real member of textwrap."""
+    engine.oracle.close()
+    engine.oracle = MemberOracle()
+    opts = CompletionOptions(max_tokens=8, multiline="never", oracle_budget_ms=10_000)
+    req = CompletionRequest("file:///tmp/alts.py", TEXTWRAP, len(TEXTWRAP), opts, language="python")
+    off = engine.complete(replace(req, options=replace(opts, members=False)), alternatives=4)
+    invented = [a for a in off.alternatives if not hasattr(textwrap, name(a))]
+    assert invented, off.alternatives  # the model's next likeliest first tokens invent some
+    on = engine.complete(req, alternatives=4)
+    assert on.alternatives
+    for alt in [on.text, *on.alternatives]:
+        member = alt.lstrip().split("(")[0]  # "textwrap. re" is textwrap.re
+        assert member.isidentifier() and hasattr(textwrap, member), (on.text, on.alternatives)

@@ -386,6 +386,10 @@ def _session(bench: _DecodeBench, s: _Session) -> None:
         eng.forget(s.key)
 
 
+CONSTRAINT_COUNTERS = ("memberQueries", "memberMasked", "memberUnknown", "syntaxChecks")
+"""What ``--constraints`` runs report: that the monitor and the check were at work."""
+
+
 def _make_bench(loaded: Any, args: argparse.Namespace) -> tuple[_DecodeBench, dict[int, float]]:
     """The two engines and their options; the verify-cost curve measured on them."""
     from completion.engine import CompletionOptions
@@ -434,12 +438,17 @@ def run_decode(args: argparse.Namespace) -> int:
     rows = bench.rows
     report = summarize(rows, loaded, costs, args)
     report["verifyCostLearned"] = bench.engines["on"].verify_cost()
+    report["constraintCounters"] = {
+        name: {k: getattr(eng.totals, k) for k in CONSTRAINT_COUNTERS}
+        for name, eng in bench.engines.items()
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     name = "decode" if o.get("model", "default") == "default" else f"decode-{Path(o['model']).name}"
     name += "-constraints" if args.constraints else ""
     report_json = {**report, "rows": [r.to_json() for r in rows]}
     (args.out / f"{name}.json").write_text(json.dumps(report_json, indent=1))
     print_report(report)
+    print(f"constraints (both engines, all repeats): {report['constraintCounters']}")
     print(f"written: {args.out / (name + '.json')}")
     return 0 if report["identical"] == 1.0 else 1
 

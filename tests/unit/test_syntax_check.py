@@ -483,3 +483,22 @@ def test_the_parser_judge_attributes_only_errors_near_the_suggestion() -> None:
     assert judge.added_error("3\nif y:") == 1  # a header with no body, right here
     assert judge.added_error("(") == 1  # "(" never closed: reported at its row
     assert Judge.of("x" * 200_000, "y") is None  # too long to judge
+
+
+def test_what_tree_sitter_accepts_on_one_line_cpython_may_not() -> None:
+    # "textwrap. re" is textwrap.re; "limit" after it is no Python.
+    doc = "import textwrap\n\n\ndef fmt(s):\n    return textwrap.|\n"
+    verdict = checker(doc).check(" re limit", line_mode=True, boundaries=[3])
+    assert (verdict.text, verdict.action) == (" re", "trimmed")
+
+
+def test_the_parser_judges_the_top_level_statements_around_the_cursor() -> None:
+    doc = (
+        "import os\n\n\ndef a():\n    x = |1\n\n\n# c\ndef b():\n    return 2\n\n\n"
+        "def broken(:\n    pass\n"
+    )
+    check = checker(doc)
+    assert check._window_rows() == (3, 9)  # from def a to the end of def b
+    # The error in broken() is outside the window: what parses around it is kept.
+    assert check.check("2 + ", line_mode=True).action == "kept"  # x = 2 + 1
+    assert check.check("2 if", line_mode=True).text == "2"  # x = 2 if1
