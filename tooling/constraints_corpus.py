@@ -34,7 +34,7 @@ import urllib.request
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from completion.install import sha256_of
 
@@ -451,8 +451,25 @@ def _nodes(f: SourceFile, kind: str) -> list[Any]:
     return out
 
 
+class Cut(NamedTuple):
+    """A position before it is made: ``text[start:end]`` removed, the cursor at ``start``.
+
+    Candidates are kept as cuts (a :class:`Position` holds a copy of its file's text: a
+    file's thousands of candidates as positions took gigabytes).
+    """
+
+    start: int
+    end: int
+    member: str | None = None
+
+
 def member_positions(f: SourceFile, pkg: str) -> list[Position]:
     """Member uses ``expr.name`` (not targets, not in strings), cursor right after the dot."""
+    return [_cut(f, pkg, "member", *c) for c in member_cuts(f)]
+
+
+def member_cuts(f: SourceFile) -> list[Cut]:
+    """The cuts of :func:`member_positions`, by cursor."""
     out = []
     for node in _nodes(f, "attribute"):
         name = node.child_by_field_name("attribute")
@@ -463,8 +480,8 @@ def member_positions(f: SourceFile, pkg: str) -> list[Position]:
         c = f.s(name.start_byte)
         if f.text[c - 1] != "." or not f.in_code(c):
             continue
-        out.append(_cut(f, pkg, "member", c, f.line_end(c), f.text[c : f.s(name.end_byte)]))
-    return sorted(out, key=lambda p: p.cursor)
+        out.append(Cut(c, f.line_end(c), f.text[c : f.s(name.end_byte)]))
+    return sorted(out, key=lambda cut: cut.start)
 
 
 def mid_position(f: SourceFile, pkg: str, rng: random.Random) -> Position | None:
@@ -484,6 +501,11 @@ def mid_position(f: SourceFile, pkg: str, rng: random.Random) -> Position | None
 
 def eol_positions(f: SourceFile, pkg: str) -> list[Position]:
     """The cursor at the end of a code line whose next line is code: that line is removed."""
+    return [_cut(f, pkg, "eol", *c) for c in eol_cuts(f)]
+
+
+def eol_cuts(f: SourceFile) -> list[Cut]:
+    """The cuts of :func:`eol_positions`."""
     lines, out = f.text.split("\n"), []
     for i in range(len(lines) - 1):
         here, below = lines[i], lines[i + 1]
@@ -493,12 +515,17 @@ def eol_positions(f: SourceFile, pkg: str) -> list[Position]:
         first = f.line_starts[i + 1] + len(below) - len(below.lstrip())
         if here.rstrip() != here or not (f.in_code(end) and f.in_code(first)):
             continue
-        out.append(_cut(f, pkg, "eol", end, f.line_end(end + 1)))
+        out.append(Cut(end, f.line_end(end + 1)))
     return out
 
 
 def block_positions(f: SourceFile, pkg: str) -> list[Position]:
     """Statements in function bodies (not docstrings), cursor at their first character."""
+    return [_cut(f, pkg, "block", *c) for c in block_cuts(f)]
+
+
+def block_cuts(f: SourceFile) -> list[Cut]:
+    """The cuts of :func:`block_positions`."""
     out = []
     for block in _nodes(f, "block"):
         if not _inside(block, ("function_definition",)) and (
@@ -514,7 +541,7 @@ def block_positions(f: SourceFile, pkg: str) -> list[Position]:
             line_start = f.text.rfind("\n", 0, s) + 1
             if f.text[line_start:s].strip():
                 continue  # a one-line block after a colon
-            out.append(_cut(f, pkg, "block", s, e))
+            out.append(Cut(s, e))
     return out
 
 
@@ -526,13 +553,13 @@ def _is_docstring(st: Any) -> bool:
     )
 
 
-def _candidates(f: SourceFile, pkg: str, kind: str) -> list[Position]:
+def _candidates(f: SourceFile, kind: str) -> list[Cut]:
     if kind == "member":
-        return member_positions(f, pkg)
+        return member_cuts(f)
     if kind == "eol":
-        return eol_positions(f, pkg)
+        return eol_cuts(f)
     if kind == "block":
-        return block_positions(f, pkg)
+        return block_cuts(f)
     raise ValueError(kind)
 
 
@@ -566,7 +593,7 @@ def draw_positions(
     names = sorted(p for p in sources if sources[p])
     out: list[Position] = []
     seen: set[tuple[str, str, int]] = set()
-    cache: dict[str, list[Position]] = {}
+    cache: dict[str, list[Cut]] = {}
     misses = dict.fromkeys(names, 0)
     turn = 0
     while len(out) < n and names:
@@ -585,12 +612,12 @@ def draw_positions(
 
 
 def _draw_in_file(
-    f: SourceFile, pkg: str, kind: str, rng: random.Random, cache: dict[str, list[Position]]
+    f: SourceFile, pkg: str, kind: str, rng: random.Random, cache: dict[str, list[Cut]]
 ) -> Position | None:
     if kind == "mid":
         return mid_position(f, pkg, rng)
     key = f"{pkg}/{f.rel}"
     if key not in cache:
-        cache[key] = _candidates(f, pkg, kind)
+        cache[key] = _candidates(f, kind)
     found = cache[key]
-    return rng.choice(found) if found else None
+    return _cut(f, pkg, kind, *rng.choice(found)) if found else None
