@@ -716,7 +716,8 @@ class Engine:
         """Decode once more, constrained, when a late oracle answer refutes a member.
 
         That is: the suggestion invents a member at a site decoded unconstrained because
-        the oracle's answer was late, and the answer has come since. The suggestion would otherwise be cut before that member (often to nothing, when
+        the oracle's answer was late, and the answer has come since; or at a ``self.``
+        site left free because it may define a member, where it wrote a use instead. The suggestion would otherwise be cut before that member (often to nothing, when
         the site is the cursor's own ``obj.``): the constrained decode keeps what the
         model would write with the members known.
         """
@@ -724,7 +725,10 @@ class Engine:
         text = plan.rules.finish(decoded.visible)
         if guards is None or not guards.members or not text:
             return decoded
-        if guards.review(text, plan.prompt.healed) >= len(text) or not guards.lookup.retry_late():
+        if guards.review(text, plan.prompt.healed) >= len(text):
+            return decoded
+        late, uses = guards.lookup.retry_late(), guards.constrain_refuted_uses()
+        if not (late or uses):
             return decoded
         self.totals.memberRedecodes += 1
         return self._decode(pc, plan, None, cancel)

@@ -204,6 +204,7 @@ class Guards:
             encode=encode,
             stats=stats,
         )
+        self._refuted_uses: list[int] = []
         if self.members:
             self._prefetch()
 
@@ -220,8 +221,21 @@ class Guards:
         """
         budget = self.lookup.budget_s
         self.lookup.settle(None if budget is None else budget * REVIEW_STEPS)
-        cut = MemberMonitor(self._texts(), self.context).review(healed + text)
+        monitor = MemberMonitor(self._texts(), self.context)
+        cut = monitor.review(healed + text)
+        self._refuted_uses = monitor.refuted_uses
         return max(0, cut - len(healed))
+
+    def constrain_refuted_uses(self) -> bool:
+        """Constrain from now on the ``self.`` sites the last review cut as uses.
+
+        A statement opened by ``self.`` may define a member, so it is decoded free; when
+        the decode wrote a use there instead (no assignment) and the member does not
+        exist, the next decode of this request constrains it. True if any is new.
+        """
+        new = [dot for dot in self._refuted_uses if dot not in self.context.uses]
+        self.context.uses.update(new)
+        return bool(new)
 
     def monitor(self) -> MemberMonitor | None:
         """A fresh member monitor for one decode (None when members are off here)."""

@@ -206,6 +206,14 @@ class MemberContext:
     """Text -> token ids (the rest of the only name left becomes a draft)."""
     stats: ConstraintStats = field(default_factory=ConstraintStats)
     """Where refused picks are counted (``memberMasked``; shared by forks)."""
+    uses: set[int] = field(default_factory=set)
+    """Dots (offsets in ``before`` + generated) of ``self.``-opened sites known to be
+    uses, not definitions: a decode wrote something else than an assignment there and
+    the review refuted its member, so the next decode constrains them."""
+
+    def defines(self, text: str, dot: int) -> bool:
+        """Whether the site at ``dot`` may define a member (:func:`may_define`)."""
+        return dot not in self.uses and may_define(text, dot)
 
 
 class MemberMonitor:
@@ -221,6 +229,8 @@ class MemberMonitor:
         self._out = [""]
         self._scan = [Scan()]
         self.accepted: list[int] = []
+        self.refuted_uses: list[int] = []
+        """Dots of sites that may define a member where :meth:`review` cut (not assigned)."""
 
     ##### the protocol #####
 
@@ -316,7 +326,7 @@ class MemberMonitor:
 
     def _site_ok(self, text: str, dot: int, ask: bool) -> bool:
         site = site_at(text, dot)
-        if site is None or may_define(text, dot):
+        if site is None or self.ctx.defines(text, dot):
             return True
         names = self.ctx.lookup(text[: dot + 1] + self.ctx.after, dot + 1, ask)
         if names is False:
@@ -330,7 +340,7 @@ class MemberMonitor:
         if dot is None:
             return None
         site = site_at(text, dot)
-        if site is None or may_define(text, dot):
+        if site is None or self.ctx.defines(text, dot):
             return None
         return site, self.ctx.lookup(text[: dot + 1] + self.ctx.after, dot + 1, ask)
 
@@ -373,7 +383,7 @@ class MemberMonitor:
             return
         dot = len(text)
         joined = text + "."
-        if may_define(joined, dot):
+        if self.ctx.defines(joined, dot):
             return
         names = self.ctx.lookup(joined + self.ctx.after, dot + 1, True)
         if not isinstance(names, Names):
@@ -400,7 +410,8 @@ class MemberMonitor:
 
         Every site in ``suggestion`` with a known member list is checked (answers that
         came late count now; sites that may define a member pass when an assignment
-        follows). Returns ``len(suggestion)`` when nothing is wrong.
+        follows; a cut at one that does not is noted in :attr:`refuted_uses`). Returns
+        ``len(suggestion)`` when nothing is wrong.
         """
         if not self.ctx.in_code:
             return len(suggestion)
@@ -413,10 +424,14 @@ class MemberMonitor:
             if site is None:
                 continue
             end = dot + 1 + len(site.name)
-            if may_define(text, dot) and _ASSIGNED.match(text, end):
+            defines = self.ctx.defines(text, dot)
+            if defines and _ASSIGNED.match(text, end):
                 continue
-            names = self.ctx.lookup(text[: dot + 1] + self.ctx.after, dot + 1, False)
+            # A site left free while decoding (it may define) is asked now, waiting.
+            names = self.ctx.lookup(text[: dot + 1] + self.ctx.after, dot + 1, defines)
             if isinstance(names, Names) and not names.fits(site.name, end < len(text)):
+                if defines:
+                    self.refuted_uses.append(dot)
                 return max(0, dot - base)
         return len(suggestion)
 

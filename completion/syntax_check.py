@@ -430,7 +430,7 @@ class SyntaxChecker:
         if self._parser is None:
             return suggestion, "unchecked", 0
         errors = self._errors(suggestion)
-        if errors.clean and self._balanced(suggestion, line_mode):
+        if errors.clean:
             return suggestion, "kept", 0
         closers = unclosed_closers(suggestion, self._lexicon) if line_mode else ""
         if closers and self._errors(suggestion + closers).clean:
@@ -443,7 +443,7 @@ class SyntaxChecker:
         tried: list[tuple[str, Errors]] = []
         for prefix in candidates(suggestion, boundaries, line_mode):
             prefix_errors = self._errors(prefix)
-            if prefix_errors.clean and self._balanced(prefix, line_mode):
+            if prefix_errors.clean:
                 return prefix, "trimmed", 0
             tried.append((prefix, prefix_errors))
         return self._fallback(suggestion, errors, tried, line_mode)
@@ -478,9 +478,11 @@ class SyntaxChecker:
     def _judge(self) -> Judge | None:
         """CPython's parser on the cursor's top-level statements (Python only).
 
-        None past the judge's size limit. The window: from the top-level statement that
-        holds the cursor's row (or comes last before it) to the end of the first code
-        statement after that row, whole rows. Top-level statements parse on their own,
+        None past the judge's size limit. The window: from the top-level statement (one
+        starting at column 0) that holds the cursor's row or comes last before it, to
+        the end of the first code
+        statement after that row that tree-sitter parsed without error at column 0 (in a
+        broken document its top-level nodes are pieces), whole rows. Top-level statements parse on their own,
         so a window judges like the file at a fraction of the cost.
         """
         if not self._python or self._base is None:
@@ -499,10 +501,11 @@ class SyntaxChecker:
         for child in self._base.root_node.children:
             start = child.start_point[0]
             if start <= row:
-                first = start
+                first = start if child.start_point[1] == 0 else first
             elif child.type != "comment":
                 last = child.end_point[0]
-                break
+                if not child.has_error and child.start_point[1] == 0:
+                    break  # a broken statement may hold what closes the cursor's
         return first, last if last is not None else self._base.root_node.end_point[0]
 
     def _errors(self, suggestion: str) -> Errors:

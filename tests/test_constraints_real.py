@@ -79,3 +79,36 @@ def test_alternatives_decode_under_their_own_fork_of_the_constraints(engine: Eng
     for alt in [on.text, *on.alternatives]:
         member = alt.lstrip().split("(")[0]  # "textwrap. re" is textwrap.re
         assert member.isidentifier() and hasattr(textwrap, member), (on.text, on.alternatives)
+
+
+TOKENIZER = """class Tokenizer:
+    def __init__(self, text):
+        self.text = text
+        self.pos = 0
+        self.tokens = []
+
+    def _emit(self, kind, value):
+        self.tokens.append((kind, value))
+
+    def _advance(self, n):
+        self.pos += n
+
+    def run(self):
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            if ch.isdigit():
+                self."""
+TOKENIZER_MEMBERS = {"text", "pos", "tokens", "_emit", "_advance", "run", *dir(object)}
+
+
+def test_a_self_statement_that_uses_an_invented_member_is_decoded_again(engine: Engine) -> None:
+    """``self.`` opening a statement may define a member: free while decoding; a use of
+    a member that does not exist is decoded again with the members known."""
+    engine.oracle.close()
+    engine.oracle = MemberOracle()
+    off = complete(engine, TOKENIZER, members=False, oracle_budget_ms=10_000)
+    assert name(off) not in TOKENIZER_MEMBERS, off  # checked: "add_token(ch)"
+    before = engine.totals.memberRedecodes
+    on = complete(engine, TOKENIZER, oracle_budget_ms=10_000)
+    assert name(on).split(".")[0] in TOKENIZER_MEMBERS, on
+    assert engine.totals.memberRedecodes == before + 1

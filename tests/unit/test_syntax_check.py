@@ -502,3 +502,10 @@ def test_the_parser_judges_the_top_level_statements_around_the_cursor() -> None:
     # The error in broken() is outside the window: what parses around it is kept.
     assert check.check("2 + ", line_mode=True).action == "kept"  # x = 2 + 1
     assert check.check("2 if", line_mode=True).text == "2"  # x = 2 if1
+
+
+def test_a_bracket_the_lines_below_close_is_kept() -> None:
+    doc = "PRICES = |\n    'a': 1,\n    '漢字': 2,\n}\n"
+    assert checker(doc).check("{", line_mode=True).action == "kept"
+    params = "class A:\n    def __i|\n        self,\n        fn,\n    ) -> None:\n        pass\n"
+    assert checker(params).check("nit__(", line_mode=True).text == "nit__("
