@@ -197,13 +197,16 @@ def _split_union(s: str) -> list[str]:
 def missing_names(errors: list[MypyError]) -> list[tuple[MypyError, str]]:
     """(error, name) for errors saying a receiver has no attribute ``name``.
 
-    ``union-attr`` counts only when every item of the union but ``None`` lacks it.
+    ``union-attr`` counts only when every item of the union but ``None`` lacks it; a
+    receiver mypy types as plain ``None`` (a variable set to None and assigned in a loop
+    it does not follow) does not count either, for the same reason.
     """
     out: list[tuple[MypyError, str]] = []
     items: dict[tuple[int, str, str], set[str]] = {}
     for e in errors:
         if e.code == "attr-defined" and (m := _NO_ATTR.search(e.message)):
-            out.append((e, m.group(1)))
+            if not e.message.startswith('"None" has no attribute'):
+                out.append((e, m.group(1)))
         elif e.code == "union-attr" and (m := _ITEM.match(e.message)):
             item, union, name = m.groups()
             flagged = items.setdefault((e.line, union, name), set())

@@ -295,6 +295,10 @@ def test_union_attr_counts_only_when_every_real_item_lacks_the_member() -> None:
     assert missing_names([only_none]) == []
     assert missing_names([one_of_two]) == []
     assert [n for _, n in missing_names(both)] == ["x"]
+    none_only = MypyError(4, '"None" has no attribute "usage_key"', "attr-defined")
+    assert missing_names([none_only]) == []  # mypy typed the receiver as None alone
+    real = MypyError(5, 'Module has no attribute "joinpath"', "attr-defined")
+    assert [n for _, n in missing_names([real])] == ["joinpath"]
 
 
 def _case(text: str, span: tuple[int, int], names: tuple[str, ...]) -> MypyCase:
