@@ -59,7 +59,8 @@ class Members(NamedTuple):
 
     names: frozenset[str] | None
     reason: str
-    """known | empty | dynamic | unsaved | error | timeout | unavailable | unsupported"""
+    """known | empty | dynamic | narrowed | lambda | unsaved | error | timeout | unavailable
+    | unsupported"""
 
 
 TIMEOUT = Members(None, "timeout")

@@ -6,14 +6,15 @@ line, in order::
     {"id": 1, "op": "members", "text": ..., "offset": 310, "path": ..., "roots": [...],
      "unsaved": [...]}
     -> {"id": 1, "names": ["append", ...] | null, "reason": "known" | "empty" | "dynamic"
-        | "unsaved" | "error", "ms": 3.1}
+        | "narrowed" | "lambda" | "unsaved" | "error", "ms": 3.1}
     {"id": 2, "op": "warm", "text": ..., "path": ..., "roots": [...]}  -> {"id": 2, "ms": ...}
 
 ``offset`` is a code point offset into ``text``, right after the member access's dot
 (turned into jedi's line and column with parso's line splitting, as jedi splits). Names are None unless the answer is a complete
 list of the receiver's members (reasons: no members known, a ``__getattr__`` that makes
 any name valid, a receiver narrowed by ``isinstance`` or known only as ``object``
-(jedi does not narrow), a member defined in a file with unsaved changes, or jedi failing).
+(jedi does not narrow), a ``lambda`` parameter (jedi takes an outer variable of its
+name), a member defined in a file with unsaved changes, or jedi failing).
 Anything jedi prints goes to stderr: stdout carries the answers only.
 """
 
@@ -63,6 +64,26 @@ def narrowed(text: str, offset: int) -> list[str] | None:
     if classes is None:
         return []
     return [c.strip() for c in classes.group(1).strip("()").split(",") if c.strip()]
+
+
+LAMBDA_LINES = 5
+"""How far above the access a ``lambda`` whose parameter is the receiver is looked for."""
+
+
+def lambda_parameter(text: str, offset: int) -> bool:
+    """Whether the receiver (a plain name) is a parameter of a ``lambda`` just above.
+
+    jedi resolves such a parameter to a variable of the same name in the enclosing
+    scope (``for idx, f in enumerate(...)`` then ``lambda idx: idx.split("-")``: int's
+    members, refusing ``split``), so its list is not the parameter's.
+    """
+    head = text[: offset - 1]
+    match = re.search(r"(?<![\w.])([A-Za-z_]\w*)$", head)
+    if match is None:
+        return False
+    above = "\n".join(head.splitlines()[-LAMBDA_LINES:])
+    name = re.escape(match.group(1))
+    return re.search(rf"\blambda\b[^:\n]*\b{name}\b[^:\n]*:", above) is not None
 
 
 def _complete(script: Any, text: str, offset: int) -> list[Any]:
@@ -137,6 +158,8 @@ def members(jedi: Any, request: dict[str, Any]) -> dict[str, Any]:
         return {"names": None, "reason": "empty"}
     if DYNAMIC & names:
         return {"names": None, "reason": "dynamic"}
+    if lambda_parameter(text, offset):
+        return {"names": None, "reason": "lambda"}
     classes = narrowed(text, offset)
     if classes is not None:
         extra = _narrowed_members(jedi, request, classes) if classes else None

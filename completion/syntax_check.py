@@ -432,6 +432,12 @@ class SyntaxChecker:
         errors = self._errors(suggestion)
         if errors.clean:
             return suggestion, "kept", 0
+        indent = self._excess_indent(suggestion)
+        if indent:
+            shifted = [b - indent for b in boundaries if b > indent]
+            text, action, left = self._decide(suggestion[indent:], line_mode, shifted)
+            if action != "dropped":
+                return text, "trimmed" if action == "kept" else action, left
         closers = unclosed_closers(suggestion, self._lexicon) if line_mode else ""
         if closers and self._errors(suggestion + closers).clean:
             return suggestion + closers, "closed", 0
@@ -447,6 +453,18 @@ class SyntaxChecker:
                 return prefix, "trimmed", 0
             tried.append((prefix, prefix_errors))
         return self._fallback(suggestion, errors, tried, line_mode)
+
+    def _excess_indent(self, suggestion: str) -> int:
+        """How much whitespace opens ``suggestion`` although the cursor is indented already.
+
+        The cursor after a line's indentation and a suggestion that starts with more
+        (Qwen writes ``    for ...`` there): its first line would be over-indented.
+        0 when the cursor's line has text or no indentation before the cursor.
+        """
+        head = self._pre[self._lo :]
+        if not head or head.strip(b" \t"):
+            return 0
+        return len(suggestion) - len(suggestion.lstrip(" \t"))
 
     def _balanced(self, text: str, line_mode: bool) -> bool:
         """Line mode: ``text`` leaves no bracket or quote it opened open (block: True)."""

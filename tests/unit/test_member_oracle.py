@@ -36,6 +36,12 @@ def test_what_jedi_cannot_know_is_unknown(oracle: MemberOracle) -> None:
     assert ask(oracle, "def f(event):\n    return event.")[1] in ("empty", "narrowed")
     unknowable = "def f(v: object, k):\n    if isinstance(v, k):\n        return v."
     assert ask(oracle, unknowable) == (None, "narrowed")  # narrowed to what?
+    # jedi gives a lambda parameter the type of an outer variable of the same name (int).
+    shadowed = (
+        "def pick(names):\n    for idx, name in enumerate(names):\n        print(idx)\n"
+        "    parse = lambda idx: (\n        int(idx."
+    )
+    assert ask(oracle, shadowed) == (None, "lambda")
 
 
 def test_a_narrowed_receiver_gets_the_narrowed_types_members(oracle: MemberOracle) -> None:

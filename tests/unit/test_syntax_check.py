@@ -509,3 +509,17 @@ def test_a_bracket_the_lines_below_close_is_kept() -> None:
     assert checker(doc).check("{", line_mode=True).action == "kept"
     params = "class A:\n    def __i|\n        self,\n        fn,\n    ) -> None:\n        pass\n"
     assert checker(params).check("nit__(", line_mode=True).text == "nit__("
+
+
+def test_a_first_line_indented_past_the_cursor_s_indentation_is_trimmed() -> None:
+    # The cursor after the body's indentation; the model writes four spaces more.
+    doc = "def walk(n):\n    |\n    return n\n"
+    suggestion = "    for child in n.children:\n        walk(child)"
+    verdict = checker(doc).check(suggestion, line_mode=False)
+    assert (verdict.text, verdict.action) == (
+        "for child in n.children:\n        walk(child)",
+        "trimmed",
+    )
+    # At column 0 the indentation is the suggestion's own: kept.
+    flat = checker("def walk(n):\n|\n    return n\n")
+    assert flat.check("    print(n)", line_mode=False).action == "kept"
