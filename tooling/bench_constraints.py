@@ -543,13 +543,15 @@ def overhead(
 
     With ``baseline`` (the same positions with the constraints off), what those rows
     spent on masks (token healing, one-line mode) is taken off first: the time the
-    member monitor and the syntax check added.
+    member monitor and the syntax check added. Requests that ran no decode step (a
+    one-token answer read off the prompt's last logits: 2-3 ms of "decode") have no
+    step to take a share of and are left out.
     """
     before = {r.position: part(r) for r in baseline or []}
     shares = [
         max(0.0, part(r) - before.get(r.position, 0.0)) / r.decode_ms
         for r in rows
-        if r.decode_ms > 0
+        if r.decode_ms > 0 and r.counters.get("decodeCostSteps", 0.0) > 0
     ]
     parts = ("maskMs", "oracleMs", "reviewMs", "syntaxMs")
     return {

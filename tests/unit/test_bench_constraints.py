@@ -383,6 +383,7 @@ def _row(constraints: str, **kw: object) -> Row:
         "total_ms": 100.0,
         "decode_ms": 50.0,
         "tokens": 5,
+        "counters": {"decodeCostSteps": 4.0},
     }
     return Row(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -445,6 +446,8 @@ def test_compare_overhead_latency_and_speculation() -> None:
     assert c["speculation"]["off"]["acceptance"] == 0.5
     assert c["speculation"]["on"]["costStepsPerToken"] == pytest.approx(3.0 / 5)
     assert overhead([_row("on", decode_ms=0.0)])["n"] == 0  # typed through: nothing decoded
+    # One token read off the prompt's logits: no decode step to take a share of.
+    assert overhead([_row("on", decode_ms=2.0, counters={"syntaxMs": 1.5})])["n"] == 0
 
 
 def _oracle(known: bool, allowed: bool | None, reason: str = "known") -> OracleRow:
