@@ -432,6 +432,9 @@ class SyntaxChecker:
         errors = self._errors(suggestion)
         if errors.clean:
             return suggestion, "kept", 0
+        dedented = self._dedented(suggestion)
+        if dedented is not None and self._errors(dedented).clean:
+            return dedented, "trimmed", 0
         indent = self._excess_indent(suggestion)
         if indent:
             shifted = [b - indent for b in boundaries if b > indent]
@@ -453,6 +456,24 @@ class SyntaxChecker:
                 return prefix, "trimmed", 0
             tried.append((prefix, prefix_errors))
         return self._fallback(suggestion, errors, tried, line_mode)
+
+    def _dedented(self, suggestion: str) -> str | None:
+        """``suggestion``'s new lines moved left to the cursor's line's indentation.
+
+        For a suggestion that starts a new line below a line that opens no block, and
+        indents it deeper than that line (``self.result = result`` four spaces past its
+        block: an unexpected indent). None when that is not the case.
+        """
+        rest = suggestion.lstrip("\r\n")
+        head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
+        if rest == suggestion or head.rstrip().endswith(":"):
+            return None
+        excess = (len(rest) - len(rest.lstrip(" \t"))) - (len(head) - len(head.lstrip(" \t")))
+        if excess <= 0:
+            return None
+        lines = suggestion.split("\n")
+        moved = [line[excess:] if not line[:excess].strip(" \t") else line for line in lines[1:]]
+        return "\n".join([lines[0], *moved])
 
     def _excess_indent(self, suggestion: str) -> int:
         """How much whitespace opens ``suggestion`` although the cursor is indented already.

@@ -448,7 +448,12 @@ def test_a_header_whose_body_follows_is_kept() -> None:
 
 def test_an_unexpected_indent_is_not_kept() -> None:
     doc = "class A:\r\n    def __init__(self, result):\n        self.x = 1|\n        return\n"
-    assert checker(doc).check("\n            self.result = result", line_mode=True).text == ""
+    # Moved left to its block: kept as the line the model meant.
+    moved = checker(doc).check("\n            self.result = result", line_mode=True)
+    assert (moved.text, moved.action) == ("\n        self.result = result", "trimmed")
+    # Under a header the deeper line is the body: not moved.
+    header = "def f(x):\n    if x:|\n    return x\n"
+    assert checker(header).check("\n        x += 1", line_mode=True).action == "kept"
     # The same line at the body's indentation parses.
     kept = checker(doc).check("\n        self.result = result", line_mode=True)
     assert kept.action == "kept"
