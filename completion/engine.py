@@ -717,7 +717,8 @@ class Engine:
 
         That is: the suggestion invents a member at a site decoded unconstrained because
         the oracle's answer was late, and the answer has come since; or at a ``self.``
-        site left free because it may define a member, where it wrote a use instead. The suggestion would otherwise be cut before that member (often to nothing, when
+        site left free because it may define a member, where it wrote a use instead.
+        The suggestion would otherwise be cut before that member (often to nothing, when
         the site is the cursor's own ``obj.``): the constrained decode keeps what the
         model would write with the members known.
         """

@@ -205,6 +205,8 @@ class Guards:
             stats=stats,
         )
         self._refuted_uses: list[int] = []
+        self._reviewed: tuple[tuple[str, str, int], int] | None = None
+        """The last review: (text, healed, constrained uses) -> its cut."""
         if self.members:
             self._prefetch()
 
@@ -219,12 +221,16 @@ class Guards:
 
         ``len(text)`` when there is none.
         """
+        key = (text, healed, len(self.context.uses))
+        if self._reviewed is not None and self._reviewed[0] == key:
+            return self._reviewed[1]  # the engine reviews before a second decode and after
         budget = self.lookup.budget_s
         self.lookup.settle(None if budget is None else budget * REVIEW_STEPS)
         monitor = MemberMonitor(self._texts(), self.context)
-        cut = monitor.review(healed + text)
+        cut = max(0, monitor.review(healed + text) - len(healed))
         self._refuted_uses = monitor.refuted_uses
-        return max(0, cut - len(healed))
+        self._reviewed = (key, cut)
+        return cut
 
     def constrain_refuted_uses(self) -> bool:
         """Constrain from now on the ``self.`` sites the last review cut as uses.

@@ -38,6 +38,16 @@ NARROWING_LINES = 40
 """How far above the access an ``isinstance`` check of the receiver is looked for."""
 
 
+def _receiver(text: str, offset: int) -> re.Match[str] | None:
+    """The receiver of the access whose dot ends ``text[:offset]``, if a plain name."""
+    return re.search(r"(?<![\w.])([A-Za-z_]\w*)$", text[: offset - 1])
+
+
+def _lines_above(text: str, offset: int, lines: int) -> str:
+    """The last ``lines`` lines before the access's dot (its own line's start included)."""
+    return "\n".join(text[: offset - 1].splitlines()[-lines:])
+
+
 _CLASSES = r"([A-Za-z_][\w.]*|\(\s*[A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*\s*,?\s*\))"
 
 
@@ -49,12 +59,11 @@ def narrowed(text: str, offset: int) -> list[str] | None:
     the narrowed one, so a subclass's members would be refused. ``[]`` when it was
     narrowed by something else than plain class names (unknown). None: not narrowed.
     """
-    head = text[: offset - 1]
-    match = re.search(r"(?<![\w.])([A-Za-z_]\w*)$", head)
-    if match is None:
+    receiver = _receiver(text, offset)
+    if receiver is None:
         return None
-    name = re.escape(match.group(1))
-    above = "\n".join(head.splitlines()[-NARROWING_LINES:])
+    name = re.escape(receiver.group(1))
+    above = _lines_above(text, offset, NARROWING_LINES)
     checks = list(
         re.finditer(rf"isinstance\(\s*{name}\s*,|type\(\s*{name}\s*\)\s+(?:is|==)", above)
     )
@@ -77,12 +86,11 @@ def lambda_parameter(text: str, offset: int) -> bool:
     scope (``for idx, f in enumerate(...)`` then ``lambda idx: idx.split("-")``: int's
     members, refusing ``split``), so its list is not the parameter's.
     """
-    head = text[: offset - 1]
-    match = re.search(r"(?<![\w.])([A-Za-z_]\w*)$", head)
-    if match is None:
+    receiver = _receiver(text, offset)
+    if receiver is None:
         return False
-    above = "\n".join(head.splitlines()[-LAMBDA_LINES:])
-    name = re.escape(match.group(1))
+    name = re.escape(receiver.group(1))
+    above = _lines_above(text, offset, LAMBDA_LINES)
     return re.search(rf"\blambda\b[^:\n]*\b{name}\b[^:\n]*:", above) is not None
 
 
@@ -97,12 +105,11 @@ def _complete(script: Any, text: str, offset: int) -> list[Any]:
 def _narrowed_members(jedi: Any, request: dict[str, Any], classes: list[str]) -> set[str] | None:
     """Members of instances of ``classes`` at the access (None if one is unknown)."""
     text, offset = request["text"], request["offset"]
-    head = text[: offset - 1]
-    receiver = re.search(r"[A-Za-z_]\w*$", head)
-    assert receiver is not None
+    receiver = _receiver(text, offset)
+    assert receiver is not None  # narrowed() found one
     found: set[str] = set()
     for cls in classes:
-        probe = f"{head[: receiver.start()]}({cls}())."
+        probe = f"{text[: receiver.start()]}({cls}())."
         probe_text = probe + text[offset:]
         script = jedi.Script(probe_text, path=request.get("path"), **_context(jedi, request))
         names = {c.name for c in _complete(script, probe_text, len(probe))}

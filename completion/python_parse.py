@@ -69,7 +69,7 @@ class Judge:
         """The first error with no suggestion inserted (parsed when first asked)."""
         return first_error(self.head + self.tail)
 
-    @property
+    @functools.cached_property
     def cursor_row(self) -> int:
         """The cursor's 0-based row (``\\n`` splits rows, as CPython counts them)."""
         return self.head.count("\n")

@@ -263,6 +263,11 @@ def _string_end(s: str, i: int, delim: str) -> int:
     return -1
 
 
+def indent_width(line: str) -> int:
+    """The spaces and tabs that open ``line``."""
+    return len(line) - len(line.lstrip(" \t"))
+
+
 def _char_class(ch: str) -> int:
     """0 whitespace, 1 word character (letters, digits, marks, ``_``), 2 punctuation."""
     if ch.isspace():
@@ -334,6 +339,9 @@ class SyntaxChecker:
         """
         cursor = max(0, min(cursor, len(text)))
         head = text[:cursor]
+        self._text, self._cursor = text, cursor
+        self._line_head = head[head.rfind("\n") + 1 :]
+        """The cursor's line before the cursor."""
         self._pre = head.encode("utf-8", "surrogatepass")
         self._post = text[cursor:].encode("utf-8", "surrogatepass")
         self._lexicon = LEXICONS.get(grammar_name(language_id) or "", C_LIKE_LEXICON)
@@ -403,8 +411,7 @@ class SyntaxChecker:
         end = partial.rfind("\n")
         if self._parser is None or end < 0:
             return True
-        line_head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
-        if unclosed_closers(line_head + partial, self._lexicon):
+        if unclosed_closers(self._line_head + partial, self._lexicon):
             return True
         prev = partial.rfind("\n", 0, end)
         line_start = self._lo if prev < 0 else len(self._pre) + utf8_len(partial[: prev + 1])
@@ -445,8 +452,7 @@ class SyntaxChecker:
         if closers and self._errors(suggestion + closers).clean:
             return suggestion + closers, "closed", 0
         if line_mode:  # brackets the line opened before the cursor, left open by it too
-            head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
-            line_closers = unclosed_closers(head + suggestion, self._lexicon)
+            line_closers = unclosed_closers(self._line_head + suggestion, self._lexicon)
             if line_closers not in ("", closers) and self._errors(suggestion + line_closers).clean:
                 return suggestion + line_closers, "closed", 0
         tried: list[tuple[str, Errors]] = []
@@ -465,10 +471,10 @@ class SyntaxChecker:
         block: an unexpected indent). None when that is not the case.
         """
         rest = suggestion.lstrip("\r\n")
-        head = self._pre[self._lo :].decode("utf-8", "surrogatepass")
+        head = self._line_head
         if rest == suggestion or head.rstrip().endswith(":"):
             return None
-        excess = (len(rest) - len(rest.lstrip(" \t"))) - (len(head) - len(head.lstrip(" \t")))
+        excess = indent_width(rest) - indent_width(head)
         if excess <= 0:
             return None
         lines = suggestion.split("\n")
@@ -482,10 +488,10 @@ class SyntaxChecker:
         (Qwen writes ``    for ...`` there): its first line would be over-indented.
         0 when the cursor's line has text or no indentation before the cursor.
         """
-        head = self._pre[self._lo :]
-        if not head or head.strip(b" \t"):
+        head = self._line_head
+        if not head or head.strip(" \t"):
             return 0
-        return len(suggestion) - len(suggestion.lstrip(" \t"))
+        return indent_width(suggestion)
 
     def _balanced(self, text: str, line_mode: bool) -> bool:
         """Line mode: ``text`` leaves no bracket or quote it opened open (block: True)."""
@@ -507,7 +513,7 @@ class SyntaxChecker:
                     return prefix, "trimmed", prefix_errors.tree
         return "", "dropped", before.tree
 
-    @property
+    @functools.cached_property
     def _errors_before(self) -> Errors:
         """Errors in the region with no suggestion: tree-sitter's, and CPython's if near."""
         judge = self._judge
@@ -517,18 +523,18 @@ class SyntaxChecker:
     def _judge(self) -> Judge | None:
         """CPython's parser on the cursor's top-level statements (Python only).
 
-        None past the judge's size limit. The window: from the top-level statement (one
-        starting at column 0) that holds the cursor's row or comes last before it, to
-        the end of the first code
-        statement after that row that tree-sitter parsed without error at column 0 (in a
-        broken document its top-level nodes are pieces), whole rows. Top-level statements parse on their own,
-        so a window judges like the file at a fraction of the cost.
+        None past the judge's size limit. The window, whole rows: from the top-level
+        statement (one starting at column 0) that holds the cursor's row or comes last
+        before it, to the end of the first code statement after that row that
+        tree-sitter parsed without error at column 0 (in a broken document its top-level
+        nodes are pieces). Top-level statements parse on their own, so a window judges
+        like the file at a fraction of the cost.
         """
         if not self._python or self._base is None:
             return None
         first, last = self._window_rows()
-        pre = self._pre.decode("utf-8", "surrogatepass").split("\n")
-        post = self._post.decode("utf-8", "surrogatepass").split("\n")
+        pre = self._text[: self._cursor].split("\n")
+        post = self._text[self._cursor :].split("\n")
         row = len(pre) - 1
         return Judge.of("\n".join(pre[first:]), "\n".join(post[: last - row + 1]))
 

@@ -737,14 +737,12 @@ def _document_sync(server: PieServer) -> None:
         for change in params.content_changes:
             if isinstance(change, types.TextDocumentContentChangePartial):
                 r = change.range
-                doc.apply_change(
+                cursor = doc.apply_change(
                     (r.start.line, r.start.character),
                     (r.end.line, r.end.character),
                     change.text,
                     ls.encoding,
-                )
-                start = doc.index.offset(r.start.line, r.start.character, ls.encoding, strict=False)
-                cursor = start + len(change.text)
+                ).new_end  # the end of the inserted text: where the user's cursor is
             else:
                 doc.replace_all(change.text)
                 cursor = None

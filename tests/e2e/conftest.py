@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lsprotocol import types
+from pytest_lsp import LanguageClient
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SERVER = [sys.executable, "-m", "lsp_server", "-v"]
@@ -38,3 +39,24 @@ def end_position(text: str, encoding: str) -> types.Position:
 def uri_for(name: str) -> str:
     """A file URI under tests/data (the file need not exist)."""
     return (DATA / name).as_uri()
+
+
+def change(
+    client: LanguageClient,
+    uri: str,
+    version: int,
+    start: types.Position,
+    end: types.Position,
+    text: str,
+) -> None:
+    """Send one ranged ``didChange``: ``text`` replaces ``start``..``end``."""
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=start, end=end), text=text
+                )
+            ],
+        )
+    )

@@ -13,7 +13,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from .conftest import CLIENTS, DATA, SERVER, end_position, server_env, units, uri_for
+from .conftest import CLIENTS, DATA, SERVER, change, end_position, server_env, units, uri_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -48,26 +48,6 @@ async def open_doc(client: LanguageClient, name: str, text: str, version: int = 
         )
     )
     return uri
-
-
-def change(
-    client: LanguageClient,
-    uri: str,
-    version: int,
-    start: types.Position,
-    end: types.Position,
-    text: str,
-) -> None:
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[
-                types.TextDocumentContentChangePartial(
-                    range=types.Range(start=start, end=end), text=text
-                )
-            ],
-        )
-    )
 
 
 async def inline(

@@ -25,7 +25,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from completion.models import is_converted, qwen_dir
 from tooling.client import PieClient
 
-from .conftest import SERVER, end_position, server_env
+from .conftest import SERVER, change, end_position, server_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -218,16 +218,7 @@ async def test_a_single_line_suggestion_leaves_no_bracket_open(
 def type_at_end(client: LanguageClient, uri: str, text: str, typed: str, version: int) -> str:
     """Send the didChange of typing ``typed`` at the end of ``text``; the new text."""
     end = end_position(text, "utf-16")
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[
-                types.TextDocumentContentChangePartial(
-                    range=types.Range(start=end, end=end), text=typed
-                )
-            ],
-        )
-    )
+    change(client, uri, version, end, end, typed)
     return text + typed
 
 

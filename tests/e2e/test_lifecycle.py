@@ -20,7 +20,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tooling.client import _plain
 
-from .conftest import SERVER, server_env, uri_for
+from .conftest import SERVER, change, server_env, uri_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -71,16 +71,7 @@ def open_doc(client: LanguageClient, name: str, text: str) -> str:
 
 def insert(client: LanguageClient, uri: str, version: int, line: int, col: int, text: str) -> None:
     at = types.Position(line=line, character=col)
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[
-                types.TextDocumentContentChangePartial(
-                    range=types.Range(start=at, end=at), text=text
-                )
-            ],
-        )
-    )
+    change(client, uri, version, at, at, text)
 
 
 def inline_params(uri: str, line: int, col: int) -> types.InlineCompletionParams:
