@@ -57,6 +57,7 @@ from .suggestion_memory import (
     token_margins,
     typed_through,
 )
+from .syntax import grammar_name
 from .verify import AheadDraft, SpecStats, forward_with_draft, speculative_generate
 
 TAIL_TOKENS = 32
@@ -343,7 +344,9 @@ class Engine:
     def _plan(self, req: CompletionRequest) -> Plan:
         """What a request needs before it touches the cache: rules, prompt, drafts."""
         opts = req.options
-        rules = StopRules.at(req.text, req.cursor, opts.multiline)
+        # A Python header alone breaks the file: with the syntax check it takes its body.
+        header_body = opts.syntax and grammar_name(req.language) == "python"
+        rules = StopRules.at(req.text, req.cursor, opts.multiline, header_body)
         prompt = self._prompt(req)
         generator = None
         if opts.temperature > 0 and opts.seed is not None:

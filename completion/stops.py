@@ -6,6 +6,8 @@ Modes:
   completion ends at the end of the line. When nothing but whitespace follows the
   cursor on its line, the completion may first move to the next line (``def f():|``
   gets the body's first line), except under "never": then it never holds a line break.
+  With ``header_body`` (the syntax check, for Python) a line that opens a block goes on
+  through its body's first line.
 - ``block``: the cursor is on a line with nothing but whitespace. The completion runs to
   the end of the block: it stops before the first line indented less than the cursor,
   or, at the top level, before a new top-level line that follows a blank line.
@@ -24,6 +26,8 @@ Multiline = Literal["auto", "always", "never"]
 
 
 _PAIRS = {")": "(", "]": "[", "}": "{"}
+MAX_HEADERS = 3
+"""Line mode with ``header_body``: the most nested headers one suggestion goes through."""
 
 
 def _may_drop(text: str, overlap: str) -> bool:
@@ -61,9 +65,15 @@ class StopRules:
     """Line mode: whether the line may start with a line break when nothing follows the
     cursor (``def f():|`` gets the body's first line). False for ``multiline`` "never":
     such a suggestion never starts with or holds a line break."""
+    header_body: bool = False
+    """Line mode with nothing after the cursor: a line that opens a block (ends in
+    ``:``, as Python's headers do) goes on through the first line of its body, since
+    a header alone leaves the file without the body it needs."""
 
     @classmethod
-    def at(cls, text: str, cursor: int, multiline: Multiline = "auto") -> StopRules:
+    def at(
+        cls, text: str, cursor: int, multiline: Multiline = "auto", header_body: bool = False
+    ) -> StopRules:
         """Rules for a completion at str offset ``cursor`` of ``text``."""
         line_start = text.rfind("\n", 0, cursor) + 1
         nl = text.find("\n", cursor)
@@ -83,7 +93,8 @@ class StopRules:
                 if candidate.strip():
                     next_line = candidate.strip()
                     break
-        return cls(mode, rest, _indent(before), next_line, text[cursor:], multiline != "never")
+        lead_break = multiline != "never"
+        return cls(mode, rest, _indent(before), next_line, text[cursor:], lead_break, header_body)
 
     ##### During decoding #####
 
@@ -108,13 +119,46 @@ class StopRules:
                 body = stripped
                 ws = body[: _indent(body)]
                 lead, body = lead + ws, body[len(ws) :]
-        nl = body.find("\n")
+        nl = self._line_end(body)
+        if nl is None:
+            return lead + body, False
         if nl != -1:
             return lead + body[:nl].rstrip("\r"), True
         tail = self.rest_of_line.strip()
         if tail and body.rstrip().endswith(tail) and _may_drop(body.rstrip(), tail):
             return lead + body.rstrip()[: -len(tail)], True
         return lead + body, False
+
+    def _opens_block(self, line: str) -> bool:
+        """Whether ``line`` is a header whose body's first line the suggestion takes."""
+        code = line.strip()
+        return (
+            self.header_body
+            and self.lead_break
+            and not self.rest_of_line.strip()
+            and code.endswith(":")
+            and not code.startswith("#")
+        )
+
+    def _line_end(self, body: str) -> int | None:
+        """Where the suggestion's line in ``body`` ends (-1: not yet, no line break).
+
+        A header's line goes on through its body's first line, and so on for a body
+        line that is a header itself (up to :data:`MAX_HEADERS`); None while that line
+        is unfinished. A blank line after a header ends the suggestion at the header.
+        """
+        nl = body.find("\n")
+        start = 0
+        for _ in range(MAX_HEADERS):
+            if nl == -1 or not self._opens_block(body[start:nl]):
+                return nl
+            end = body.find("\n", nl + 1)
+            if end == -1:
+                return None
+            if not body[nl + 1 : end].strip():
+                return nl
+            start, nl = nl + 1, end
+        return nl
 
     def _cut_block(self, text: str) -> tuple[str, bool]:
         lines = text.split("\n")
@@ -139,7 +183,7 @@ class StopRules:
 
     def finish(self, text: str) -> str:
         """Final clean-up: trailing whitespace, overlap with the text after the cursor."""
-        text = text.rstrip() if self.mode == "block" else text.rstrip(" \t\r")
+        text = text.rstrip()
         if self.mode == "line":
             text = self._trim_overlap(text)
         if not text.strip():

@@ -464,22 +464,41 @@ class SyntaxChecker:
         return self._fallback(suggestion, errors, tried, line_mode)
 
     def _dedented(self, suggestion: str) -> str | None:
-        """``suggestion``'s new lines moved left to the cursor's line's indentation.
+        """``suggestion``'s new lines moved left to the indentation its block has.
 
-        For a suggestion that starts a new line below a line that opens no block, and
-        indents it deeper than that line (``self.result = result`` four spaces past its
-        block: an unexpected indent). None when that is not the case.
+        For a suggestion that starts a new line and indents it deeper than the block
+        there: below a line that opens no block, the cursor's line's indentation
+        (``self.result = result`` four spaces past its block: an unexpected indent);
+        below a header, the indentation of the body that follows in the document. None
+        when that is not the case or the body's indentation is unknown.
         """
         rest = suggestion.lstrip("\r\n")
-        head = self._line_head
-        if rest == suggestion or head.rstrip().endswith(":"):
+        target = self._block_indent()
+        if rest == suggestion or target is None:
             return None
-        excess = indent_width(rest) - indent_width(head)
+        excess = indent_width(rest) - target
         if excess <= 0:
             return None
         lines = suggestion.split("\n")
         moved = [line[excess:] if not line[:excess].strip(" \t") else line for line in lines[1:]]
         return "\n".join([lines[0], *moved])
+
+    def _block_indent(self) -> int | None:
+        """Indentation of a line that follows the cursor's line in its block.
+
+        The cursor's line's own indentation, unless that line opens a block (ends in
+        ``:``): then the next code line's below the cursor, if indented deeper (the
+        body), else None.
+        """
+        head = self._line_head
+        if not head.rstrip().endswith(":"):
+            return indent_width(head)
+        for line in self._text[self._cursor :].split("\n")[1:]:
+            code = line.strip()
+            if code and not code.startswith("#"):
+                width = indent_width(line)
+                return width if width > indent_width(head) else None
+        return None
 
     def _excess_indent(self, suggestion: str) -> int:
         """How much whitespace opens ``suggestion`` although the cursor is indented already.

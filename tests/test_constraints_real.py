@@ -3,6 +3,7 @@ the paths that depend on when the oracle answers, made deterministic."""
 
 from __future__ import annotations
 
+import ast
 import textwrap
 from dataclasses import replace
 
@@ -112,3 +113,16 @@ def test_a_self_statement_that_uses_an_invented_member_is_decoded_again(engine: 
     on = complete(engine, TOKENIZER, oracle_budget_ms=10_000)
     assert name(on).split(".")[0] in TOKENIZER_MEMBERS, on
     assert engine.totals.memberRedecodes == before + 1
+
+
+def test_a_header_written_at_the_end_of_a_line_takes_its_body(engine: Engine) -> None:
+    """Line mode: a header alone breaks the file; with the syntax check on the
+    suggestion goes on through the body's first line, and the file parses."""
+    head, tail = "def total(values):\n    result = 0", "\n    return result\n"
+    req = CompletionRequest("file:///tmp/hdr.py", head + tail, len(head), language="python")
+    opts = CompletionOptions(max_tokens=32, members=False)
+    off = engine.complete(replace(req, options=replace(opts, syntax=False))).text
+    assert off.rstrip().endswith(":") and "\n" not in off.strip(), off  # checked: a for header
+    on = engine.complete(replace(req, options=opts)).text
+    assert on.startswith(off + "\n"), on
+    ast.parse(head + on + tail)

@@ -125,6 +125,24 @@ def test_line_mode_may_move_to_next_line_when_nothing_follows():
     assert rules.cut(" x\ny") == (" x", True)  # no leading break: ordinary line
 
 
+def test_a_header_goes_on_through_its_body_line_with_header_body():
+    text = "def f(x):|\n    return x\n"
+    cursor = text.index("|")
+    rules = StopRules.at(text.replace("|", ""), cursor, "auto", header_body=True)
+    assert rules.cut("\n    if x:") == ("\n    if x:", False)
+    assert rules.cut("\n    if x:\n        ret") == ("\n    if x:\n        ret", False)
+    done = "\n    if x:\r\n        return 1"
+    assert rules.cut(done + "\r\n    y") == (done, True)
+    assert rules.cut("\n    if x:\n\n") == ("\n    if x:", True)  # blank: alone
+    assert rules.cut("\n    # note:\n    y") == ("\n    # note:", True)
+    nested = "\n    if x:\n        for y in x:\n            z"
+    assert rules.cut(nested + "\n    w") == (nested, True)
+    mid = StopRules.at("f(a, b)\n", 2, "auto", header_body=True)
+    assert mid.cut("key:\n    y\n") == ("key:", True)
+    never = StopRules.at("if x:\n", 5, "never", header_body=True)
+    assert never.cut("\n    y\n") == ("", True)
+
+
 def test_line_mode_trailing_whitespace_counts_as_nothing_following():
     rules = rules_at("x = 1|   \ny\n")
     assert rules.mode == "line"

@@ -459,6 +459,10 @@ def test_an_unexpected_indent_is_not_kept() -> None:
     # The same line at the body's indentation parses.
     kept = checker(doc).check("\n        self.result = result", line_mode=True)
     assert kept.action == "kept"
+    # Below a header: moved to the body that follows (Qwen's extra four spaces).
+    init = "class E:\n    def __init__(self, result):|\n        super().__init__()\n"
+    under = checker(init).check("\n            self.result = result", line_mode=True)
+    assert (under.text, under.action) == ("\n        self.result = result", "trimmed")
 
 
 def test_a_line_the_next_line_cannot_follow_is_not_kept() -> None:
