@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 from .constraints import ConstraintStats, TokenTexts
-from .member_oracle import PYTHON, MemberOracle, MemberQuery, supported
+from .member_oracle import PYTHON, MemberOracle, MemberQuery, Members, supported
 from .members import MemberContext, MemberMonitor, Names, Scan, dot_before, site_at
 from .syntax import make_parser
 from .syntax_check import SyntaxChecker
@@ -96,7 +96,7 @@ class OracleLookup:
                 self.stats.memberTimeouts += 1
                 self._late_queries.append(q)
                 self._timed_out[key] = q
-        names = Names(found.names) if found.names else None
+        names = _names(found)
         self.stats.memberUnknown += names is None
         self._memo[key] = names
         return names
@@ -125,11 +125,16 @@ class OracleLookup:
     def _late(self, text: str, offset: int) -> Names | None:
         """An answer that came after this request gave up waiting (None: still none)."""
         found = self.oracle.cached(self.query(text, offset))
-        return Names(found.names) if found is not None and found.names else None
+        return _names(found) if found is not None else None
 
     def prefetch(self, text: str, offset: int) -> None:
         """Start the query for ``offset`` now; its answer is cached when it comes."""
         self.oracle.members(self.query(text, offset), budget_s=0)
+
+
+def _names(found: Members) -> Names | None:
+    """An oracle's answer as the monitor's member list (None: unknown)."""
+    return Names(found.names, found.reason == "object") if found.names else None
 
 
 def member_queries(req: Any) -> Callable[[str, int], MemberQuery]:

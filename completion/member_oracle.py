@@ -59,8 +59,9 @@ class Members(NamedTuple):
 
     names: frozenset[str] | None
     reason: str
-    """known | empty | dynamic | narrowed | lambda | unsaved | error | timeout | unavailable
-    | unsupported"""
+    """known | object | empty | dynamic | narrowed | lambda | unsaved | error | timeout
+    | unavailable | unsupported (names only with known and object: a receiver known only
+    as ``object``, see :attr:`~completion.members.Names.only_object`)"""
 
 
 TIMEOUT = Members(None, "timeout")
@@ -165,7 +166,7 @@ class MemberOracle:
         if answer is None:
             members = UNAVAILABLE
         elif answer.get("names") is not None:
-            members = Members(frozenset(answer["names"]), "known")
+            members = Members(frozenset(answer["names"]), str(answer.get("reason", "known")))
         else:
             members = Members(None, str(answer.get("reason", "error")))
             if answer.get("error"):

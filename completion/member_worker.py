@@ -6,15 +6,17 @@ line, in order::
     {"id": 1, "op": "members", "text": ..., "offset": 310, "path": ..., "roots": [...],
      "unsaved": [...]}
     -> {"id": 1, "names": ["append", ...] | null, "reason": "known" | "empty" | "dynamic"
-        | "narrowed" | "lambda" | "unsaved" | "error", "ms": 3.1}
+        | "narrowed" | "object" | "lambda" | "unsaved" | "error", "ms": 3.1}
     {"id": 2, "op": "warm", "text": ..., "path": ..., "roots": [...]}  -> {"id": 2, "ms": ...}
 
 ``offset`` is a code point offset into ``text``, right after the member access's dot
-(turned into jedi's line and column with parso's line splitting, as jedi splits). Names are None unless the answer is a complete
-list of the receiver's members (reasons: no members known, a ``__getattr__`` that makes
-any name valid, a receiver narrowed by ``isinstance`` or known only as ``object``
-(jedi does not narrow), a ``lambda`` parameter (jedi takes an outer variable of its
-name), a member defined in a file with unsaved changes, or jedi failing).
+(turned into jedi's line and column with parso's line splitting, as jedi splits).
+Names are the receiver's complete member list ("known"), or ``object``'s when the
+receiver is known only as ``object`` and not narrowed above ("object": code uses such
+a value as something narrower). Otherwise None: no members known, a ``__getattr__``
+that makes any name valid, a receiver narrowed by ``isinstance`` to what jedi cannot
+resolve (jedi does not narrow), a ``lambda`` parameter (jedi takes an outer variable
+of its name), a member defined in a file with unsaved changes, or jedi failing.
 Anything jedi prints goes to stderr: stdout carries the answers only.
 """
 
@@ -174,7 +176,7 @@ def members(jedi: Any, request: dict[str, Any]) -> dict[str, Any]:
             return {"names": None, "reason": "narrowed"}
         names = extra | (names if not names <= OBJECT_MEMBERS else set())
     elif names <= OBJECT_MEMBERS:
-        return {"names": None, "reason": "narrowed"}
+        return {"names": sorted(names), "reason": "object"}
     unsaved = set(request.get("unsaved") or ())
     if unsaved and any(str(c.module_path) in unsaved for c in found if c.module_path):
         return {"names": None, "reason": "unsaved"}

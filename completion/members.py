@@ -54,9 +54,14 @@ def _name_end(text: str, start: int) -> int:
 class Names:
     """A member list, sorted for prefix queries."""
 
-    def __init__(self, names: frozenset[str]) -> None:
+    def __init__(self, names: frozenset[str], only_object: bool = False) -> None:
         self.set = names
         self.sorted = sorted(names)
+        self.only_object = only_object
+        """The receiver is known only as ``object``: code uses such a value as something
+        narrower, often narrowed after the access (``v.base if isinstance(v, T) else
+        v``). Decoding leaves its site free; the review holds its member to an
+        ``isinstance`` of the receiver later on the suggestion's line."""
 
     def starting(self, prefix: str) -> list[str]:
         """The names that begin with ``prefix``."""
@@ -174,6 +179,24 @@ def dot_before(text: str, end: int | None = None) -> int | None:
     while start > 0 and name_char(text[start - 1]):
         start -= 1
     return start - 1 if start > 0 and text[start - 1] == "." else None
+
+
+def narrowed_after(text: str, dot: int, end: int) -> bool:
+    """Whether the receiver of the site at ``dot`` is narrowed after ``end`` on its line.
+
+    By an ``isinstance(receiver, ...)`` (``v.base if isinstance(v, T) else v``); the
+    receiver is the name right before the dot.
+    """
+    start = dot
+    while start > 0 and name_char(text[start - 1]):
+        start -= 1
+    receiver = text[start:dot]
+    line_end = text.find("\n", end)
+    rest = text[end : line_end if line_end >= 0 else len(text)]
+    return (
+        bool(receiver)
+        and re.search(rf"\bisinstance\(\s*{re.escape(receiver)}\s*,", rest) is not None
+    )
 
 
 def may_define(text: str, dot: int) -> bool:
@@ -328,10 +351,15 @@ class MemberMonitor:
         site = site_at(text, dot)
         if site is None or self.ctx.defines(text, dot):
             return True
-        names = self.ctx.lookup(text[: dot + 1] + self.ctx.after, dot + 1, ask)
+        names = self._decoding(text, dot, ask)
         if names is False:
             return True  # not known yet, and not asked to wait
         return names is None or names.fits(site.name, site.complete)
+
+    def _decoding(self, text: str, dot: int, ask: bool) -> Names | Literal[False] | None:
+        """The members at the site at ``dot`` as decoding uses them (``object``: free)."""
+        names = self.ctx.lookup(text[: dot + 1] + self.ctx.after, dot + 1, ask)
+        return None if isinstance(names, Names) and names.only_object else names
 
     def _open_site(self, ask: bool) -> tuple[Site, Names | bool | None] | None:
         """The site the generated text ends in, with its members (see :data:`Lookup`)."""
@@ -342,7 +370,7 @@ class MemberMonitor:
         site = site_at(text, dot)
         if site is None or self.ctx.defines(text, dot):
             return None
-        return site, self.ctx.lookup(text[: dot + 1] + self.ctx.after, dot + 1, ask)
+        return site, self._decoding(text, dot, ask)
 
     ##### the whole mask #####
 
@@ -385,7 +413,7 @@ class MemberMonitor:
         joined = text + "."
         if self.ctx.defines(joined, dot):
             return
-        names = self.ctx.lookup(joined + self.ctx.after, dot + 1, True)
+        names = self._decoding(joined, dot, True)
         if not isinstance(names, Names):
             return
         allowed = torch.zeros(len(self.texts.texts), dtype=torch.bool)
@@ -430,6 +458,8 @@ class MemberMonitor:
             # A site left free while decoding (it may define) is asked now, waiting.
             names = self.ctx.lookup(text[: dot + 1] + self.ctx.after, dot + 1, defines)
             if isinstance(names, Names) and not names.fits(site.name, end < len(text)):
+                if names.only_object and narrowed_after(text, dot, end):
+                    continue
                 if defines:
                     self.refuted_uses.append(dot)
                 return max(0, dot - base)

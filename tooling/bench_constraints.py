@@ -399,7 +399,10 @@ class Runner:
             answer = self.engine.oracle.members(query, budget_s=None)
             ms = (time.perf_counter() - t) * 1000
             names = answer.names
-            allowed = None if names is None else pos.member in names
+            allowed = None
+            if names is not None:
+                narrowed = answer.reason == "object" and narrowed_truth(pos)
+                allowed = pos.member in names or narrowed
             n = 0 if names is None else len(names)
             out.append(
                 OracleRow(
@@ -416,6 +419,19 @@ class Runner:
                 )
             )
         return out
+
+
+def narrowed_truth(pos: Position) -> bool:
+    """Whether the real code narrows the receiver after the member, on its line.
+
+    A receiver known only as ``object`` passes the review then
+    (:func:`~completion.members.narrowed_after`): that member is not blocked.
+    """
+    from completion.members import narrowed_after
+
+    assert pos.member is not None
+    text = pos.text[: pos.cursor] + pos.truth
+    return narrowed_after(text, pos.cursor - 1, pos.cursor + len(pos.member))
 
 
 ##### mypy #####

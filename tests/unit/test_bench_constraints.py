@@ -20,6 +20,7 @@ from tooling.bench_constraints import (
     check_targets,
     compare,
     false_blocks,
+    narrowed_truth,
     overhead,
     rate,
     run_order,
@@ -40,6 +41,7 @@ from tooling.constraints_checks import (
 )
 from tooling.constraints_corpus import (
     CorpusPackage,
+    Position,
     SourceFile,
     Survey,
     block_positions,
@@ -621,3 +623,12 @@ def test_mypy_verdicts_and_the_report_files(
     assert len(data["rows"]) == 2 and set(KINDS) >= {r["kind"] for r in data["rows"]}
     assert (tmp_path / "out" / "constraints-dev.png").stat().st_size > 0
     assert "inventedRateOn.line" in capsys.readouterr().out
+
+
+def test_a_member_of_an_object_receiver_narrowed_on_its_line_is_not_blocked() -> None:
+    head = "def f(value: object):\n    return value."
+    pos = Position("p", "f.py", "/f.py", "member", head + "\n", len(head), "", "base")
+    narrowed = replace(pos, truth="base if isinstance(value, Tiered) else value")
+    assert narrowed_truth(narrowed)
+    assert not narrowed_truth(replace(pos, truth="base"))
+    assert not narrowed_truth(replace(pos, truth="base if isinstance(other, Tiered) else 0"))

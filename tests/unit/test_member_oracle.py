@@ -9,7 +9,7 @@ import time
 import pytest
 
 from completion.member_oracle import MemberOracle, MemberQuery
-from completion.member_worker import narrowed
+from completion.member_worker import OBJECT_MEMBERS, narrowed
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_module_members_are_known(oracle: MemberOracle) -> None:
 def test_what_jedi_cannot_know_is_unknown(oracle: MemberOracle) -> None:
     dynamic = "class A:\n    def __getattr__(self, n):\n        return n\n\nA()."
     assert ask(oracle, dynamic) == (None, "dynamic")
-    assert ask(oracle, "def f(event):\n    return event.")[1] in ("empty", "narrowed")
+    assert ask(oracle, "def f(event):\n    return event.")[1] in ("empty", "object")
     unknowable = "def f(v: object, k):\n    if isinstance(v, k):\n        return v."
     assert ask(oracle, unknowable) == (None, "narrowed")  # narrowed to what?
     # jedi gives a lambda parameter the type of an outer variable of the same name (int).
@@ -42,6 +42,12 @@ def test_what_jedi_cannot_know_is_unknown(oracle: MemberOracle) -> None:
         "    parse = lambda idx: (\n        int(idx."
     )
     assert ask(oracle, shadowed) == (None, "lambda")
+
+
+def test_a_receiver_known_only_as_object_gets_objects_members(oracle: MemberOracle) -> None:
+    names, reason = ask(oracle, "def f(value: object):\n    return value.")
+    assert reason == "object" and names is not None
+    assert "__class__" in names and names <= OBJECT_MEMBERS
 
 
 def test_a_narrowed_receiver_gets_the_narrowed_types_members(oracle: MemberOracle) -> None:

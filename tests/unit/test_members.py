@@ -25,8 +25,11 @@ MEMBERS = {
     "os": {"path", "sep", "name"},
     "os.path": {"join", "exists", "pathsep"},
     "x": {"pa", "path"},
+    "_": {"pa", "path"},
 }
 """Receiver text -> its members (what the fake oracle knows); others: unknown."""
+OBJECT_ONLY = {"_"}
+"""Receivers the fake oracle knows only as ``object`` (``pa``, ``path``: its members)."""
 
 
 class FakeOracle:
@@ -43,7 +46,7 @@ class FakeOracle:
             return False
         self.asked.append(receiver)
         names = MEMBERS.get(receiver)
-        return Names(frozenset(names)) if names else None
+        return Names(frozenset(names), receiver in OBJECT_ONLY) if names else None
 
 
 def monitor(
@@ -191,6 +194,19 @@ def test_review_cuts_a_finished_suggestion_before_an_invented_member() -> None:
     assert m.review("os.path.join(a)") == len("os.path.join(a)")
     m = monitor("    def f(self):\n        ")
     assert m.review("self.x = 1\n        os.nope") == len("self.x = 1\n        os")
+
+
+def test_a_receiver_known_only_as_object_is_free_until_the_review() -> None:
+    """Narrowed after the access or not at all: its member must be narrowed on its line."""
+    m = run(monitor("v = "), "_", ".")
+    assert {"join", "jo", "th"} <= allowed(m) and {"join", "jo"} <= masked(m)
+    m = monitor("def f(_: object):\n    return ")
+    assert m.review("_.join(1)") == len("_")
+    assert m.review("_.pa") == len("_.pa")  # one of object's members
+    narrowed = "_.join if isinstance(_, str) else _"
+    assert m.review(narrowed) == len(narrowed)
+    assert m.review("_.join if isinstance(y, str) else _") == len("_")
+    assert m.review("_.join\nisinstance(_, str)") == len("_")
 
 
 def test_pieces_of_a_character_do_not_escape_an_unfinished_name() -> None:
