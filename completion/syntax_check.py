@@ -384,8 +384,8 @@ class SyntaxChecker:
            in block mode), trying at most :data:`MAX_CANDIDATES` -> ``"trimmed"``;
         4. if the cursor's line had errors before the suggestion: the suggestion if it has
            no more errors than before (``"kept"``), else the longest tried prefix with no
-           more (``"trimmed"``); in line mode either must not leave open a bracket or
-           quote it opened;
+           more (``"trimmed"``); either must not be comments alone, and in line mode
+           must not leave open a bracket or quote it opened;
         5. ``"dropped"`` with text ``""``.
         """
         start = time.perf_counter()
@@ -512,10 +512,6 @@ class SyntaxChecker:
             return 0
         return indent_width(suggestion)
 
-    def _balanced(self, text: str, line_mode: bool) -> bool:
-        """Line mode: ``text`` leaves no bracket or quote it opened open (block: True)."""
-        return not line_mode or not unclosed_closers(text, self._lexicon)
-
     def _fallback(
         self, suggestion: str, errors: Errors, tried: list[tuple[str, Errors]], line_mode: bool
     ) -> tuple[str, str, int]:
@@ -525,12 +521,25 @@ class SyntaxChecker:
         """
         before = self._errors_before
         if not before.clean:
-            if errors.no_worse_than(before) and self._balanced(suggestion, line_mode):
+            if errors.no_worse_than(before) and self._worth(suggestion, line_mode):
                 return suggestion, "kept", errors.tree
             for prefix, prefix_errors in tried:
-                if prefix_errors.no_worse_than(before) and self._balanced(prefix, line_mode):
+                if prefix_errors.no_worse_than(before) and self._worth(prefix, line_mode):
                     return prefix, "trimmed", prefix_errors.tree
         return "", "dropped", before.tree
+
+    def _worth(self, text: str, line_mode: bool) -> bool:
+        """Whether a text that leaves the region's errors as they were may be shown.
+
+        It is not comments alone (they fix nothing where the code is broken: SmolLM2
+        writes ``#    if x:`` into an empty block), and in line mode leaves no bracket or
+        quote it opened open.
+        """
+        lines = [line for line in (raw.strip() for raw in text.split("\n")) if line]
+        comments = bool(lines) and all(
+            line.startswith(self._lexicon.line_comment) for line in lines
+        )
+        return not comments and (not line_mode or not unclosed_closers(text, self._lexicon))
 
     @functools.cached_property
     def _errors_before(self) -> Errors:

@@ -534,3 +534,14 @@ def test_a_first_line_indented_past_the_cursor_s_indentation_is_trimmed() -> Non
     # At column 0 the indentation is the suggestion's own: kept.
     flat = checker("def walk(n):\n|\n    return n\n")
     assert flat.check("    print(n)", line_mode=False).action == "kept"
+
+
+def test_comments_alone_are_not_kept_where_the_code_is_broken() -> None:
+    # The body of the if is missing: a comment fixes nothing, a statement does.
+    doc = "def f(t):\n    while t:\n        if t.p:\n            |\n        t = t.p\n"
+    comment = checker(doc).check("#            if t.parent is None:", line_mode=False)
+    assert (comment.text, comment.action) == ("", "dropped")
+    assert checker(doc).check("break", line_mode=False).action == "kept"
+    # With code in it, a suggestion that leaves the error as it was is kept.
+    still = checker("x = (1,\n|\ny = 2\n").check("# one\n2,", line_mode=False)
+    assert (still.text, still.action) == ("# one\n2,", "kept")
