@@ -735,7 +735,9 @@ class Engine:
         if not (late or uses):
             return decoded
         self.totals.memberRedecodes += 1
-        return self._decode(pc, plan, None, cancel)
+        # The first decode's tokens are the draft: verified in a few forwards up to the
+        # site now constrained, instead of decoded again one step at a time.
+        return self._decode(pc, plan._replace(found=(decoded.out, decoded.margins)), None, cancel)
 
     def _guarded(self, plan: Plan, decoded: Decoded, text: str) -> str:
         """The suggestion after the member review and the syntax check."""
