@@ -632,3 +632,20 @@ def test_a_member_of_an_object_receiver_narrowed_on_its_line_is_not_blocked() ->
     assert narrowed_truth(narrowed)
     assert not narrowed_truth(replace(pos, truth="base"))
     assert not narrowed_truth(replace(pos, truth="base if isinstance(other, Tiered) else 0"))
+
+
+def test_the_readme_row_shows_counts_and_the_on_sides_actions() -> None:
+    from tooling.constraints_report import row
+
+    def r(count: int, of: int) -> dict[str, int]:
+        return {"count": count, "of": of}
+
+    cell = {
+        "n": 60, "exact": r(20, 60), "similarity": 0.604, "invented": r(1, 31),
+        "breaks": r(2, 56), "breaksOfParsingDocuments": r(0, 18), "trimmed": r(2, 60),
+        "closed": r(1, 60), "dropped": r(4, 60), "latencyMs": {"median": 261.6},
+    }  # fmt: skip
+    assert row("Qwen", "line", "on", cell) == (
+        "| Qwen | line | on | 60 | 20/60 | 0.60 | 1/31 | 2/56 | 0/18 | 2/1/4 | 262 |"
+    )
+    assert row("Qwen", "line", "off", cell).endswith("| 0/18 | - | 262 |")
