@@ -107,11 +107,11 @@ def test_re_asks_are_verified_in_the_cache_updates_forward(loaded_default) -> No
 
 
 def test_a_re_ask_expects_what_the_model_said_as_it_said_it(loaded_default) -> None:
-    """On a blank indented line the prompt ends before the indentation (healing), and the
-    prefix-only model often starts a new line instead of re-creating it. Asked again
-    with nothing changed, the expected tokens are its output's, from the first token on
-    (they used to start with the healed indentation, so that the draft fed with the
-    prompt was rejected at its first token at every such re-ask)."""
+    """On a blank indented line the prompt ends before the line break (healing) and the
+    model re-creates the break and the indentation under a constraint. Asked again with
+    nothing changed, the expected tokens are its output's, from the first token on (they
+    used to start with the healed indentation where the model had not said it, so that
+    the draft fed with the prompt was rejected at its first token at every such re-ask)."""
     eng = Engine(loaded_default)
     opts = CompletionOptions(max_tokens=16, context_tokens=768)
     led = 0
@@ -128,7 +128,7 @@ def test_a_re_ask_expects_what_the_model_said_as_it_said_it(loaded_default) -> N
         n = min(len(ids), len(out))
         assert n > 0 and ids[:n] == out[:n], (p.source, ids[:4], out[:4])
         healed = eng._prompt(req).healed
-        led += bool(healed) and not eng._recent[req.key][0].lead
+        led += healed.startswith("\n") and eng._recent[req.key][0].lead == healed
     assert led > 0  # the case above was met
 
 

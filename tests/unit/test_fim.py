@@ -302,19 +302,19 @@ def test_healed_whitespace_is_left_out_of_the_prompt():
     assert plain_prompt.ids == chars("def f():\n    return")
 
 
-def test_blank_line_is_healed_only_for_prefix_only_prompts():
+def test_blank_line_is_healed_whole_only_for_prefix_only_prompts():
     text = "def f():\n    \n"
     cursor = text.index("    \n") + 4
     tok = qwen()
     fmt = detect_format(tok)
     prompt = build_prompt(tok, fmt, text, cursor, context_tokens=512)
     p, s, m = fmt.special_ids
-    assert prompt.healed == ""
-    assert prompt.ids == [p, *chars("def f():\n    "), s, *chars("\n"), m]
+    assert prompt.healed == " "  # FIM: the line keeps all but the space a word takes
+    assert prompt.ids == [p, *chars("def f():\n   "), s, *chars("\n"), m]
     tok = plain()
     prompt = build_prompt(tok, detect_format(tok), text, cursor, context_tokens=512)
-    assert prompt.healed == "    "
-    assert prompt.ids == chars("def f():\n")
+    assert prompt.healed == "\n    "
+    assert prompt.ids == chars("def f():")
 
 
 @pytest.mark.parametrize(
@@ -323,8 +323,9 @@ def test_blank_line_is_healed_only_for_prefix_only_prompts():
         ("if not gr", True, "if not", " gr"),  # a half-typed word and the space before it
         ("x = self.fo", True, "x = self.", "fo"),
         ("    return x", True, "    return", " x"),
-        ("a\n    gr", True, "a\n", "    gr"),  # a word alone on its line
-        ("a\n    gr", False, "a\n    ", "gr"),  # FIM: the indentation stays
+        ("a\n    gr", True, "a", "\n    gr"),  # a word alone on its line: and the break
+        ("a\n    gr", False, "a\n   ", " gr"),  # FIM: the indentation stays, but a space
+        ("a\n\tgr", False, "a\n\t", "gr"),  # tabs: all of it
         ("call(", True, "call(", ""),
         ("x = 12", True, "x =", " 12"),
         ("s = 'héllo", True, "s = 'héllo", ""),  # not an ASCII word: left alone
@@ -455,9 +456,10 @@ def test_fit_prefix_and_suffix_cut_at_lines():
     ("prefix", "expected"),
     [
         ("    return ", ("    return", " ")),
-        ("def f():\n    ", ("def f():\n", "    ")),
+        ("def f():\n    ", ("def f():", "\n    ")),
+        ("def f():\r\n    ", ("def f():", "\r\n    ")),
         ("    ", ("", "    ")),
-        ("x = 1\n\t \t", ("x = 1\n", "\t \t")),
+        ("x = 1\n\t \t", ("x = 1", "\n\t \t")),
         ("x = retur", ("x =", " retur")),  # a half-typed word and the space before it
         ("x = 1\n", ("x = 1\n", "")),
         ("x = 1 \n", ("x = 1 \n", "")),  # only the last line is healed
@@ -467,8 +469,9 @@ def test_fit_prefix_and_suffix_cut_at_lines():
 )
 def test_heal_split(prefix, expected):
     assert heal_split(prefix) == expected
-    blank = not prefix[prefix.rfind("\n") + 1 :].strip(" \t")
-    assert heal_split(prefix, blank_lines=False) == ((prefix, "") if blank else expected)
+    last = prefix[prefix.rfind("\n") + 1 :]
+    fim = (prefix[:-1], " ") if last.endswith("  ") else (prefix, "")
+    assert heal_split(prefix, blank_lines=False) == (expected if last.strip(" \t") else fim)
 
 
 def test_fit_suffix_keeps_longest_line_aligned_head():
