@@ -279,20 +279,17 @@ def heal_split(prefix: str, *, blank_lines: bool = True, dot: bool = False) -> t
     there, and it continues from those instead of finishing the word. So a trailing
     ASCII word (up to :data:`HEAL_WORD_CHARS` characters) is cut off, then the spaces and
     tabs before it, and when that leaves the line empty, its line break: vocabularies
-    write a line break and the indentation after it as one token (a prompt that ends
-    at a bare line break reads as "the next line is not indented", and SmolLM2 then
-    writes ``#        raise ...`` at column 0). The model re-creates the cut text (under
-    :class:`~completion.constraints.TextPrefix` when a word or a line break was cut) and
-    :func:`completion.stops.strip_healed` drops it again. With ``blank_lines=False`` a line's indentation stays but for its last
+    write a line break and the indentation after it as one token, so a prompt that ends
+    at a bare line break reads as "the next line starts at column 0". The model
+    re-creates the cut text (under :class:`~completion.constraints.TextPrefix` when a
+    word or a line break was cut) and :func:`completion.stops.strip_healed` drops it
+    again. With ``blank_lines=False`` (FIM) a line's indentation stays but for its last
     space: FIM models read a prefix that ends at a line break, followed by a suffix that
-    starts with one, as "this line stays empty"; and their vocabularies write a line
-    break with all but the last space of an indentation as one token, the last space
-    with the word after it, so a prompt that ends in the whole run is out of
-    distribution (SmolLM2 comments the line out, ``#        raise ...``, in 19 of 40
-    block positions of the constraints benchmark; Qwen indents it once more). With
-    ``dot`` (tokenizers that merge the dot
-    into the member name, as Qwen's does 96% of the time) a member access's dot after a
-    receiver is cut off with the half-typed name: ``obj.ap`` heals ``.ap``.
+    starts with one, as "this line stays empty", and the last space goes with the word
+    after it (``" raise"``). Measurements: docs/architecture.md. With ``dot``
+    (tokenizers that merge the dot into the member name, as Qwen's does 96% of the
+    time) a member access's dot after a receiver is cut off with the half-typed name:
+    ``obj.ap`` heals ``.ap``.
     """
     line = prefix[prefix.rfind("\n") + 1 :]
     start = len(line)

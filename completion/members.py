@@ -181,16 +181,21 @@ def dot_before(text: str, end: int | None = None) -> int | None:
     return start - 1 if start > 0 and text[start - 1] == "." else None
 
 
+def _name_start(text: str, dot: int) -> int:
+    """Where the name that ends right before ``text[dot]`` starts (``dot``: none)."""
+    start = dot
+    while start > 0 and name_char(text[start - 1]):
+        start -= 1
+    return start
+
+
 def narrowed_after(text: str, dot: int, end: int) -> bool:
     """Whether the receiver of the site at ``dot`` is narrowed after ``end`` on its line.
 
     By an ``isinstance(receiver, ...)`` (``v.base if isinstance(v, T) else v``); the
     receiver is the name right before the dot.
     """
-    start = dot
-    while start > 0 and name_char(text[start - 1]):
-        start -= 1
-    receiver = text[start:dot]
+    receiver = text[_name_start(text, dot) : dot]
     line_end = text.find("\n", end)
     rest = text[end : line_end if line_end >= 0 else len(text)]
     return (
@@ -201,9 +206,7 @@ def narrowed_after(text: str, dot: int, end: int) -> bool:
 
 def may_define(text: str, dot: int) -> bool:
     """Whether the site at ``dot`` is ``self.`` / ``cls.`` / ``this.`` opening a statement."""
-    start = dot
-    while start > 0 and name_char(text[start - 1]):
-        start -= 1
+    start = _name_start(text, dot)
     if text[start:dot] not in STATEMENT_RECEIVERS:
         return False
     line = text[max(text.rfind("\n", 0, start), text.rfind(";", 0, start)) + 1 : start]

@@ -129,16 +129,11 @@ class StopRules:
             return lead + body.rstrip()[: -len(tail)], True
         return lead + body, False
 
-    def _opens_block(self, line: str) -> bool:
-        """Whether ``line`` is a header whose body's first line the suggestion takes."""
+    @staticmethod
+    def _opens_block(line: str) -> bool:
+        """Whether ``line`` is a header (ends in ``:``; not a comment)."""
         code = line.strip()
-        return (
-            self.header_body
-            and self.lead_break
-            and not self.rest_of_line.strip()
-            and code.endswith(":")
-            and not code.startswith("#")
-        )
+        return code.endswith(":") and not code.startswith("#")
 
     def _line_end(self, body: str) -> int | None:
         """Where the suggestion's line in ``body`` ends (-1: not yet, no line break).
@@ -148,6 +143,8 @@ class StopRules:
         is unfinished. A blank line after a header ends the suggestion at the header.
         """
         nl = body.find("\n")
+        if not (self.header_body and self.lead_break and not self.rest_of_line.strip()):
+            return nl
         start = 0
         for _ in range(MAX_HEADERS):
             if nl == -1 or not self._opens_block(body[start:nl]):

@@ -493,11 +493,15 @@ class SyntaxChecker:
         head = self._line_head
         if not head.rstrip().endswith(":"):
             return indent_width(head)
-        for line in self._text[self._cursor :].split("\n")[1:]:
+        start = self._text.find("\n", self._cursor)
+        while start >= 0:
+            end = self._text.find("\n", start + 1)
+            line = self._text[start + 1 : end if end >= 0 else len(self._text)]
             code = line.strip()
             if code and not code.startswith("#"):
                 width = indent_width(line)
                 return width if width > indent_width(head) else None
+            start = end
         return None
 
     def _excess_indent(self, suggestion: str) -> int:
