@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 MAX_CHARS = 200_000
@@ -44,7 +45,11 @@ def next_code_row(source: str, row: int) -> int:
 
     The row past the last when there is none.
     """
-    lines = source.split("\n")
+    return next_code_line(source.split("\n"), row)
+
+
+def next_code_line(lines: Sequence[str], row: int) -> int:
+    """:func:`next_code_row` of a text already split into ``lines``."""
     for r in range(row + 1, len(lines)):
         stripped = lines[r].strip()
         if stripped and not stripped.startswith("#"):
@@ -52,17 +57,55 @@ def next_code_row(source: str, row: int) -> int:
     return len(lines)
 
 
-class Judge:
-    """The document around one cursor, as CPython's parser sees it."""
+def dedent(text: str, indent: str, first: bool = True) -> str:
+    """``text`` with ``indent`` taken off each line that starts with it.
 
-    def __init__(self, head: str, tail: str) -> None:
+    ``first``: the first line too (else it is left as it is: it goes on a line begun
+    before ``text``). Rows stay rows: only the lines' starts change.
+    """
+    if not indent:
+        return text
+    lines = text.split("\n")
+    skip = 0 if first else 1
+    return "\n".join(
+        line[len(indent) :] if i >= skip and line.startswith(indent) else line
+        for i, line in enumerate(lines)
+    )
+
+
+def fits(suggestion: str, indent: str) -> bool:
+    """Whether ``suggestion`` stays inside a window indented by ``indent``.
+
+    Every later line of it with code goes deeper than ``indent``: a line at the
+    window's own depth could join what follows the window (an ``except`` for a ``try``
+    it writes, the lines inside a bracket it opens). Any suggestion fits no indentation.
+    """
+    if not indent:
+        return True
+    deeper = (indent + " ", indent + "\t")
+    return all(not line.strip() or line.startswith(deeper) for line in suggestion.split("\n")[1:])
+
+
+class Judge:
+    """The document around one cursor, as CPython's parser sees it.
+
+    The document may be a window of it: an indented definition, with its indentation
+    ``indent`` taken off so that it parses on its own, and off every later line of a
+    suggestion too (one that :func:`fits` the window).
+    """
+
+    def __init__(self, head: str, tail: str, indent: str = "") -> None:
         """A judge for the cursor between ``head`` and ``tail`` (see :meth:`of`)."""
-        self.head, self.tail = head, tail
+        self.indent = indent
+        self.head, self.tail = dedent(head, indent), dedent(tail, indent, first=False)
 
     @classmethod
-    def of(cls, head: str, tail: str) -> Judge | None:
-        """A judge for the cursor between ``head`` and ``tail`` (None: too long to judge)."""
-        return cls(head, tail) if len(head) + len(tail) <= MAX_CHARS else None
+    def of(cls, head: str, tail: str, indent: str = "") -> Judge | None:
+        """A judge for the cursor between ``head`` and ``tail`` (None: too long to judge).
+
+        ``indent``: the window's indentation, which every line of ``head`` starts with.
+        """
+        return cls(head, tail, indent) if len(head) + len(tail) <= MAX_CHARS else None
 
     @functools.cached_property
     def before(self) -> FirstError | None:
@@ -93,7 +136,9 @@ class Judge:
         breaks): the count of :meth:`errors_before`; an error ahead of the one before,
         or behind it but no further than the row of code after the suggestion (a header
         left without a body, an indent the next line does not fit): 1; further: 0.
+        The suggestion must :func:`fit <fits>` the window.
         """
+        suggestion = dedent(suggestion, self.indent, first=False)
         source = self.head + suggestion + self.tail
         after = first_error(source)
         if after is None:

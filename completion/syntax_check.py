@@ -35,11 +35,29 @@ from typing import NamedTuple
 
 from tree_sitter import Node, Parser, Tree
 
-from completion.python_parse import Judge
+from completion.python_parse import Judge, fits, next_code_line
 from completion.syntax import grammar_name, make_parser
 
 MAX_CANDIDATES = 16
 """Trimming checks at most this many prefixes, longest first."""
+
+COMPOUND = frozenset(
+    {
+        "class_definition",
+        "decorated_definition",
+        "for_statement",
+        "function_definition",
+        "if_statement",
+        "match_statement",
+        "try_statement",
+        "while_statement",
+        "with_statement",
+    }
+)
+"""Python statements a judge's window may be narrowed to (see ``SyntaxChecker._inner_windows``).
+
+CPython's parser takes any of them alone once dedented: ``return``, ``await`` and
+``break`` outside a function or loop are the compiler's errors, not the parser's."""
 
 CLOSERS = {"(": ")", "[": "]", "{": "}"}
 OPENERS = {v: k for k, v in CLOSERS.items()}
@@ -81,6 +99,14 @@ class SyntaxVerdict:
     counted here)."""
     ms: float
     """Wall time the check took, in milliseconds."""
+
+
+class Window(NamedTuple):
+    """Rows of the document CPython's parser judges (inclusive), and their indentation."""
+
+    first: int
+    last: int
+    indent: str
 
 
 @dataclass(frozen=True)
@@ -548,30 +574,45 @@ class SyntaxChecker:
     @functools.cached_property
     def _errors_before(self) -> Errors:
         """Errors in the region with no suggestion: tree-sitter's, and CPython's if near."""
-        judge = self._judge
+        judge = self._judge_for("")
         return Errors(self._ts_before, judge.errors_before() if judge is not None else 0)
 
-    @functools.cached_property
-    def _judge(self) -> Judge | None:
-        """CPython's parser on the cursor's top-level statements (Python only).
+    def _judge_for(self, suggestion: str) -> Judge | None:
+        """CPython's parser on the smallest window around the cursor ``suggestion`` fits.
 
-        None past the judge's size limit. The window, whole rows: from the top-level
-        statement (one starting at column 0) that holds the cursor's row or comes last
-        before it, to the end of the first code statement after that row that
-        tree-sitter parsed without error at column 0 (in a broken document its top-level
-        nodes are pieces). Top-level statements parse on their own, so a window judges
-        like the file at a fraction of the cost.
+        The windows are :attr:`_windows`, innermost first. None for other languages and
+        past the judge's size limit.
+        """
+        for window in self._windows:
+            if fits(suggestion, window.indent):
+                if window not in self._judges:
+                    self._judges[window] = self._window_judge(window)
+                return self._judges[window]
+        return None
+
+    @functools.cached_property
+    def _judges(self) -> dict[Window, Judge | None]:
+        """The judges made so far, per window."""
+        return {}
+
+    @functools.cached_property
+    def _windows(self) -> list[Window]:
+        """Windows of the document that parse alone, innermost first (Python only).
+
+        The indented compound statements that hold the cursor's row
+        (:meth:`_inner_windows`), then the cursor's top-level statements: from the
+        top-level statement (one starting at column 0) that holds the cursor's row or
+        comes last before it, to the end of the first code statement after that row
+        that tree-sitter parsed without error at column 0 (in a broken document its
+        top-level nodes are pieces). Top-level statements parse on their own, so a
+        window judges like the file at a fraction of the cost.
         """
         if not self._python or self._base is None:
-            return None
-        first, last = self._window_rows()
-        pre = self._text[: self._cursor].split("\n")
-        post = self._text[self._cursor :].split("\n")
-        row = len(pre) - 1
-        return Judge.of("\n".join(pre[first:]), "\n".join(post[: last - row + 1]))
+            return []
+        return [*self._inner_windows(), Window(*self._window_rows(), "")]
 
     def _window_rows(self) -> tuple[int, int]:
-        """First and last row (inclusive) of :meth:`_judge`'s window, in the base tree."""
+        """First and last row (inclusive) of the top-level window, in the base tree."""
         assert self._base is not None
         row = self._point[0]
         first, last = 0, None
@@ -585,6 +626,65 @@ class SyntaxChecker:
                     break  # a broken statement may hold what closes the cursor's
         return first, last if last is not None else self._base.root_node.end_point[0]
 
+    def _window_judge(self, window: Window) -> Judge | None:
+        """A judge of the rows of ``window``, its indentation taken off."""
+        pre = self._text[: self._cursor].split("\n")
+        post = self._text[self._cursor :].split("\n")
+        row = len(pre) - 1
+        head = "\n".join(pre[window.first :])
+        return Judge.of(head, "\n".join(post[: window.last - row + 1]), window.indent)
+
+    def _inner_windows(self) -> Iterator[Window]:
+        """The indented compound statements that hold the cursor's row, innermost first.
+
+        A definition comes with its decorators. Each must be closed as the text reads:
+        the next row of code after it is indented no deeper than its first row (so
+        tree-sitter's recovery in a broken document did not end it early), and its
+        errors, if any, lie on the cursor's row (else recovery may have stretched it).
+        The cursor's line must start with its indentation, and go deeper unless it is
+        the statement's first row.
+        """
+        assert self._base is not None
+        row = self._point[0]
+        lines = self._text.split("\n")
+        node: Node | None = self._base.root_node.descendant_for_point_range(
+            self._point, self._point
+        )
+        while node is not None and node.start_point[1] > 0:
+            if node.type in COMPOUND:
+                outer = node.parent
+                if outer is not None and outer.type == "decorated_definition":
+                    node = outer
+                window = self._closed(node, lines, row)
+                if window is not None:
+                    yield window
+            node = node.parent
+
+    def _closed(self, node: Node, lines: list[str], row: int) -> Window | None:
+        """``node``'s rows as a :class:`Window` if they can be judged alone, else None."""
+        first, last = node.start_point[0], node.end_point[0]
+        if not first <= row <= last:
+            return None
+        start = lines[first]
+        indent = start[: len(start) - len(start.lstrip(" \t"))]
+        if utf8_len(indent) != node.start_point[1]:
+            return None  # something else before it on its row
+        head = self._line_head
+        if not head.startswith(indent) or (row > first and len(head) == len(indent)):
+            return None
+        if any(
+            e.start_point[0] != row or e.end_point[0] != row
+            for e in error_nodes(node, node.start_byte, node.end_byte)
+        ):
+            return None
+        after = next_code_line(lines, last)
+        if after < len(lines):
+            below = lines[after]
+            depth = below[: len(below) - len(below.lstrip(" \t"))]
+            if depth.startswith(indent) and len(depth) > len(indent):
+                return None
+        return Window(first, last, indent)
+
     def _errors(self, suggestion: str) -> Errors:
         """Errors in the region with ``suggestion`` inserted.
 
@@ -595,7 +695,7 @@ class SyntaxChecker:
         if not suggestion:
             return self._errors_before
         errors = self._count(self._parse(suggestion), suggestion)
-        judge = self._judge if errors <= self._ts_before else None
+        judge = self._judge_for(suggestion) if errors <= self._ts_before else None
         return Errors(errors, judge.added_error(suggestion) if judge is not None else 0)
 
     def _count(self, tree: Tree, suggestion: str) -> int:

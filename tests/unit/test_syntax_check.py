@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tree_sitter import Tree
@@ -20,6 +21,8 @@ from completion.syntax_check import (
     insertion,
     unclosed_closers,
 )
+
+DATA = Path(__file__).parents[1] / "data"
 
 needs_js = pytest.mark.skipif(get_language("javascript") is None, reason="no JavaScript grammar")
 
@@ -545,3 +548,62 @@ def test_comments_alone_are_not_kept_where_the_code_is_broken() -> None:
     # With code in it, a suggestion that leaves the error as it was is kept.
     still = checker("x = (1,\n|\ny = 2\n").check("# one\n2,", line_mode=False)
     assert (still.text, still.action) == ("# one\n2,", "kept")
+
+
+def _window_suggestions(truth: str) -> list[str]:
+    """Variants of the real text at a position: itself, broken ones, a header, lines."""
+    return [truth, truth + "(", truth[:-1], truth + ":", truth + " x y", truth + "\n"]
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("source", ["nested_blocks.py", "textwrap"])
+def test_the_parser_judge_on_a_window_agrees_with_the_judge_on_the_whole_file(
+    source: str, crlf: bool
+) -> None:
+    import random
+    import textwrap
+
+    from completion.python_parse import Judge
+
+    path = Path(textwrap.__file__) if source == "textwrap" else DATA / source
+    full = path.read_text(encoding="utf-8")
+    full = full.replace("\n", "\r\n") if crlf else full
+    rng = random.Random(7)
+    narrowed = compared = 0
+    for _ in range(300):
+        cursor = rng.randrange(len(full))
+        lines = rng.choice([1, 3])  # the rest of the cursor's line, or three lines
+        end = cursor
+        for _ in range(lines):
+            found = full.find("\n", end + 1)
+            end = found if found >= 0 else len(full)
+        text = full[:cursor] + full[end:]
+        check = SyntaxChecker("python", text, cursor)
+        if check._windows[0].indent == "":
+            continue  # the top-level window: not narrowed
+        narrowed += 1
+        whole = Judge.of(text[:cursor], text[cursor:])
+        assert whole is not None
+        for suggestion in _window_suggestions(full[cursor:end]):
+            judge = check._judge_for(suggestion)
+            assert judge is not None
+            compared += 1
+            assert judge.added_error(suggestion) == whole.added_error(suggestion), (
+                text[:cursor][-80:],
+                suggestion,
+            )
+    assert narrowed >= 40 and compared >= 240
+
+
+def test_a_window_is_the_innermost_statement_the_suggestion_stays_inside() -> None:
+    doc = (DATA / "nested_blocks.py").read_text(encoding="utf-8")
+    cursor = doc.index("out.append(book.upper())") + len("out.append(")
+    check = SyntaxChecker("python", doc, cursor)
+    rows = doc.split("\n")
+    first = rows.index('            if book.startswith("漢"):')
+    last = rows.index("                continue")
+    assert check._windows[0] == (first, last, " " * 12)  # the if, with its elif and else
+    assert check._windows[1].indent == " " * 8  # the for
+    # A line at the if's own depth would join the elif below: judged in the for's window.
+    judge = check._judge_for("x)\n            else:\n")
+    assert judge is not None and judge.indent == " " * 8
