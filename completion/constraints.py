@@ -340,14 +340,38 @@ class NoLeadingBreak(AllowAll):
         """Whether no visible character is out yet."""
         return not self._out[-1][len(self.healed) :].strip()
 
+    def _healing_left(self) -> str:
+        """What is left of ``healed`` to re-create ("" once out, or once left behind)."""
+        out = self._out[-1]
+        return self.healed[len(out) :] if self.healed.startswith(out) else ""
+
+    def _breaks(self, piece: str) -> bool:
+        """Whether ``piece``, next, writes a line break before anything visible.
+
+        Only what it writes past the healed text counts: a healed ``"\n    word"`` (a
+        word alone on its line) is re-created, break and all.
+        """
+        left = self._healing_left()
+        if left and left.startswith(piece):
+            return False
+        return self.texts.breaks_first(piece[len(left) :] if piece.startswith(left) else piece)
+
     def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
         bitmask[row].fill_(-1)
-        if self._open():
-            bitmask[row] &= self.texts.breaking_mask(bitmask.shape[-1])
+        if not self._open():
+            return
+        bitmask[row] &= self.texts.breaking_mask(bitmask.shape[-1])
+        left = self._healing_left()
+        if left:  # the healed text's own breaks are allowed
+            vocab = bitmask.shape[-1] * 32
+            ids = [i for i in self.texts.compatible(left).tolist() if i < vocab]
+            allowed = unpack(bitmask[row], vocab)
+            allowed[[i for i in ids if not self._breaks(self.texts.raw[i])]] = True
+            bitmask[row] = pack(allowed)
 
     def allows(self, token: int, ask: bool = True) -> bool:
         raw = self.texts.raw[token] if 0 <= token < len(self.texts.raw) else ""
-        return not (self._open() and self.texts.breaks_first(raw))
+        return not (self._open() and self._breaks(raw))
 
     def accept(self, token: int) -> bool:
         piece = self.texts.texts[token] if 0 <= token < len(self.texts.texts) else ""
@@ -398,7 +422,7 @@ class ConstraintStats:
     """Time spent in syntax checks."""
 
 
-TOP_CHECKED = 8
+TOP_CHECKED = 64
 """Picks :func:`restrict` checks one by one before it fills a whole mask."""
 
 
@@ -413,13 +437,18 @@ def restrict(
 ) -> torch.Tensor:
     """Logits to pick from under ``constraint``: the pick is the fully masked logits' pick.
 
-    Greedy, the model's top token is checked first (:meth:`Constraint.allows`); when it
-    is allowed (nearly always) no mask is filled, and with ``margin`` the runner-up is
-    the best token after it the constraint does not refuse without asking an oracle (so
-    the margin is never larger than among allowed tokens). Otherwise, and always when
-    sampling (the speculative sampling rule needs the normalised constrained
-    distribution), the whole mask is filled into ``mask`` (``[1, words]``) and applied;
-    a mask that allows nothing is not applied.
+    Greedy, the model's top :data:`TOP_CHECKED` tokens are checked best first
+    (:meth:`Constraint.allows`); the first allowed one is the pick (the top one nearly
+    always), and no mask is filled: the tokens above it are taken out, and with
+    ``margin`` so are those between it and the runner-up, the best token after it the
+    constraint does not refuse without asking an oracle (so the margin is never larger
+    than among allowed tokens). A whole mask is filled only when none of them is allowed,
+    and always when sampling (the speculative sampling rule needs the normalised
+    constrained distribution): into ``mask`` (``[1, words]``), then applied; a mask that
+    allows nothing is not applied. Checking picks one by one also spares a whole mask's
+    questions to an oracle about tokens the model would not pick. (A top token may be
+    refused where a whole line of the top is: line breaks in one-line mode, after a
+    name the model would end its line.)
     """
     if constraint is None or mask is None:
         return logits
@@ -427,8 +456,9 @@ def restrict(
     try:
         if greedy:
             top = torch.topk(logits, min(TOP_CHECKED, logits.shape[-1])).indices.tolist()
-            if constraint.allows(top[0]):
-                return _with_runner_up(logits, constraint, top) if margin else logits
+            for j, token in enumerate(top):
+                if constraint.allows(token):
+                    return _without_refused(logits, constraint, top, j, margin)
         constraint.fill_mask(mask, 0)
         masked = apply_bitmask(logits, mask[0])
         # Nothing allowed (a name no token can finish): unconstrained rather than stuck.
@@ -438,15 +468,22 @@ def restrict(
             stats.maskMs += (time.perf_counter() - t) * 1000
 
 
-def _with_runner_up(logits: torch.Tensor, constraint: Constraint, top: list[int]) -> torch.Tensor:
-    """``logits`` with the top tokens the constraint refuses between the best and the next."""
-    for j in range(1, len(top)):
-        if constraint.allows(top[j], ask=False):
-            if j == 1:
-                return logits
-            out = logits.clone()
-            out[top[1:j]] = float("-inf")
-            return out
+def _without_refused(
+    logits: torch.Tensor, constraint: Constraint, top: list[int], pick: int, margin: bool
+) -> torch.Tensor:
+    """``logits`` without ``top[:pick]`` (refused), and with ``margin`` the runner-up next.
+
+    The runner-up is the first of ``top[pick + 1:]`` the constraint does not refuse
+    without asking an oracle; the ones before it are taken out too (all of them when
+    there is none: a smaller margin, never a larger).
+    """
+    refused = top[:pick]
+    if margin:
+        rest = top[pick + 1 :]
+        allowed = (k for k, token in enumerate(rest) if constraint.allows(token, ask=False))
+        refused += rest[: next(allowed, len(rest))]
+    if not refused:
+        return logits
     out = logits.clone()
-    out[top[1:]] = float("-inf")  # beyond the top ones: a smaller margin, never a larger
+    out[refused] = float("-inf")
     return out

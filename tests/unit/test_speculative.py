@@ -19,6 +19,7 @@ from completion.constraints import (
     AllOf,
     AllowAll,
     ForbidTokens,
+    NoLeadingBreak,
     TextPrefix,
     TokenTexts,
     apply_bitmask,
@@ -383,6 +384,23 @@ def test_decoding_under_token_healing_is_the_same_with_and_without_drafts(model)
         SpecStats(),
         constraint=TextPrefix(texts, "xy"),
     )
+    assert out == expected
+
+
+def test_one_line_decoding_re_creates_a_healed_line_break(model) -> None:
+    # A word alone on its line is healed with the break before it; in one-line mode the
+    # break is re-created (the healed text's own), and none is written after it.
+    texts = TokenTexts(["a", "b", "\n", "\nx", "x", "y", "\n\n", *["q"] * (VOCAB - 7)])
+    prompt = [7, 8, 9, 7, 8, 9, 7, 8]
+
+    def constraint() -> AllOf:
+        return AllOf([TextPrefix(texts, "\nxy"), NoLeadingBreak(texts, "\nxy")])
+
+    cache, logits = prompt_cache(model, prompt)
+    expected = list(generate(model, cache, logits, len(prompt), 8, constraint=constraint()))
+    out_text = "".join(texts.texts[t] for t in expected)
+    assert out_text.startswith("\nxy") and not out_text[3:].startswith("\n"), out_text
+    out, _ = spec(model, prompt, 8, [prompt + expected], SpecStats(), constraint=constraint())
     assert out == expected
 
 
