@@ -161,7 +161,11 @@ async def test_an_invented_module_member_becomes_a_real_one(
     assert not hasattr(textwrap, member(off)), off
     assert member(on) and hasattr(textwrap, member(on)), on
     counted = (await stats(client))["totals"]
-    assert counted["memberQueries"] >= 1 and counted["memberMasked"] >= 1
+    # The request asks about the cursor's site before it decodes (a prefetch, not counted
+    # as a query): its answer is cached by the first step. tests/unit/test_guards.py
+    # counts queries.
+    assert counted["memberMasked"] >= 1
+    assert counted["memberUnknown"] == 0 and counted["memberTimeouts"] == 0
 
 
 async def test_members_of_a_class_in_another_workspace_file(

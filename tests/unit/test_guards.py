@@ -95,3 +95,21 @@ def test_anticipate_asks_the_oracle_before_the_request() -> None:
         assert not anticipate(oracle, _request("x = 1\n", 6))
     finally:
         oracle.close()
+
+
+def test_a_lookup_counts_the_queries_the_oracle_had_not_answered_yet() -> None:
+    from completion.constraints import ConstraintStats
+    from completion.guards import OracleLookup
+    from completion.member_oracle import MemberOracle, MemberQuery
+
+    text = "class A {\n  go(): void {}\n  run(): void {\n    this.\n  }\n}\n"
+    offset = text.index("this.\n") + len("this.")
+    stats = ConstraintStats()
+    oracle = MemberOracle()
+    lookup = OracleLookup(oracle, lambda t, o: MemberQuery(t, o, None, "typescript"), 1.0, stats)
+    assert lookup(text, offset, ask=False) is False  # not asked, not known yet: no query
+    names = lookup(text, offset, ask=True)
+    assert names is not None and "go" in names.set and stats.memberQueries == 1
+    assert lookup(text, offset, ask=True) is names and stats.memberQueries == 1  # memo
+    again = OracleLookup(oracle, lambda t, o: MemberQuery(t, o, None, "typescript"), 1.0, stats)
+    assert again(text, offset, ask=True) is not None and stats.memberQueries == 1  # cached
