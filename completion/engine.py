@@ -1101,6 +1101,7 @@ class Engine:
             "path": self.loaded.path,
             "device": str(self.loaded.device),
             "dtype": str(self.loaded.dtype).removeprefix("torch."),
+            "quantize": self.loaded.quantize,
             "promptFormat": self.format.name,
             "loadSeconds": round(self.loaded.load_seconds, 3),
         }

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from . import fastpath
+from . import fastpath, lowbit
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,8 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     load_seconds: float
+    quantize: str = "none"
+    """``none``, or the low-bit weights its linear layers run with (``int8``, ``int4``)."""
 
     @property
     def config(self) -> Any:
@@ -276,10 +278,15 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     *,
+    quantize: str = "none",
     trust_remote_code: bool = False,
     progress: Progress = _no_progress,
 ) -> LoadedModel:
-    """Find, convert if needed, and load a causal LM with its tokenizer."""
+    """Find, convert if needed, and load a causal LM with its tokenizer.
+
+    ``quantize`` (``none``, ``int8``, ``int4``; CPU only): the linear layers' weights in
+    low bits (:mod:`completion.lowbit`).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
@@ -302,6 +309,12 @@ def load_model(
         raise ModelLoadError(f"could not load {model!r}: {exc}{hint}") from exc
     lm.to(dev)  # type: ignore[arg-type]
     lm.eval()
+    if quantize != "none":
+        progress(f"Quantizing {model} to {quantize}", 95)
+        try:
+            lowbit.quantize(lm, quantize)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
     fastpath.install(lm)  # CPU only; the linear paths are chosen when costs are measured
     elapsed = time.perf_counter() - t0
     progress(f"Loaded {model} in {elapsed:.1f} s", 100)
@@ -313,4 +326,5 @@ def load_model(
         device=dev,
         dtype=dt,
         load_seconds=elapsed,
+        quantize=quantize,
     )

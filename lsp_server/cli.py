@@ -32,6 +32,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     g.add_argument("--dtype", help="auto | float32 | float16 | bfloat16 (default auto)")
+    g.add_argument(
+        "--quantize",
+        choices=("none", "int8", "int4"),
+        help="CPU: the linear layers' weights in low bits (default none)",
+    )
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:
@@ -100,8 +105,19 @@ def _add_bench_parsers(bsub: Any) -> None:
         _bench_constraints,
         _bench_neovim,
         _bench_startup,
+        _bench_step,
     ):
         add(bsub)
+
+
+def _bench_step(bsub: Any) -> None:
+    """``pie-lsp bench step``."""
+    p = bsub.add_parser("step", help="decode step time per numeric path: fp32, bf16, int8, int4")
+    p.add_argument("--model", default="default")
+    p.add_argument("--paths", default="fp32,bf16,int8,int4", help="comma-separated, fp32 first")
+    p.add_argument("--steps", type=int, default=40, help="one-token steps per path")
+    p.add_argument("--repeats", type=int, default=5, help="timings per verify size")
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
 
 
 def _bench_baseline(bsub: Any) -> None:
@@ -307,7 +323,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
     o = model_overrides(args)
     try:
         loaded = load_with_progress(
-            o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
+            o.get("model", "default"),
+            o.get("device", "auto"),
+            o.get("dtype", "auto"),
+            o.get("quantize", "none"),
         )
     except ModelLoadError as exc:
         print(f"pie-lsp: {exc}", file=sys.stderr)
@@ -396,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_constraints import run_constraints
 
             return run_constraints(args)
+        if args.bench_command == "step":
+            from tooling.bench_step import run_step
+
+            return run_step(args)
         if args.bench_command == "startup":
             from tooling.bench_startup import run_startup
 

@@ -7,6 +7,7 @@ Keys are camelCase on the wire (``initializationOptions`` and
       "model": "default",            # "default", "qwen2.5-coder-0.5b", a hub id, a dir or a .gguf
       "device": "auto",              # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
       "dtype": "auto",               # "auto" | "float32" | "float16" | "bfloat16"
+      "quantize": "none",            # "none" | "int8" | "int4" (CPU: low-bit linear weights)
       "trustRemoteCode": false,
       "completion": {
         "maxTokens": 64,
@@ -36,6 +37,7 @@ from cache import STRATEGIES
 
 MULTILINE = ("auto", "always", "never")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
+QUANTIZE = ("none", "int8", "int4")
 
 
 @dataclass(frozen=True)
@@ -116,15 +118,17 @@ class Config:
     model: str = "default"
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str = "none"
+    """CPU only: the linear layers' weights in low bits (``int8``, ``int4``) or ``none``."""
     trustRemoteCode: bool = False
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
 
-    def model_key(self) -> tuple[str, str, str, bool]:
+    def model_key(self) -> tuple[str, str, str, str, bool]:
         """The settings whose change means loading another model."""
-        return (self.model, self.device, self.dtype, self.trustRemoteCode)
+        return (self.model, self.device, self.dtype, self.quantize, self.trustRemoteCode)
 
 
 def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str | None]:
@@ -178,6 +182,7 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
         "multiline": MULTILINE,
         "strategy": STRATEGIES,
         "dtype": DTYPES,
+        "quantize": QUANTIZE,
     }.get(name)
     if choices and value not in choices:
         return default, f"{key} must be one of {', '.join(choices)}; got {value!r}"

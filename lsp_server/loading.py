@@ -24,8 +24,9 @@ def quiet_transformers() -> None:
 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The --model/--device/--dtype options that were given."""
-    return {k: v for k in ("model", "device", "dtype") if (v := getattr(args, k, None))}
+    """The --model/--device/--dtype/--quantize options that were given."""
+    keys = ("model", "device", "dtype", "quantize")
+    return {k: v for k in keys if (v := getattr(args, k, None))}
 
 
 class CliProgress:
@@ -48,13 +49,13 @@ class CliProgress:
         self.bar.close()
 
 
-def load_with_progress(model: str, device: str, dtype: str) -> Any:
+def load_with_progress(model: str, device: str, dtype: str, quantize: str = "none") -> Any:
     """Load a model for a CLI command, with a progress bar on stderr."""
     from completion.models import load_model
 
     quiet_transformers()
     bar = CliProgress()
     try:
-        return load_model(model, device, dtype, progress=bar)
+        return load_model(model, device, dtype, quantize=quantize, progress=bar)
     finally:
         bar.close()

@@ -163,7 +163,7 @@ class PieServer(LanguageServer):
         self.engine: Engine | None = None
         self.model_error: str | None = None
         self._load_task: asyncio.Task[Engine] | None = None
-        self._loaded_key: tuple[str, str, str, bool] | None = None
+        self._loaded_key: tuple[str, str, str, str, bool] | None = None
         self.inflight: dict[str, CancelToken] = {}
         self.pending_problems: list[str] = []
         self.started = time.time()
@@ -385,6 +385,7 @@ class PieServer(LanguageServer):
                 config.model,
                 config.device,
                 config.dtype,
+                quantize=config.quantize,
                 trust_remote_code=config.trustRemoteCode,
                 progress=progress,
             )

@@ -92,6 +92,16 @@ def test_default_model_identical_with_and_without_speculation(loaded_default) ->
     assert curve["1"] == 1.0 and list(curve.values()) == sorted(curve.values())
 
 
+def test_a_low_bit_default_model_is_identical_with_and_without_speculation() -> None:
+    # The lossless guarantee on int4 weights: the engine measures this model's drift
+    # between verify steps and one-token steps, and re-checks picks closer than that.
+    loaded = load_model("default", "cpu", "auto", quantize="int4")
+    assert loaded.quantize == "int4"
+    on, off = Engine(loaded), Engine(loaded)
+    assert on.costs  # measured on these kernels
+    assert check_identical(on, off, 2, seed=5) > 0
+
+
 def flat_costs(eng: Engine) -> CostModel:
     """A fixed verify-cost curve where short drafts cost what a step costs."""
     measured = eng.costs  # picks the linear paths

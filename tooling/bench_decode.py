@@ -419,7 +419,10 @@ def run_decode(args: argparse.Namespace) -> int:
 
     o = model_overrides(args)
     loaded = load_with_progress(
-        o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
+        o.get("model", "default"),
+        o.get("device", "auto"),
+        o.get("dtype", "auto"),
+        o.get("quantize", "none"),
     )
     bench, costs = _make_bench(loaded, args)
     positions = make_positions(args.seed, args.positions, args.context_chars)

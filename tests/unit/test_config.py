@@ -17,6 +17,7 @@ VALID = {
     "model": "qwen2.5-coder-0.5b",
     "device": "cuda:1",
     "dtype": "bfloat16",
+    "quantize": "int4",
     "trustRemoteCode": True,
     "completion": {
         "maxTokens": 128,
@@ -41,7 +42,7 @@ def test_defaults():
     assert config.completion == CompletionConfig(64, 0.0, "auto", 2048)
     assert config.cache == CacheConfig(strategy="pie", maxDocuments=8)
     assert config.cache.strategy == "pie" and config.cache.tailTokens == 32
-    assert config.model_key() == ("default", "auto", "auto", False)
+    assert config.model_key() == ("default", "auto", "auto", "none", False)
 
 
 def test_valid_nested_values():
@@ -53,7 +54,7 @@ def test_valid_nested_values():
     assert config.trustRemoteCode is True
     assert config.completion == CompletionConfig(128, 0.7, "never", 4096)
     assert config.cache == CacheConfig(strategy="recompute", maxDocuments=3)
-    assert config.model_key() == ("qwen2.5-coder-0.5b", "cuda:1", "bfloat16", True)
+    assert config.model_key() == ("qwen2.5-coder-0.5b", "cuda:1", "bfloat16", "int4", True)
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:7", "mps"])
@@ -115,6 +116,8 @@ INVALID = [
     (("device",), "CUDA", "device"),
     (("device",), 0, "device"),
     (("dtype",), "float64", "dtype"),
+    (("quantize",), "int3", "quantize"),
+    (("quantize",), 4, "quantize"),
     (("dtype",), "int8", "dtype"),
     (("dtype",), True, "dtype"),
     (("trustRemoteCode",), "yes", "trustRemoteCode"),
@@ -150,6 +153,7 @@ def with_value(path, value):
         "model": VALID["model"],
         "device": VALID["device"],
         "dtype": VALID["dtype"],
+        "quantize": VALID["quantize"],
         "trustRemoteCode": VALID["trustRemoteCode"],
         "completion": dict(VALID["completion"]),
         "cache": dict(VALID["cache"]),
@@ -173,6 +177,7 @@ def all_leaves(config):
         ("model",): config.model,
         ("device",): config.device,
         ("dtype",): config.dtype,
+        ("quantize",): config.quantize,
         ("trustRemoteCode",): config.trustRemoteCode,
         **{("completion", k): getattr(config.completion, k) for k in VALID["completion"]},
         **{("cache", k): getattr(config.cache, k) for k in VALID["cache"]},

@@ -1,0 +1,81 @@
+"""Low-bit linear layers: what they compute, which layers they replace, exactness."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from completion import lowbit
+from completion.lowbit import GROUP, LowBitLinear
+from completion.verify import measure_drift
+
+pytestmark = pytest.mark.skipif(not lowbit.available(), reason="no weight-only CPU kernels")
+
+
+def bf16_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as the kernels see it."""
+    return x.bfloat16().float()
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_a_layer_computes_with_its_dequantized_weights(kind: str) -> None:
+    torch.manual_seed(0)
+    weight, bias = torch.randn(48, 64), torch.randn(48)
+    layer = LowBitLinear.int8(weight, bias) if kind == "int8" else LowBitLinear.int4(weight, bias)
+    x = torch.randn(2, 3, 64)
+    w = layer.dequantized()
+    expected = F.linear(bf16_rows(x), w, bias)
+    out = layer(x)
+    assert out.shape == (2, 3, 48) and out.dtype == torch.float32
+    # bf16 outputs: a relative rounding of 2**-8.
+    assert torch.allclose(out, expected, rtol=2**-7, atol=1e-2 * float(expected.abs().max()))
+    # The rounding to low bits is close to the weights: int8 within half a step per channel,
+    # int4 within half a step per group.
+    step = weight.abs().amax(1, keepdim=True) / 127 if kind == "int8" else None
+    if step is not None:
+        assert bool(((w - weight).abs() <= step * 0.5 + 2**-7 * weight.abs()).all())
+    else:
+        groups = weight.view(48, 64 // GROUP, GROUP)
+        span = (groups.amax(-1) - groups.amin(-1)) / 15
+        err = (w - weight).view(48, 64 // GROUP, GROUP).abs().amax(-1)
+        assert bool((err <= span * 0.5 + 2**-7 * weight.abs().amax()).all())
+
+
+def test_int4_blocks_with_bf16_exact_scales_are_represented_exactly() -> None:
+    # GGUF Q4_1 blocks: w = q * d + m; with d and m exact in bf16, so is every weight.
+    torch.manual_seed(1)
+    q = torch.randint(0, 16, (32, 64), dtype=torch.int32)
+    scale = torch.tensor([2.0**-k for k in range(4)]).repeat(32, 1)[:, :2]  # [32, 2]
+    low = -torch.tensor([0.5, 0.25]).repeat(32, 1)
+    layer = LowBitLinear.from_int4(q, scale, low)
+    expected = q.float() * scale.repeat_interleave(GROUP, 1) + low.repeat_interleave(GROUP, 1)
+    assert torch.equal(layer.dequantized(), expected)
+
+
+def test_quantize_replaces_the_layers_the_kernels_take(tiny_llama) -> None:
+    model = tiny_llama(40, 64, 0)  # the head's 40 outputs are no multiple of 16
+    assert lowbit.quantize(model, "none") == 0
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    replaced = lowbit.quantize(model, "int4")
+    kept = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert replaced == len(linears) - 1 and kept == [model.lm_head]
+    with pytest.raises(ValueError, match="unknown quantize"):
+        lowbit.quantize(model, "int3")
+
+
+def test_a_quantized_model_decodes_greedily_like_itself_speculating(tiny_llama) -> None:
+    # The lossless guarantee on the new numbers: speculation with the re-check margin
+    # measured for this model gives plain greedy decoding's tokens.
+    from completion.verify import SpecStats, near_tie_margin
+    from tests.unit.test_speculative import plain, prompt_cache, spec
+
+    model = tiny_llama(24, 512, 0)
+    lowbit.quantize(model, "int8")
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8] * 3
+    reference = plain(model, prompt, 30)
+    cache, logits = prompt_cache(model, prompt)
+    drift = measure_drift(model, cache, len(prompt), reference[:12])
+    tie = near_tie_margin(drift, torch.float32, logits)
+    out, _ = spec(model, prompt, 30, [prompt[-4:] + reference], SpecStats(), tie_margin=tie)
+    assert out == reference
