@@ -228,3 +228,61 @@ def test_a_probe_decodes_unstopped_and_completes_as_plain_decoding(
     result, ids = ProbeEngine(default_engine.loaded).probe(req, 32)
     assert len(ids) == 32  # no stop rule, no stop token: a fixed length
     assert result.text == Engine(default_engine.loaded).complete(req).text
+
+
+def read_q4_1(path: Path, config: object) -> dict[str, tuple[torch.Tensor, ...]]:
+    """A llama GGUF file's Q4_1 linear weights as (q, d, m) per transformers module.
+
+    A block: fp16 d, fp16 m, 16 bytes of two 4-bit values (value j in the low nibble of
+    byte j, j + 16 in its high nibble), w = q * d + m. Query and key rows are stored
+    permuted by llama.cpp's converter; undone here as transformers undoes it.
+    """
+    import gguf
+    import numpy as np
+
+    modules = {
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
+    heads = {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads}  # type: ignore[attr-defined]
+    out = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        _, layer, kind, _ = t.name.split(".") if t.name.count(".") == 3 else ("", "", "", "")
+        if t.tensor_type != gguf.GGMLQuantizationType.Q4_1 or kind not in modules:
+            continue
+        rows = t.data.shape[0]
+        blocks = np.ascontiguousarray(t.data).reshape(rows, -1, 20)
+        d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        m = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+        q = np.concatenate([blocks[..., 4:] & 0x0F, blocks[..., 4:] >> 4], -1).reshape(rows, -1)
+        parts = [torch.from_numpy(x.astype(np.int32) if x is q else x) for x in (q, d, m)]
+        if kind in heads:
+            h = heads[kind]
+            parts = [
+                x.reshape(h, rows // h // 2, 2, -1).transpose(1, 2).reshape(x.shape) for x in parts
+            ]
+        out[f"model.layers.{layer}.{modules[kind]}"] = tuple(parts)
+    return out
+
+
+def test_int4_is_the_embedded_files_own_q4_1_blocks(default_engine: Engine) -> None:
+    # Q4_1 rounds each block of 32 from its minimum to its maximum in 15 steps, as int4
+    # does: rounding the fp32 copy again gives the file's own values, bit for bit.
+    from completion.lowbit import LowBitLinear
+    from completion.models import default_gguf_path
+
+    fp32 = default_engine.loaded.model
+    blocks = read_q4_1(default_gguf_path(), fp32.config)
+    assert len(blocks) == 7 * fp32.config.num_hidden_layers  # every linear layer but the head
+    for name, (q, d, m) in blocks.items():
+        weight = fp32.get_submodule(name).weight
+        w = q.float() * d.repeat_interleave(32, 1) + m.repeat_interleave(32, 1)
+        assert torch.equal(w, weight.float()), name  # the fp32 copy is the file's values
+        again, own = LowBitLinear.int4(weight), LowBitLinear.from_int4(q, d, m)
+        assert torch.equal(again.packed, own.packed), name
+        assert torch.equal(again.scales, own.scales), name
