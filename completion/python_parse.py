@@ -89,7 +89,7 @@ def fits(suggestion: str, indent: str) -> bool:
 class Judge:
     """The document around one cursor, as CPython's parser sees it.
 
-    The document may be a window of it: an indented definition, with its indentation
+    The document may be a window of it: an indented compound statement, with its indentation
     ``indent`` taken off so that it parses on its own, and off every later line of a
     suggestion too (one that :func:`fits` the window).
     """

@@ -382,6 +382,8 @@ class SyntaxChecker:
         self._base: Tree | None = None
         self._ts_before = 0
         """ERROR/MISSING nodes overlapping the cursor's line before any suggestion."""
+        self._judges: dict[Window, Judge | None] = {}
+        """CPython's judges made so far, per window (:meth:`_judge_for`)."""
         if self._parser is not None:
             self._base = (
                 tree.copy() if tree is not None else self._parser.parse(self._pre + self._post)
@@ -591,9 +593,9 @@ class SyntaxChecker:
         return None
 
     @functools.cached_property
-    def _judges(self) -> dict[Window, Judge | None]:
-        """The judges made so far, per window."""
-        return {}
+    def _lines(self) -> list[str]:
+        """The document's rows (split at ``\n``, as tree-sitter and CPython count them)."""
+        return self._text.split("\n")
 
     @functools.cached_property
     def _windows(self) -> list[Window]:
@@ -628,11 +630,10 @@ class SyntaxChecker:
 
     def _window_judge(self, window: Window) -> Judge | None:
         """A judge of the rows of ``window``, its indentation taken off."""
-        pre = self._text[: self._cursor].split("\n")
-        post = self._text[self._cursor :].split("\n")
-        row = len(pre) - 1
-        head = "\n".join(pre[window.first :])
-        return Judge.of(head, "\n".join(post[: window.last - row + 1]), window.indent)
+        row, lines, cut = self._point[0], self._lines, len(self._line_head)
+        head = "\n".join([*lines[window.first : row], self._line_head])
+        tail = "\n".join([lines[row][cut:], *lines[row + 1 : window.last + 1]])
+        return Judge.of(head, tail, window.indent)
 
     def _inner_windows(self) -> Iterator[Window]:
         """The indented compound statements that hold the cursor's row, innermost first.
@@ -645,8 +646,7 @@ class SyntaxChecker:
         the statement's first row.
         """
         assert self._base is not None
-        row = self._point[0]
-        lines = self._text.split("\n")
+        row, lines = self._point[0], self._lines
         node: Node | None = self._base.root_node.descendant_for_point_range(
             self._point, self._point
         )
@@ -665,8 +665,7 @@ class SyntaxChecker:
         first, last = node.start_point[0], node.end_point[0]
         if not first <= row <= last:
             return None
-        start = lines[first]
-        indent = start[: len(start) - len(start.lstrip(" \t"))]
+        indent = lines[first][: indent_width(lines[first])]
         if utf8_len(indent) != node.start_point[1]:
             return None  # something else before it on its row
         head = self._line_head
@@ -679,8 +678,7 @@ class SyntaxChecker:
             return None
         after = next_code_line(lines, last)
         if after < len(lines):
-            below = lines[after]
-            depth = below[: len(below) - len(below.lstrip(" \t"))]
+            depth = lines[after][: indent_width(lines[after])]
             if depth.startswith(indent) and len(depth) > len(indent):
                 return None
         return Window(first, last, indent)

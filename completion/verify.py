@@ -146,14 +146,14 @@ def drift_steps(
 def _forward_with_rows(
     model: Any, ids: list[int], cache: Any, start: int, rows: frozenset[int] | None
 ) -> torch.Tensor:
-    """:func:`_forward_all` with the transposed linear path for ``rows`` (None: as set)."""
+    """:func:`forward_all` with the transposed linear path for ``rows`` (None: as set)."""
     switch = fast_linear(model)
     if rows is None or switch is None:
-        return _forward_all(model, ids, cache, start)
+        return forward_all(model, ids, cache, start)
     saved = switch.rows
     switch.set_rows(rows)
     try:
-        return _forward_all(model, ids, cache, start)
+        return forward_all(model, ids, cache, start)
     finally:
         switch.rows = saved
 
@@ -162,7 +162,7 @@ def _forward_with_rows(
 
 
 @torch.inference_mode()
-def _forward_all(model: Any, ids: list[int], cache: Any, start: int) -> torch.Tensor:
+def forward_all(model: Any, ids: list[int], cache: Any, start: int) -> torch.Tensor:
     """Feed ``ids`` at positions ``start..``; fp32 logits for every fed position [n, V]."""
     device = model.device
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)
@@ -493,7 +493,7 @@ class SpeculativeDecode:
     def _feed(self, ids: list[int]) -> torch.Tensor:
         """Feed ``ids`` at the cache's end (timed for the cost model); their logits [n, V]."""
         t = time.perf_counter()
-        rows = _forward_all(self.model, ids, self.cache, self.position)
+        rows = forward_all(self.model, ids, self.cache, self.position)
         self.drafter.costs.observe(len(ids), _elapsed(t, rows))
         if len(ids) > 1 and self.exact_from is None:
             self.exact_from = self.position

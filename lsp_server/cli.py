@@ -320,14 +320,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     except PositionError as exc:
         print(f"pie-lsp: {exc}", file=sys.stderr)
         return 2
-    o = model_overrides(args)
     try:
-        loaded = load_with_progress(
-            o.get("model", "default"),
-            o.get("device", "auto"),
-            o.get("dtype", "auto"),
-            o.get("quantize", "none"),
-        )
+        loaded = load_with_progress(**model_overrides(args))
     except ModelLoadError as exc:
         print(f"pie-lsp: {exc}", file=sys.stderr)
         return 1

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from cache import STRATEGIES
+from completion.lowbit import QUANTIZE
 
 MULTILINE = ("auto", "always", "never")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
-QUANTIZE = ("none", "int8", "int4")
 
 
 @dataclass(frozen=True)

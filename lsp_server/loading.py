@@ -49,8 +49,13 @@ class CliProgress:
         self.bar.close()
 
 
-def load_with_progress(model: str, device: str, dtype: str, quantize: str = "none") -> Any:
-    """Load a model for a CLI command, with a progress bar on stderr."""
+def load_with_progress(
+    model: str = "default", device: str = "auto", dtype: str = "auto", quantize: str = "none"
+) -> Any:
+    """Load a model for a CLI command, with a progress bar on stderr.
+
+    The arguments take :func:`model_overrides` (``load_with_progress(**overrides)``).
+    """
     from completion.models import load_model
 
     quiet_transformers()

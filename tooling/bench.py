@@ -198,11 +198,7 @@ def run_baseline(args: argparse.Namespace) -> int:
 
     model_opts = model_overrides(args)
     print("pie-lsp bench baseline: preparing the model and the source file...", file=sys.stderr)
-    loaded = load_with_progress(
-        model_opts.get("model", "default"),
-        model_opts.get("device", "auto"),
-        model_opts.get("dtype", "auto"),
-    )
+    loaded = load_with_progress(**model_opts)
     tokenizer = loaded.tokenizer
     source, text = load_source(args.file, tokenizer)
     n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -418,12 +418,7 @@ def run_decode(args: argparse.Namespace) -> int:
     from lsp_server.loading import load_with_progress, model_overrides
 
     o = model_overrides(args)
-    loaded = load_with_progress(
-        o.get("model", "default"),
-        o.get("device", "auto"),
-        o.get("dtype", "auto"),
-        o.get("quantize", "none"),
-    )
+    loaded = load_with_progress(**o)
     bench, costs = _make_bench(loaded, args)
     positions = make_positions(args.seed, args.positions, args.context_chars)
     # Other open documents (a draft source): the files of the last positions, as an

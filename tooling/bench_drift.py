@@ -200,9 +200,7 @@ def run_drift(args: argparse.Namespace) -> int:
     from .engines import PrepareEngine
 
     o = model_overrides(args)
-    loaded = load_with_progress(
-        o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
-    )
+    loaded = load_with_progress(**o)
     budgets = [int(b) for b in args.budgets.split(",")]
     margin = CONFIDENCE_MARGIN if args.confidence_margin is None else args.confidence_margin
     bench = _DriftBench(

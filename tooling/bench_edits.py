@@ -365,9 +365,7 @@ def run_edits(args: argparse.Namespace) -> int:
     from .engines import ProbeEngine
 
     o = model_overrides(args)
-    loaded = load_with_progress(
-        o.get("model", "default"), o.get("device", "auto"), o.get("dtype", "auto")
-    )
+    loaded = load_with_progress(**o)
     tok = loaded.tokenizer
     if args.confidence_margin is None:
         args.confidence_margin = CONFIDENCE_MARGIN

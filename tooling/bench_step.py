@@ -70,7 +70,7 @@ def measure(loaded: Any, ids: list[int], steps: int, repeats: int) -> PathRun:
     """
     from cache.growing import growing_cache
     from completion.decode import decode_one_token, prefill
-    from completion.verify import _forward_all
+    from completion.verify import forward_all
 
     model = loaded.model
     cache = growing_cache(model.config)
@@ -90,7 +90,7 @@ def measure(loaded: Any, ids: list[int], steps: int, repeats: int) -> PathRun:
         best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
-            _forward_all(model, tokens[:k], cache, end)
+            forward_all(model, tokens[:k], cache, end)
             best = min(best, (time.perf_counter() - t) * 1000)
             cache.crop(-k)
         verify_ms[k] = best

@@ -32,22 +32,22 @@ def test_a_layer_computes_with_its_dequantized_weights(kind: str) -> None:
     assert torch.allclose(out, expected, rtol=2**-7, atol=1e-2 * float(expected.abs().max()))
     # The rounding to low bits is close to the weights: int8 within half a step per channel,
     # int4 within half a step per group.
-    step = weight.abs().amax(1, keepdim=True) / 127 if kind == "int8" else None
-    if step is not None:
+    if kind == "int8":
+        step = weight.abs().amax(1, keepdim=True) / 127
         assert bool(((w - weight).abs() <= step * 0.5 + 2**-7 * weight.abs()).all())
-    else:
-        groups = weight.view(48, 64 // GROUP, GROUP)
-        span = (groups.amax(-1) - groups.amin(-1)) / 15
-        err = (w - weight).view(48, 64 // GROUP, GROUP).abs().amax(-1)
-        assert bool((err <= span * 0.5 + 2**-7 * weight.abs().amax()).all())
+        return
+    groups = weight.view(48, 64 // GROUP, GROUP)
+    span = (groups.amax(-1) - groups.amin(-1)) / 15
+    err = (w - weight).view(48, 64 // GROUP, GROUP).abs().amax(-1)
+    assert bool((err <= span * 0.5 + 2**-7 * weight.abs().amax()).all())
 
 
 def test_int4_blocks_with_bf16_exact_scales_are_represented_exactly() -> None:
     # GGUF Q4_1 blocks: w = q * d + m; with d and m exact in bf16, so is every weight.
     torch.manual_seed(1)
     q = torch.randint(0, 16, (32, 64), dtype=torch.int32)
-    scale = torch.tensor([2.0**-k for k in range(4)]).repeat(32, 1)[:, :2]  # [32, 2]
-    low = -torch.tensor([0.5, 0.25]).repeat(32, 1)
+    scale = torch.tensor([[1.0, 0.5]]).repeat(32, 1)  # [32, 2]: per row, per group
+    low = torch.tensor([[-0.5, -0.25]]).repeat(32, 1)
     layer = LowBitLinear.from_int4(q, scale, low)
     expected = q.float() * scale.repeat_interleave(GROUP, 1) + low.repeat_interleave(GROUP, 1)
     assert torch.equal(layer.dequantized(), expected)
