@@ -110,6 +110,25 @@ class GrowingLayer(DynamicLayer):
         self._len = max(0, self._len + tokens_to_remove)
         self._views()
 
+    def restore_length(self, n: int) -> None:
+        """Lengthen the views back to ``n`` positions of the same buffers.
+
+        For rewriting positions in place: crop to ``a``, append the new states of
+        ``[a, b)``, then restore the length held before (``b <= n``): positions ``[b, n)``
+        are the ones written before the crop. Raises ValueError when the buffers do not
+        hold ``n`` positions.
+        """
+        self._adopt()
+        if self._kbuf is None or self._kbuf.shape[-2] < n:
+            raise ValueError(f"the layer's buffers do not hold {n} positions")
+        self._len = n
+        self._views()
+
+    def buffer_ptr(self) -> int:
+        """The key buffer's address (0 if none): unchanged as long as appends fit in it."""
+        self._adopt()
+        return 0 if self._kbuf is None else self._kbuf.data_ptr()
+
     def reset(self) -> None:
         """Drop everything (the buffers too)."""
         super().reset()

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 
 from .alignment import Segment, common_prefix, diff_ids, force_encode_tail, widen_edits
+from .growing import GrowingLayer
 from .rope import Rerotator
 
 Strategy = Literal["pie", "prefix", "recompute"]
@@ -275,6 +276,46 @@ class PromptCache:
         self.last_logits = logits
         self.stale = bytearray(len(self.ids))
         return len(self.ids) - first
+
+    def refresh_some(self, encode: Encoder, limit: int) -> int:
+        """Re-encode up to ``limit`` tokens from the first stale one, in place.
+
+        A step of a refresh that can stop anywhere and go on later: the tokens before
+        the first stale one are exact, so re-encoding the next ``limit`` on top of them
+        makes those exact too. The tokens after them keep their keys and values and are
+        stale from then on (fresh ones among them were computed over stale keys). With
+        no room to rewrite in place (a cache whose layers are not
+        :class:`~cache.growing.GrowingLayer`), refreshes everything (:meth:`refresh`).
+        If ``encode`` raises (cancellation), the cache keeps its length and flags;
+        positions it rewrote hold their new states, still flagged stale. Returns the
+        tokens re-encoded.
+        """
+        first = self.stale.find(1)
+        if first < 0 or self.kv is None:
+            return 0
+        layers = self.kv.layers
+        if not all(isinstance(layer, GrowingLayer) for layer in layers):
+            return self.refresh(encode)
+        end, stop = len(self.ids), min(len(self.ids), first + max(1, limit))
+        buffers = [layer.buffer_ptr() for layer in layers]
+        truncate(self.kv, first)
+        try:
+            with torch.inference_mode():  # appends must land in the same buffers
+                logits = encode(self.ids[first:stop], self.kv, first)
+        finally:
+            moved = [layer.buffer_ptr() for layer in layers] != buffers
+            if moved:
+                self.drop()  # what followed the rewrite is gone: encode from scratch
+            else:
+                for layer in layers:
+                    layer.restore_length(end)
+        if moved:
+            raise RuntimeError("refresh_some: a layer's buffer moved during the rewrite")
+        self.stale[first:stop] = bytes(stop - first)
+        self.stale[stop:end] = b"\x01" * (end - stop)
+        if stop == end:
+            self.last_logits = logits
+        return stop - first
 
     @contextmanager
     def session(self) -> Iterator[Any]:

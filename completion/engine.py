@@ -42,6 +42,7 @@ from .constraints import (
 from .decode import PREFILL_CHUNK, generate, prefill
 from .drafting_policy import Acceptance, CostModel, Drafter, choose_length, cut_at_final
 from .drafting_sources import MAX_NGRAM, History, NgramIndex, Workspace
+from .fastpath import ROW_EXACT_MAX, row_exact
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .guards import DEFAULT_BUDGET_S, Guards, anticipate
 from .member_oracle import MemberOracle
@@ -70,6 +71,11 @@ RECENT_SUGGESTIONS = 4
 """Suggestions remembered per document for drafting (:func:`expected_rest`)."""
 REFRESH_CHUNK = 64
 """Tokens per forward in a background refresh: a waiting completion waits at most one."""
+GATE_REFRESH_TOKENS = 128
+"""Default for ``cache.gateRefreshTokens``: the most stale tokens the confidence gate
+re-encodes inside a request (about 0.2 s for the default model on a 2-core CPU); past
+it the suggestion is answered from the cache as it is and the refresh is left to the
+background (:attr:`CompletionResult.refresh_wanted`)."""
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +116,9 @@ class CompletionOptions:
     """pie: when the cache holds stale tokens and a greedy pick of the suggestion won by
     less than this logit margin, refresh the stale tokens and decode again (exact).
     0 turns the gate off."""
+    gate_refresh_tokens: int = GATE_REFRESH_TOKENS
+    """pie: the most stale tokens the gate re-encodes inside the request; past it the
+    suggestion stands and the refresh is wanted in the background (-1: no limit)."""
     members: bool = True
     """Member monitor: a member access may only name a member the static-analysis
     oracle knows (no constraint where it knows nothing)."""
@@ -164,6 +173,10 @@ class CompletionResult:
     """Decoded again on a refreshed cache (a close call on stale keys and values)."""
     gate_ms: float = 0.0
     """Time spent on the gate: the first decode and the refresh (in ``total_ms`` only)."""
+    refresh_wanted: bool = False
+    """The gate fired on more stale tokens than it re-encodes in a request: the
+    suggestion came from the cache as it is, and a background refresh
+    (:meth:`Engine.refresh`) would let the next request decide the close call exactly."""
 
 
 @dataclass
@@ -186,6 +199,9 @@ class Totals(SpecStats, ConstraintStats):
     """Completions decoded again on a refreshed cache (``confidence_margin``)."""
     gateMs: float = 0.0
     """Time those spent on the first decode and the refresh."""
+    gatesDeferred: int = 0
+    """Gated completions answered from the cache as it was, their refresh left to the
+    background (more stale tokens than ``gate_refresh_tokens``)."""
     forwards: int = 0
     """Model forwards run for requests and refreshes."""
     cancelledCompletions: int = 0
@@ -237,6 +253,8 @@ class Outcome(NamedTuple):
     """Time of the cache update's last forward that verified a draft (decode time)."""
     gated: bool
     gate_ms: float
+    refresh_wanted: bool
+    """The gate fired past ``gate_refresh_tokens``: refresh in the background."""
 
 
 class Engine:
@@ -337,6 +355,7 @@ class Engine:
             min_margin=run.decoded.sure,
             gated=run.gated,
             gate_ms=run.gate_ms,
+            refresh_wanted=run.refresh_wanted,
         )
         self._count(result, run)
         return result
@@ -381,9 +400,16 @@ class Engine:
         # decode time (it replaced a verify step), not as cache update time.
         merged_ms = plan.ahead.ms if plan.ahead is not None else 0.0
         decoded = self._decode(pc, plan, plan.ahead, cancel)
-        gated = (
+        close = (
             pc.stale_tokens > 0 and opts.temperature <= 0 and decoded.sure < opts.confidence_margin
         )
+        limit = opts.gate_refresh_tokens
+        gated = close and (limit < 0 or pc.stale_tokens <= limit)
+        refresh_wanted = close and not gated
+        if refresh_wanted:
+            # Too much to re-encode inside a keystroke's request: the suggestion stands,
+            # the refresh goes to the background and the next request decides exactly.
+            self.totals.gatesDeferred += 1
         gate_ms = 0.0
         if gated:
             # Stale keys and values may have swung a close call: decide it exactly.
@@ -403,7 +429,9 @@ class Engine:
             else []
         )
         decode_ms = (time.perf_counter() - t1) * 1000 + merged_ms
-        return Outcome(sync, decoded, text, others, decode_ms, merged_ms, gated, gate_ms)
+        return Outcome(
+            sync, decoded, text, others, decode_ms, merged_ms, gated, gate_ms, refresh_wanted
+        )
 
     def _decode(
         self, pc: PromptCache, plan: Plan, verified: AheadDraft | None, cancel: CancelToken
@@ -926,16 +954,24 @@ class Engine:
     def refresh(self, key: str, cancel: CancelToken | None = None) -> int:
         """Re-encode a document's stale tokens (background work between requests).
 
-        Runs in chunks of :data:`REFRESH_CHUNK` tokens and checks ``cancel`` between
-        them; a cancelled refresh leaves the cache as it was. Returns tokens re-encoded.
+        Steps of :data:`REFRESH_CHUNK` tokens from the first stale one, rewritten in
+        place (:meth:`~cache.prompt_cache.PromptCache.refresh_some`), ``cancel`` checked
+        before each: a cancelled refresh keeps the steps it finished, and the next one
+        goes on from there. Returns the tokens re-encoded.
         """
         cancel = cancel or CancelToken()
         pc = self.caches.peek(key)
         if pc is None or not pc.stale_tokens:
             return 0
+        n = 0
         with self._lock, self._cancellable(cancel), pc.lock:
-            cancel.check()
-            n = self._refresh_stale(pc, cancel, chunk=REFRESH_CHUNK)
+            while pc.stale_tokens:
+                cancel.check()
+                step = pc.refresh_some(
+                    lambda ids, kv, start: prefill(self.model, ids, kv, start), REFRESH_CHUNK
+                )
+                n += step
+                self.totals.tokensRefreshed += step
         self.totals.refreshes += 1
         return n
 
@@ -992,6 +1028,9 @@ class Engine:
         holds the draft too (the caller's decode keeps or crops it).
         """
         n = len(prompt.ids)
+        # A row-exact model verifies exactly only in forwards short enough to attend
+        # row by row: a longer one would need the near-tie re-checks it goes without.
+        merge_rows = ROW_EXACT_MAX if row_exact(self.model) else PREFILL_CHUNK
 
         def encode(ids: list[int], kv: Any, start: int) -> torch.Tensor:
             if (
@@ -999,7 +1038,7 @@ class Engine:
                 and ahead.ids
                 and ahead.rows is None
                 and start + len(ids) == n
-                and len(ids) + len(ahead.ids) <= PREFILL_CHUNK
+                and len(ids) + len(ahead.ids) <= merge_rows
             ):
                 cancel.check()
                 t = time.perf_counter()

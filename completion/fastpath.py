@@ -19,6 +19,15 @@ maths:
 
 Both are installed on CPU models only (:func:`install`); CUDA and MPS keep the library
 paths. Results equal the library paths up to float summation order.
+
+A model whose linear layers all compute each row alone (the low-bit layers of
+:mod:`completion.lowbit`: their kernels give a row the same bits whatever rows come with
+it) is made **row-exact**: its attention runs a short forward's query rows one at a time,
+each on the keys a one-token step at that position sees (:func:`row_exact_attention`).
+A verify step then computes, bit for bit, what plain decoding's one-token steps compute,
+so speculation needs no near-tie re-checks (:func:`row_exact`). This matters for low-bit
+weights: their bf16 activations turn the last-bit differences of a batched attention into
+logit differences of a few tenths (docs/decode-step.md).
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ ATTENTION_NAME = "pie_sdpa"
 """The name the packed attention is registered under in transformers."""
 MAX_FAST_ROWS = 64
 """Row counts above this always take the library path (prefill chunks)."""
+ROW_EXACT_MAX = 32
+"""Query rows up to which a row-exact model attends one row at a time (verify steps and
+short cache updates); longer forwards (prefill chunks) attend all rows at once."""
 
 
 ##### Attention #####
@@ -71,6 +83,15 @@ def packed_gqa_attention(
         for name in ("position_bias", "softcap", "s_aux", "sinks", "cache", "sliding_window")
     )
     if (
+        getattr(module, "_pie_row_exact", False)
+        and q_len <= ROW_EXACT_MAX
+        and query.shape[0] == 1
+        and not special
+        and not dropout
+        and key.shape[1] * groups == query.shape[1]
+    ):
+        return row_exact_attention(query, key, value, scaling), None
+    if (
         groups == 1
         or q_len == 1
         or attention_mask is None
@@ -98,6 +119,35 @@ def packed_gqa_attention(
     out = F.scaled_dot_product_attention(packed, key, value, attn_mask=mask, scale=scaling)
     out = out.reshape(batch, heads, q_len, value.shape[-1]).transpose(1, 2).contiguous()
     return out, None
+
+
+def row_exact_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None
+) -> torch.Tensor:
+    """Causal attention of the last ``q`` positions, one query row at a time.
+
+    Row ``i`` attends to the first ``kv - q + i + 1`` keys with no mask, the call a
+    one-token step at that position makes: the same bits whatever rows come with it.
+    Query heads sharing a key/value head are folded into rows of it (no copy of the
+    cache). Returns ``[B, q, H, D]`` as transformers' attention functions do.
+    """
+    batch, heads, q_len, dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    rows = []
+    for i in range(q_len):
+        end = kv_len - q_len + i + 1
+        packed = query[:, :, i, :].reshape(batch, kv_heads, groups, dim)
+        out = F.scaled_dot_product_attention(
+            packed, key[:, :, :end], value[:, :, :end], scale=scaling
+        )
+        rows.append(out.reshape(batch, 1, heads, value.shape[-1]))
+    return rows[0] if q_len == 1 else torch.cat(rows, dim=1)
+
+
+def row_exact(model: Any) -> bool:
+    """Whether :func:`install` made ``model`` row-exact (see the module doc)."""
+    return bool(getattr(model, "_pie_row_exact", False))
 
 
 _registered = False
@@ -157,6 +207,24 @@ class FastLinear:
         self.rows = frozenset(n for n in rows if 1 < n <= MAX_FAST_ROWS)
 
 
+def _make_row_exact(model: Any) -> None:
+    """Mark ``model`` row-exact when its attention is ours and no library linear is left.
+
+    The library's ``F.linear`` takes other kernels for one row than for several; the
+    low-bit layers that replace it do not (tested).
+    """
+    if getattr(model.config, "_attn_implementation", None) != ATTENTION_NAME:
+        return
+    modules = list(model.modules())
+    if any(isinstance(m, torch.nn.Linear) for m in modules):
+        return
+    for m in modules:
+        if hasattr(m, "num_key_value_groups"):
+            m._pie_row_exact = True
+    model._pie_row_exact = True
+    log.info("row-exact attention: verify steps compute what one-token steps do")
+
+
 def fast_linear(model: Any) -> FastLinear | None:
     """The model's :class:`FastLinear`, if :func:`install` gave it one."""
     return getattr(model, "_pie_fast_linear", None)
@@ -179,6 +247,7 @@ def install(model: Any) -> FastLinear | None:
             model.set_attn_implementation(ATTENTION_NAME)
         except Exception as exc:  # an architecture that refuses custom attention
             log.info("packed GQA attention not installed: %s", exc)
+    _make_row_exact(model)
     switch = FastLinear()
     for layer in model.modules():
         if isinstance(layer, torch.nn.Linear):

@@ -36,7 +36,7 @@ from .constraints import Constraint, ConstraintStats, new_bitmask, restrict
 from .decode import decode_one_token, margin, prefill
 from .drafting_policy import Drafter
 from .drafting_sources import DRAFT_SOURCES, MAX_NGRAM
-from .fastpath import fast_linear
+from .fastpath import fast_linear, row_exact
 
 
 @dataclass
@@ -85,16 +85,20 @@ DRIFT_CHUNKS = (8, 1, 4, 1, 2)
 one-token steps on the keys and values they wrote."""
 
 
-def near_tie_margin(drift: float | None, dtype: torch.dtype, logits: torch.Tensor) -> float:
+def near_tie_margin(
+    drift: float | None, dtype: torch.dtype, logits: torch.Tensor, exact_rows: bool = False
+) -> float:
     """The margin under which a greedy pick is decided with plain decoding's forwards.
 
     Logits that each differ by at most ``drift`` from plain decoding's can swap two
     tokens only when those are less than ``2 * drift`` apart; :data:`SAFETY` times that.
     ``drift`` None: :data:`DEFAULT_DRIFT` of ``logits``' largest magnitude. Never less
     than that magnitude's rounding step in ``dtype``. 0 (no re-check) outside
-    :data:`EXACT_DTYPES`.
+    :data:`EXACT_DTYPES`, and 0 for a row-exact model (``exact_rows``,
+    :func:`~completion.fastpath.row_exact`): its verify steps compute what one-token steps
+    do, bit for bit, so there is no near tie to decide.
     """
-    if dtype not in EXACT_DTYPES:
+    if dtype not in EXACT_DTYPES or exact_rows:
         return 0.0
     scale = float(logits.abs().max())
     bound = DEFAULT_DRIFT * scale if drift is None else drift
@@ -558,7 +562,11 @@ def speculative_generate(
     """
     if tie_margin is None:
         exact = temperature <= 0
-        tie_margin = near_tie_margin(drafter.costs.drift, model.dtype, logits) if exact else 0.0
+        tie_margin = (
+            near_tie_margin(drafter.costs.drift, model.dtype, logits, row_exact(model))
+            if exact
+            else 0.0
+        )
     rules = DecodeRules(max_new_tokens, temperature, stop_ids, generator, constraint, tie_margin)
     run = SpeculativeDecode(
         model, cache, logits, position, drafter, stats, rules, list(context or []), margins

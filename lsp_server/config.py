@@ -17,7 +17,7 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "maxItems": 3                # suggestions for an invoked request (cycling)
       },
       "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512,
-                "confidenceMargin": 0.05, "maxStaleTokens": -1,
+                "confidenceMargin": 0.05, "gateRefreshTokens": 128, "maxStaleTokens": -1,
                 "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048},
       "speculative": {"enabled": true, "maxDraftTokens": 16},
       "constraints": {"members": true, "syntax": true, "oracleBudgetMs": -1}
@@ -73,6 +73,10 @@ class CacheConfig:
     confidenceMargin: float = 0.05
     """pie: when stale tokens are cached and a pick that made the suggestion won by less
     than this logit margin, re-encode them and decode again (exact; 0: never)."""
+    gateRefreshTokens: int = 128
+    """pie: the most stale tokens the gate re-encodes inside a request (-1: no limit).
+    Past it the suggestion is answered from the cache as it is and the stale tokens
+    are refreshed in the background at once; the next request decides exactly."""
     maxStaleTokens: int = -1
     """pie: hard cap on stale tokens at completion time (-1: none; 0: always exact).
     Past it the stale tokens nearest the cursor are re-encoded before decoding."""
@@ -157,6 +161,7 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
             "afterEditTokens": (0, 4096),
             "staleBudget": (0, 1 << 20),
             "maxStaleTokens": (-1, 1 << 20),
+            "gateRefreshTokens": (-1, 1 << 20),
             "idleRefreshMs": (0, 600_000),
             "maxMemoryMB": (16, 1 << 20),
             "oracleBudgetMs": (-1, 10_000),

@@ -236,6 +236,7 @@ class PieServer(LanguageServer):
             after_edit_tokens=c.cache.afterEditTokens,
             stale_budget=None if c.cache.maxStaleTokens < 0 else c.cache.maxStaleTokens,
             confidence_margin=c.cache.confidenceMargin,
+            gate_refresh_tokens=c.cache.gateRefreshTokens,
             speculative=c.speculative.enabled,
             max_draft_tokens=c.speculative.maxDraftTokens,
             members=c.constraints.members,
@@ -301,14 +302,21 @@ class PieServer(LanguageServer):
         if running is not None:
             running.cancel("activity")
 
-    def schedule_refresh(self, uri: str) -> None:
-        """Refresh the document's stale tokens once it has been quiet for a while."""
+    def schedule_refresh(self, uri: str, wanted: bool = False) -> None:
+        """Refresh the document's stale tokens once it has been quiet for a while.
+
+        ``wanted``: a completion's confidence gate wanted the refresh and left it to the
+        background (``refresh_wanted``): it starts now, whatever the drift budget, and
+        the next keystroke's activity pauses it (it goes on from there later).
+        """
         engine = self.engine
-        if engine is None or engine.stale_tokens(uri) <= self.config.cache.staleBudget:
+        if engine is None or not engine.stale_tokens(uri):
+            return
+        if not wanted and engine.stale_tokens(uri) <= self.config.cache.staleBudget:
             return
         self.touch(uri)
         loop = asyncio.get_running_loop()
-        delay = self.config.cache.idleRefreshMs / 1000
+        delay = 0.0 if wanted else self.config.cache.idleRefreshMs / 1000
         self._refresh_timers[uri] = loop.call_later(
             delay, lambda: asyncio.ensure_future(self._refresh(uri))
         )
@@ -593,7 +601,7 @@ class PieServer(LanguageServer):
             result.decode_ms,
             result.text[:60],
         )
-        self.schedule_refresh(uri)
+        self.schedule_refresh(uri, wanted=result.refresh_wanted)
         return doc, offset, result
 
     def issue(self, text: str) -> str:

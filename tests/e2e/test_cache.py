@@ -84,9 +84,12 @@ async def test_pie_matches_recompute_and_reencodes_far_fewer_tokens(tmp_path: Pa
     exact_out, exact_stats = await run(
         {"cache": {"strategy": "pie", "maxStaleTokens": 0}}, tmp_path, "exact"
     )
-    # A gate no pick can pass: every completion on stale tokens is decided exactly.
+    # A gate no pick can pass, with no limit on what it re-encodes in a request: every
+    # completion on stale tokens is decided exactly.
     gated_out, gated_stats = await run(
-        {"cache": {"strategy": "pie", "confidenceMargin": 20}}, tmp_path, "gated"
+        {"cache": {"strategy": "pie", "confidenceMargin": 20, "gateRefreshTokens": -1}},
+        tmp_path,
+        "gated",
     )
     assert gated_out == ref_out
     assert gated_stats["totals"]["gatedRefreshes"] >= 1
@@ -138,5 +141,45 @@ async def test_background_refresh_clears_stale_tokens_when_idle(tmp_path: Path) 
         assert stats["totals"]["refreshes"] >= 1
         assert stats["documents"][0]["staleTokens"] == 0
         assert stats["totals"]["tokensRefreshed"] > 0
+    finally:
+        await client.stop()
+
+
+async def test_a_gate_past_its_budget_answers_at_once_and_refreshes_in_the_background(
+    tmp_path: Path,
+) -> None:
+    # The far edit leaves ~480 stale tokens, more than the gate re-encodes in a request
+    # (16 here): the completion is answered from the cache as it is, the refresh starts
+    # in the background at once (no idle wait, whatever the drift budget), and the next
+    # request at the same place is decided on the refreshed cache: recompute's answer.
+    import asyncio
+
+    ref_out, _ = await run({"cache": {"strategy": "recompute"}}, tmp_path, "ref")
+    client = PieClient()
+    cache = {"confidenceMargin": 20, "gateRefreshTokens": 16, "idleRefreshMs": 600_000}
+    await client.start({"cache": cache, "completion": {"maxTokens": 16}})
+    try:
+        uri = client.open(tmp_path / "deferred.py", SOURCE)
+        lines = SOURCE.split("\n")
+        line, col = len(lines) - 1, len(lines[-1])
+        client.change(uri, (line, col - len("count_")), (line, col), "count_lines(")
+        col += len("lines(")
+        client.change(uri, (line - 1, 7), (line - 1, 12), "Total")
+        await client.inline(uri, line, col)
+        # The far edit: the same document as ref's last request.
+        client.change(uri, (1, 0), (1, 0), "import sys\n")
+        await client.inline(uri, line + 1, col)
+        stats = await client.stats()
+        assert stats["totals"]["gatesDeferred"] == 1
+        assert stats["totals"]["gatedRefreshes"] == 0
+        for _ in range(200):
+            stats = await client.stats()
+            if not stats["documents"][0]["staleTokens"]:
+                break
+            await asyncio.sleep(0.05)
+        assert stats["documents"][0]["staleTokens"] == 0
+        assert stats["totals"]["tokensRefreshed"] > 16
+        text, _ = await client.inline(uri, line + 1, col)
+        assert text == ref_out[3]
     finally:
         await client.stop()

@@ -343,11 +343,25 @@ def test_confidence_margin_has_its_own_bounds():
 
 
 def test_cache_defaults_are_the_engines():
-    from completion.engine import AFTER_EDIT_TOKENS, CONFIDENCE_MARGIN, TAIL_TOKENS
+    from completion.engine import (
+        AFTER_EDIT_TOKENS,
+        CONFIDENCE_MARGIN,
+        GATE_REFRESH_TOKENS,
+        TAIL_TOKENS,
+    )
 
     c = CacheConfig()
-    assert (c.tailTokens, c.afterEditTokens, c.confidenceMargin) == (
+    assert (c.tailTokens, c.afterEditTokens, c.confidenceMargin, c.gateRefreshTokens) == (
         TAIL_TOKENS,
         AFTER_EDIT_TOKENS,
         CONFIDENCE_MARGIN,
+        GATE_REFRESH_TOKENS,
     )
+
+
+def test_gate_refresh_tokens_takes_minus_one_and_refuses_less():
+    config, problems = parse_config({"cache": {"gateRefreshTokens": -1}})
+    assert problems == [] and config.cache.gateRefreshTokens == -1
+    config, problems = parse_config({"cache": {"gateRefreshTokens": -2}})
+    assert len(problems) == 1 and "cache.gateRefreshTokens" in problems[0]
+    assert config.cache.gateRefreshTokens == CacheConfig().gateRefreshTokens

@@ -79,3 +79,75 @@ def test_a_quantized_model_decodes_greedily_like_itself_speculating(tiny_llama) 
     tie = near_tie_margin(drift, torch.float32, logits)
     out, _ = spec(model, prompt, 30, [prompt[-4:] + reference], SpecStats(), tie_margin=tie)
     assert out == reference
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_a_fully_low_bit_model_verifies_exactly_what_one_token_steps_compute(kind: str) -> None:
+    # Row-exact: every linear layer low-bit and the attention row by row, so a forward of
+    # several tokens gives the one-token steps' logits bit for bit (no drift at all).
+    # Head width 64 and 1,100 cached tokens: there, attending to all rows at once rounds
+    # differently from one row at a time (a tinier model hides it).
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from cache.growing import growing_cache
+    from completion import fastpath
+    from completion.decode import prefill
+    from completion.verify import forward_all
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=256,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
+    model = LlamaForCausalLM(config).eval()
+    lowbit.quantize(model, kind)
+    fastpath.install(model)
+    assert fastpath.row_exact(model)
+    prompt, more = torch.randint(0, 64, (1100,)).tolist(), [5, 9, 2, 30, 7, 11]
+    with torch.inference_mode():
+        cache = growing_cache(model.config)
+        prefill(model, prompt, cache, 0)
+        at = len(prompt)
+        one = torch.stack([forward_all(model, [t], cache, at + i)[0] for i, t in enumerate(more)])
+        cache.crop(-len(more))
+        many = forward_all(model, more, cache, at)
+    assert torch.equal(many, one)
+    assert measure_drift(model, cache, at, more) == 0.0
+
+
+def test_a_model_with_a_library_linear_left_is_not_row_exact(tiny_llama) -> None:
+    from completion import fastpath
+
+    kept = tiny_llama(40, 64, 0)  # int4 keeps the 40-output head
+    lowbit.quantize(kept, "int4")
+    fastpath.install(kept)
+    plain = tiny_llama(48, 64, 0)
+    fastpath.install(plain)
+    assert not fastpath.row_exact(kept) and not fastpath.row_exact(plain)
+
+
+def test_a_row_exact_model_speculates_losslessly_without_near_tie_rechecks(tiny_llama) -> None:
+    from completion import fastpath
+    from completion.drafting_policy import CostModel
+    from completion.verify import SpecStats, speculative_generate
+    from tests.unit.test_speculative import drafter, plain, prompt_cache
+
+    model = tiny_llama(48, 512, 1)
+    lowbit.quantize(model, "int4")
+    fastpath.install(model)
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8] * 3
+    reference = plain(model, prompt, 30)
+    d = drafter(prompt, [prompt[-4:] + reference])
+    # A huge drift on record: were the model not taken as row-exact, every pick from a
+    # verify step would be a near tie, decided again one token at a time.
+    d.costs = CostModel({n: 1.0 for n in range(1, 40)}, drift=100.0, learn=False)
+    stats = SpecStats()
+    cache, logits = prompt_cache(model, prompt)
+    out = list(speculative_generate(model, cache, logits, len(prompt), 30, d, stats))
+    assert out == reference
+    assert stats.acceptedTokens > 0 and stats.nearTies == 0

@@ -441,3 +441,61 @@ def test_memory_budget_evicts_least_recently_used() -> None:
     assert store.evictions == 1
     store.discard("a")
     assert store.nbytes() == one
+
+
+@pytest.mark.parametrize("limit", [1, 7, 25, 1000])
+def test_refresh_in_steps_ends_equal_to_from_scratch(limit: int) -> None:
+    # Oracle: steps of any size from the first stale token, resumed until nothing is
+    # stale, give a fresh prefill's keys, values and logits; after each step the tokens
+    # before the first stale one are exact.
+    model = tiny_llama(3)
+    rot = Rerotator(find_rotary(model))
+    rng = random.Random(7)
+    ids = [rng.randrange(97) for _ in range(90)]
+    pc = pie_cache(model)
+    pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    for _ in range(3):
+        ids = random_edit(rng, ids, 97)
+        pc.sync(ids, encoder(model), "pie", rerotator=rot, tail=1)
+    kv, logits = fresh(model, ids)
+    assert pc.stale_tokens > limit or limit == 1000
+    steps = 0
+    while pc.stale_tokens:
+        first = pc.stale.find(1)
+        n = pc.refresh_some(encoder(model), limit)
+        steps += 1
+        assert 0 < n <= limit and pc.ids == ids and pc.kv.get_seq_length() == len(ids)
+        exact = pc.stale.find(1) if pc.stale_tokens else len(ids)
+        assert exact == first + n
+        for got, want in zip(pc.kv.layers, kv.layers, strict=True):
+            torch.testing.assert_close(
+                got.keys[..., :exact, :], want.keys[..., :exact, :], atol=2e-5, rtol=1e-4
+            )
+    assert steps >= (2 if limit < 25 else 1)
+    for got, want in zip(pc.kv.layers, kv.layers, strict=True):
+        torch.testing.assert_close(got.keys, want.keys, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(got.values, want.values, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(pc.last_logits, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_a_cancelled_refresh_step_keeps_the_cache_whole_and_stale() -> None:
+    model = tiny_llama(2)
+    rot = Rerotator(find_rotary(model))
+    ids = list(range(1, 61))
+    pc = pie_cache(model)
+    pc.sync(ids, encoder(model), "pie", rerotator=rot)
+    pc.sync([5, *ids], encoder(model), "pie", rerotator=rot, tail=1)
+    ids_before, stale_before = list(pc.ids), bytearray(pc.stale)
+    tail = pc.kv.layers[1].keys[..., 40:, :].clone()
+
+    class Stop(Exception):
+        pass
+
+    def failing(ids_, kv, start):
+        raise Stop
+
+    with pytest.raises(Stop):
+        pc.refresh_some(failing, 8)
+    assert (pc.ids, pc.stale) == (ids_before, stale_before)
+    assert pc.kv.get_seq_length() == len(ids_before)
+    assert torch.equal(pc.kv.layers[1].keys[..., 40:, :], tail)
