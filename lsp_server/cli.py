@@ -106,6 +106,7 @@ def _add_bench_parsers(bsub: Any) -> None:
         _bench_neovim,
         _bench_startup,
         _bench_step,
+        _bench_typing,
     ):
         add(bsub)
 
@@ -117,6 +118,33 @@ def _bench_step(bsub: Any) -> None:
     p.add_argument("--paths", default="fp32,bf16,int8,int4", help="comma-separated, fp32 first")
     p.add_argument("--steps", type=int, default=40, help="one-token steps per path")
     p.add_argument("--repeats", type=int, default=5, help="timings per verify size")
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+
+
+def _bench_typing(bsub: Any) -> None:
+    """``pie-lsp bench typing``."""
+    p = bsub.add_parser(
+        "typing", help="keystroke to suggestion while typing real files, through the server"
+    )
+    p.add_argument(
+        "--models", default="default,qwen2.5-coder-0.5b", help="comma-separated model settings"
+    )
+    p.add_argument(
+        "--quantize", default="none,int4", help="comma-separated quantize settings, each run"
+    )
+    p.add_argument("--lines", type=int, default=3, help="lines typed per file")
+    p.add_argument("--debounce-ms", type=int, default=150, help="the client's debounce")
+    p.add_argument("--max-chars", type=int, default=7000, help="each file cut to about this")
+    p.add_argument(
+        "--no-edits", dest="edits", action="store_false", help="no edit elsewhere between lines"
+    )
+    p.add_argument(
+        "--calibration-timeout",
+        type=float,
+        default=180,
+        help="seconds to wait for the verify-cost measurement before typing",
+    )
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
 
 
@@ -413,6 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_step import run_step
 
             return run_step(args)
+        if args.bench_command == "typing":
+            from tooling.bench_typing import run_typing
+
+            return run_typing(args)
         if args.bench_command == "startup":
             from tooling.bench_startup import run_startup
 

@@ -7,14 +7,33 @@ offers the few calls the demo and the benchmarks need.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request sent and not awaited yet."""
+
+    id: str
+    future: asyncio.Future[Any]
+    sent: float
+    """``time.perf_counter()`` when it was sent."""
+
+    @staticmethod
+    def first_text(result: Any) -> str:
+        """The first item's text of an inline-completion result ("" if none)."""
+        items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+        text = items[0].insert_text if items else ""
+        return text if isinstance(text, str) else text.value
 
 
 class PieClient:
@@ -33,6 +52,7 @@ class PieClient:
         self._on_progress = on_progress
         self._on_message = on_message
         self._versions: dict[str, int] = {}
+        self._ids = itertools.count(1)
 
         @self.client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
         def _create(params: types.WorkDoneProgressCreateParams) -> None:
@@ -132,10 +152,28 @@ class PieClient:
                 ),
             )
         )
-        elapsed = time.perf_counter() - t0
-        items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-        text = items[0].insert_text if items else ""
-        return (text if isinstance(text, str) else text.value), elapsed
+        return PendingRequest.first_text(result), time.perf_counter() - t0
+
+    def request_inline(self, uri: str, line: int, character: int) -> PendingRequest:
+        """Send an inline-completion request without waiting (see :meth:`cancel`)."""
+        msg_id = f"inline-{next(self._ids)}"
+        params = types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=character),
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Automatic
+            ),
+        )
+        future = self.client.protocol.send_request_async(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id
+        )
+        return PendingRequest(msg_id, asyncio.ensure_future(future), time.perf_counter())
+
+    def cancel(self, request: PendingRequest) -> None:
+        """``$/cancelRequest`` for ``request``, as an editor sends when the user types on."""
+        self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=request.id))
+        # The answer (an error or a late result) is not wanted: retrieve it quietly.
+        request.future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def stats(self) -> dict[str, Any]:
         """``pie/stats``."""
