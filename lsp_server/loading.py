@@ -50,7 +50,7 @@ class CliProgress:
 
 
 def load_with_progress(
-    model: str = "default", device: str = "auto", dtype: str = "auto", quantize: str = "none"
+    model: str = "default", device: str = "auto", dtype: str = "auto", quantize: str = "auto"
 ) -> Any:
     """Load a model for a CLI command, with a progress bar on stderr.
 

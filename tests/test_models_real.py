@@ -21,11 +21,19 @@ def default_engine() -> Engine:
     return Engine(load_model("default", "cpu", "auto"))
 
 
-def test_default_model_loads_converted_fp32_on_cpu(default_engine: Engine) -> None:
+def test_default_model_loads_its_files_4_bit_weights_on_cpu(default_engine: Engine) -> None:
+    # quantize "auto": the embedded Q4_1 file's weights run on the int4 layers, the rest
+    # of the model (and the cache) in fp32, and the model is row-exact.
+    from completion.fastpath import row_exact
+    from completion.lowbit import LowBitLinear
+
     loaded = default_engine.loaded
     assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    assert loaded.quantize == "int4" and row_exact(loaded.model)
+    assert all(m.kind == "int4" for m in loaded.model.modules() if isinstance(m, LowBitLinear))
     assert Path(loaded.path, "model.safetensors").is_file()
     assert default_engine.format.name == "prefix-only"  # SmolLM2 has no FIM tokens
+    assert load_model("default", "cpu", "auto", quantize="none").quantize == "none"
 
 
 def test_default_model_completes_a_return_statement(default_engine: Engine) -> None:
@@ -167,6 +175,7 @@ qwen = pytest.mark.skipif(
 def test_qwen_fills_the_middle_and_stops_at_the_suffix() -> None:
     engine = Engine(load_model("qwen2.5-coder-0.5b", "cpu", "auto"))
     assert engine.format.name == "qwen"
+    assert engine.loaded.quantize == "int8"  # its file is mostly 5-bit blocks
     text = (
         "def fibonacci(n: int) -> int:\n"
         '    """Return the n-th Fibonacci number."""\n'

@@ -278,4 +278,5 @@ def report_header(benchmark: str, loaded: Any) -> dict[str, Any]:
         "model": loaded.id,
         "device": str(loaded.device),
         "dtype": str(loaded.dtype).removeprefix("torch."),
+        "quantize": loaded.quantize,
     }

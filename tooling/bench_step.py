@@ -5,8 +5,10 @@ For one model and each path (``fp32``; ``bf16``, the whole model in bf16; ``int8
 file: the time of a one-token decode step (median and p95 over ``--steps`` steps at the
 file's end), of a forward over k = 2, 4, 8, 16 tokens on top of it (verify steps), of
 the prompt's prefill (512-token chunks), and the greedy tokens of ``--steps`` steps:
-how many agree with the fp32 path's, and where the first difference is. Ratios are
-against the fp32 path measured in the same run. Writes ``step-<model>.json``.
+how many agree with the fp32 path's, and where the first difference is. Then single-line
+completions (greedy, as the server makes them) at ``--agreement`` held-out positions in
+other standard-library files: how many equal the fp32 path's exactly. Ratios are against
+the fp32 path measured in the same run. Writes ``step-<model>.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class PathRun(NamedTuple):
     verify_ms: dict[int, float]
     prefill_s: float
     tokens: list[int]
+    completions: list[str]
+    """Single-line completions at the held-out positions."""
 
 
 def load_path(model: str, path: str) -> Any:
@@ -42,7 +46,7 @@ def load_path(model: str, path: str) -> Any:
     from lsp_server.loading import load_with_progress
 
     if path == "bf16":
-        return load_with_progress(model, "cpu", "bfloat16")
+        return load_with_progress(model, "cpu", "bfloat16", "none")
     quantize = path if path in ("int8", "int4") else "none"
     return load_with_progress(model, "cpu", "float32", quantize)
 
@@ -94,7 +98,22 @@ def measure(loaded: Any, ids: list[int], steps: int, repeats: int) -> PathRun:
             best = min(best, (time.perf_counter() - t) * 1000)
             cache.crop(-k)
         verify_ms[k] = best
-    return PathRun("", step_ms, verify_ms, prefill_s, tokens)
+    return PathRun("", step_ms, verify_ms, prefill_s, tokens, [])
+
+
+def complete_lines(loaded: Any, positions: list[Any]) -> list[str]:
+    """Single-line greedy completions at ``positions``, as the server makes them."""
+    from completion.engine import CompletionOptions, CompletionRequest, Engine
+
+    engine = Engine(loaded)
+    opts = CompletionOptions(multiline="never", max_tokens=32)
+    try:
+        return [
+            engine.complete(CompletionRequest(f"p{i}", p.text, p.cursor, opts)).text
+            for i, p in enumerate(positions)
+        ]
+    finally:
+        engine.close()
 
 
 def summarize(run: PathRun, base: PathRun) -> dict[str, Any]:
@@ -118,6 +137,10 @@ def summarize(run: PathRun, base: PathRun) -> dict[str, Any]:
         "sameTokensAsFp32": sum(a == b for a, b in zip(run.tokens, base.tokens, strict=True)),
         "firstDifference": first,
         "steps": len(run.tokens),
+        "sameCompletionsAsFp32": sum(
+            a == b for a, b in zip(run.completions, base.completions, strict=True)
+        ),
+        "completions": len(run.completions),
     }
 
 
@@ -128,6 +151,9 @@ def run_step(args: argparse.Namespace) -> int:
     if unknown or not paths or paths[0] != "fp32":
         print(f"--paths: fp32 first, then any of {PATHS}; got {args.paths}", file=sys.stderr)
         return 2
+    from .bench_decode import make_positions
+
+    positions = [p for p in make_positions(args.seed, args.agreement, 6000) if p.kind == "line"]
     runs: list[PathRun] = []
     header: dict[str, Any] = {}
     for path in paths:
@@ -138,7 +164,8 @@ def run_step(args: argparse.Namespace) -> int:
             ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
         print(f"{path}: {len(ids)} prompt tokens, {args.steps} steps...", file=sys.stderr)
         choose_fast_paths(loaded)
-        runs.append(measure(loaded, ids, args.steps, args.repeats)._replace(path=path))
+        run = measure(loaded, ids, args.steps, args.repeats)
+        runs.append(run._replace(path=path, completions=complete_lines(loaded, positions)))
         del loaded
         gc.collect()
     rows = [summarize(run, runs[0]) for run in runs]
@@ -172,5 +199,6 @@ def print_report(report: dict[str, Any]) -> None:
             f"{r['path']:6} {r['stepMs']['median']:7.1f}/{r['stepMs']['p95']:<8.1f} "
             f"{r['tokensPerSecond']:7.1f} {r['speedupVsFp32']:7.2f} {rel:>28} "
             f"{r['prefillSeconds']:10.2f} {r['sameTokensAsFp32']:>5}/{r['steps']:<3} "
-            f"(first diff {r['firstDifference']})"
+            f"(first diff {r['firstDifference']}); same completions "
+            f"{r['sameCompletionsAsFp32']}/{r['completions']}"
         )

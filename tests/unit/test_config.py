@@ -42,7 +42,7 @@ def test_defaults():
     assert config.completion == CompletionConfig(64, 0.0, "auto", 2048)
     assert config.cache == CacheConfig(strategy="pie", maxDocuments=8)
     assert config.cache.strategy == "pie" and config.cache.tailTokens == 32
-    assert config.model_key() == ("default", "auto", "auto", "none", False)
+    assert config.model_key() == ("default", "auto", "auto", "auto", False)
 
 
 def test_valid_nested_values():

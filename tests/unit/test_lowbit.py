@@ -151,3 +151,35 @@ def test_a_row_exact_model_speculates_losslessly_without_near_tie_rechecks(tiny_
     out = list(speculative_generate(model, cache, logits, len(prompt), 30, d, stats))
     assert out == reference
     assert stats.acceptedTokens > 0 and stats.nearTies == 0
+
+
+def gridded(out: int, width: int, levels: int, seed: int) -> torch.Tensor:
+    """Weights whose groups of 32 lie on ``levels`` steps from their minimum to maximum."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, levels, (out, width // 32, 32), generator=gen).float()
+    q[..., 0], q[..., 1] = 0, levels - 1  # every group spans its whole grid, as Q4_1's do
+    scale = torch.rand(out, width // 32, 1, generator=gen) * 0.01 + 1e-3
+    low = -torch.rand(out, width // 32, 1, generator=gen) * 0.05
+    return (q * scale + low).view(out, width)
+
+
+def test_weights_on_4_bit_grids_are_told_from_others() -> None:
+    assert lowbit.on_int4_grid(gridded(48, 64, 16, 0))
+    assert not lowbit.on_int4_grid(gridded(48, 64, 32, 0))  # 5-bit blocks (Q5_0-like)
+    assert not lowbit.on_int4_grid(torch.randn(48, 64))
+    assert not lowbit.on_int4_grid(gridded(48, 64, 16, 0)[:, :48])  # no whole groups
+
+
+@pytest.mark.parametrize(("levels", "kind"), [(16, "int4"), (32, "int8")])
+def test_auto_keeps_a_gguf_models_own_4_bit_weights_else_takes_int8(
+    tiny_llama, levels: int, kind: str
+) -> None:
+    model = tiny_llama(48, 64, 0)
+    with torch.no_grad():
+        for i, m in enumerate(model.modules()):
+            if isinstance(m, torch.nn.Linear) and m is not model.lm_head:
+                m.weight.copy_(gridded(*m.weight.shape, levels, i))
+    # The head is the embedding matrix (Q8_0 in GGUF files): it does not decide.
+    assert lowbit.auto_kind(model) == kind
+    with pytest.raises(ValueError, match="unknown quantize"):
+        lowbit.quantize(model, "auto")  # the loader resolves it first
