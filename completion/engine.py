@@ -79,8 +79,8 @@ background (:attr:`CompletionResult.refresh_wanted`)."""
 
 log = logging.getLogger(__name__)
 
-_COSTS: dict[tuple[str, str, str], CostModel] = {}
-"""Verify-cost curves measured in this process, per model, device and dtype."""
+_COSTS: dict[tuple[str, str, str, str], CostModel] = {}
+"""Verify-cost curves measured in this process, per model, device, dtype and quantize."""
 
 
 def _decided(margins: list[float], out: list[int], reason: str) -> float:
@@ -568,7 +568,7 @@ class Engine:
     def costs(self) -> CostModel:
         """The verify-cost curve of this model on its device, measured now if need be.
 
-        Once per process, model, device and dtype (seconds on a CPU: docs/speculative.md).
+        Once per process, model, device, dtype and quantize (seconds on a CPU: docs/speculative.md).
         A server measures it in slices instead (:meth:`calibrate`).
         """
         while not self.calibrate(60.0):
@@ -580,13 +580,14 @@ class Engine:
         """Run the verify-cost measurement for about ``seconds``; True once it is in use.
 
         Run on the thread that runs completions, between them: until the curve is in
-        use, completions decode plainly. A curve measured for the same model, device
-        and dtype in this process is reused at once.
+        use, completions decode plainly. A curve measured for the same model, device,
+        dtype and quantize setting in this process is reused at once.
         """
         with self._costs_lock:
             if self._costs is not None:
                 return True
-            key = (self.loaded.path, str(self.loaded.device), str(self.loaded.dtype))
+            loaded = self.loaded
+            key = (loaded.path, str(loaded.device), str(loaded.dtype), loaded.quantize)
             if key not in _COSTS:
                 if self._calibration is None:
                     from cache.growing import growing_cache

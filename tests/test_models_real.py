@@ -279,13 +279,13 @@ def read_q4_1(path: Path, config: object) -> dict[str, tuple[torch.Tensor, ...]]
     return out
 
 
-def test_int4_is_the_embedded_files_own_q4_1_blocks(default_engine: Engine) -> None:
+def test_int4_is_the_embedded_files_own_q4_1_blocks() -> None:
     # Q4_1 rounds each block of 32 from its minimum to its maximum in 15 steps, as int4
     # does: rounding the fp32 copy again gives the file's own values, bit for bit.
     from completion.lowbit import LowBitLinear
     from completion.models import default_gguf_path
 
-    fp32 = default_engine.loaded.model
+    fp32 = load_model("default", "cpu", "auto", quantize="none").model
     blocks = read_q4_1(default_gguf_path(), fp32.config)
     assert len(blocks) == 7 * fp32.config.num_hidden_layers  # every linear layer but the head
     for name, (q, d, m) in blocks.items():
