@@ -258,6 +258,9 @@ def _bench_constraints(bsub: Any) -> None:
     con.add_argument("--out", type=Path, default=Path("bench-results"))
     con.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     con.add_argument("--dtype", help="auto | float32 | float16 | bfloat16 (default auto)")
+    con.add_argument(
+        "--quantize", choices=("auto", "none", "int8", "int4"), help="as the setting (default auto)"
+    )
 
 
 def _bench_neovim(bsub: Any) -> None:

@@ -727,7 +727,9 @@ def run_model(
 
     from .bench import measure_verify_cost
 
-    loaded = load_with_progress(name, args.device or "auto", args.dtype or "auto")
+    loaded = load_with_progress(
+        name, args.device or "auto", args.dtype or "auto", args.quantize or "auto"
+    )
     engine = BenchEngine(loaded)
     try:
         measure_verify_cost(engine)
