@@ -135,7 +135,7 @@ def _bench_typing(bsub: Any) -> None:
         "--models", default="default,qwen2.5-coder-0.5b", help="comma-separated model settings"
     )
     p.add_argument(
-        "--quantize", default="none,int4", help="comma-separated quantize settings, each run"
+        "--quantize", default="none,auto", help="comma-separated quantize settings, each run"
     )
     p.add_argument("--lines", type=int, default=3, help="lines typed per file")
     p.add_argument("--debounce-ms", type=int, default=150, help="the client's debounce")

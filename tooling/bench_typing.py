@@ -259,6 +259,7 @@ def _report(
     return {
         "model": model,
         "quantize": quantize,
+        "resolved": stats.get("model", {}).get("quantize", quantize),
         "setupSeconds": round(setup_s, 1),
         "calibrated": bool(ready.get("totals", {}).get("verifyCost")),
         "pauses": _percentiles(pauses),
@@ -307,7 +308,7 @@ def _row(run: dict[str, Any]) -> str:
         return f"{p['median']:.0f}/{p['p95']:.0f}/{p['p99']:.0f} (n={p['n']})"
 
     return (
-        f"{run['model']:<20} {run['quantize']:<5} pauses {cell(run['pauses']):<24} "
+        f"{run['model']:<20} {run['resolved']:<5} pauses {cell(run['pauses']):<24} "
         f"not typed through {cell(run['notTypedThrough']):<24} "
         f"after edit {cell(run['afterEdit']):<24} superseded {run['superseded']}/"
         f"{run['burstRequests']}"

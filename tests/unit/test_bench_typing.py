@@ -65,6 +65,8 @@ def test_the_report_counts_superseded_requests_apart() -> None:
         Request("burst", False, "superseded", 40.0, True, "f"),
         Request("burst", False, "answered", 20.0, False, "f"),
     ]
-    report = _report("m", "int4", records, {"totals": {"gatesDeferred": 2}}, {}, 1.0)
+    stats = {"totals": {"gatesDeferred": 2}, "model": {"quantize": "int4"}}
+    report = _report("m", "auto", records, stats, {}, 1.0)
+    assert (report["quantize"], report["resolved"]) == ("auto", "int4")
     assert (report["burstRequests"], report["superseded"], report["burstAnswered"]) == (2, 1, 1)
     assert report["pauses"]["median"] == 100.0 and report["server"] == {"gatesDeferred": 2}

@@ -56,6 +56,22 @@ def fresh(model, ids: list[int]) -> tuple[DynamicCache, torch.Tensor]:
     return kv, logits
 
 
+def assert_keys_like_fresh(pc: PromptCache, kv: DynamicCache, upto: int) -> None:
+    """The first ``upto`` cached keys equal a fresh prefill's, in every layer."""
+    for got, want in zip(pc.kv.layers, kv.layers, strict=True):
+        torch.testing.assert_close(
+            got.keys[..., :upto, :], want.keys[..., :upto, :], atol=2e-5, rtol=1e-4
+        )
+
+
+def assert_like_fresh(pc: PromptCache, kv: DynamicCache, logits: torch.Tensor) -> None:
+    """Every key, value and the last logits equal a fresh prefill's."""
+    for got, want in zip(pc.kv.layers, kv.layers, strict=True):
+        torch.testing.assert_close(got.keys, want.keys, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(got.values, want.values, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(pc.last_logits, logits, atol=1e-4, rtol=1e-4)
+
+
 def pie_cache(model) -> PromptCache:
     # The engine's cache: appends in place, so these oracles also check that a PIE sync
     # never overwrites kept keys before copying them (cache/growing.py).
@@ -122,16 +138,10 @@ def test_deep_model_layer0_matches_and_refresh_removes_drift(seed: int) -> None:
     first = pc.stale.find(1)
     assert first > 0  # these edits leave an exact head and a stale rest (checked just below)
     kv, logits = fresh(model, ids)
-    for got, want in zip(pc.kv.layers, kv.layers, strict=True):
-        torch.testing.assert_close(
-            got.keys[..., :first, :], want.keys[..., :first, :], atol=2e-5, rtol=1e-4
-        )
+    assert_keys_like_fresh(pc, kv, first)
     pc.refresh(encoder(model))
     assert pc.stale_tokens == 0
-    for got, want in zip(pc.kv.layers, kv.layers, strict=True):
-        torch.testing.assert_close(got.keys, want.keys, atol=2e-5, rtol=1e-4)
-        torch.testing.assert_close(got.values, want.values, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(pc.last_logits, logits, atol=1e-4, rtol=1e-4)
+    assert_like_fresh(pc, kv, logits)
 
 
 def test_stale_flags_mark_kept_tokens_after_the_first_change() -> None:
@@ -467,15 +477,9 @@ def test_refresh_in_steps_ends_equal_to_from_scratch(limit: int) -> None:
         assert 0 < n <= limit and pc.ids == ids and pc.kv.get_seq_length() == len(ids)
         exact = pc.stale.find(1) if pc.stale_tokens else len(ids)
         assert exact == first + n
-        for got, want in zip(pc.kv.layers, kv.layers, strict=True):
-            torch.testing.assert_close(
-                got.keys[..., :exact, :], want.keys[..., :exact, :], atol=2e-5, rtol=1e-4
-            )
+        assert_keys_like_fresh(pc, kv, exact)
     assert steps >= (2 if limit < 25 else 1)
-    for got, want in zip(pc.kv.layers, kv.layers, strict=True):
-        torch.testing.assert_close(got.keys, want.keys, atol=2e-5, rtol=1e-4)
-        torch.testing.assert_close(got.values, want.values, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(pc.last_logits, logits, atol=1e-4, rtol=1e-4)
+    assert_like_fresh(pc, kv, logits)
 
 
 def test_a_cancelled_refresh_step_keeps_the_cache_whole_and_stale() -> None:
