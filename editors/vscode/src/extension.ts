@@ -24,7 +24,7 @@ import { RequestTimer, STATS_REQUEST, renderStatus, type Stats, type StatusState
 
 const SECTION = 'pie';
 /** Settings the server takes; a change is sent with `workspace/didChangeConfiguration`. */
-const SERVER_SECTIONS = ['model', 'device', 'dtype', 'trustRemoteCode', 'completion', 'cache'].map((s) => `${SECTION}.${s}`);
+const SERVER_SECTIONS = ['model', 'device', 'dtype', 'quantize', 'trustRemoteCode', 'completion', 'cache'].map((s) => `${SECTION}.${s}`);
 const DOCUMENT_SYNCED = '$/pie/documentSynced';
 const POLL_MS = 1000;
 

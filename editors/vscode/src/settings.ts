@@ -10,6 +10,7 @@ export interface ServerConfig {
   model: string;
   device: string;
   dtype: string;
+  quantize: string;
   trustRemoteCode: boolean;
   completion: {
     maxTokens: number;
@@ -24,6 +25,7 @@ export interface ServerConfig {
     afterEditTokens: number;
     staleBudget: number;
     confidenceMargin: number;
+    gateRefreshTokens: number;
     maxStaleTokens: number;
     idleRefreshMs: number;
     maxDocuments: number;
@@ -36,6 +38,7 @@ export const SERVER_DEFAULTS: ServerConfig = {
   model: 'default',
   device: 'auto',
   dtype: 'auto',
+  quantize: 'auto',
   trustRemoteCode: false,
   completion: {
     maxTokens: 64,
@@ -50,6 +53,7 @@ export const SERVER_DEFAULTS: ServerConfig = {
     afterEditTokens: 32,
     staleBudget: 512,
     confidenceMargin: 0.05,
+    gateRefreshTokens: 128,
     maxStaleTokens: -1,
     idleRefreshMs: 800,
     maxDocuments: 8,
@@ -94,6 +98,7 @@ export function toServerConfig(source: SettingsSource): ServerConfig {
     model: pick(get, 'model', d.model),
     device: pick(get, 'device', d.device),
     dtype: pick(get, 'dtype', d.dtype),
+    quantize: pick(get, 'quantize', d.quantize),
     trustRemoteCode: pick(get, 'trustRemoteCode', d.trustRemoteCode),
     completion: section(get, 'completion.', d.completion),
     cache: section(get, 'cache.', d.cache),

@@ -8,6 +8,8 @@ export interface ModelStats {
   id: string | null;
   device: string | null;
   dtype: string | null;
+  /** Low-bit linear weights (`int8`, `int4`) or `none`; absent from older servers. */
+  quantize?: string;
   error?: string;
 }
 
@@ -67,7 +69,8 @@ export function renderStatus(state: StatusState): StatusView {
     return { text: `${SPIN} pie: loading ${id}`, tooltip: lines.join('\n'), error: false };
   }
   const latency = state.lastLatencyMs === undefined ? undefined : `${Math.round(state.lastLatencyMs)} ms`;
-  lines.push(`Model: ${id}`, `Device: ${model.device ?? '?'} (${model.dtype ?? '?'})`);
+  const weights = model.quantize && model.quantize !== 'none' ? `, ${model.quantize} weights` : '';
+  lines.push(`Model: ${id}`, `Device: ${model.device ?? '?'} (${model.dtype ?? '?'}${weights})`);
   if (latency) {
     lines.push(`Last completion: ${latency}`);
   }

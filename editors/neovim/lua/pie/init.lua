@@ -339,12 +339,13 @@ end
 function M.format_stats(s)
   local model, t = s.model or {}, s.totals or {}
   local lines = {
-    ('pie-lsp %s · model %s (%s) on %s %s · %s'):format(
+    ('pie-lsp %s · model %s (%s) on %s %s%s · %s'):format(
       s.server and s.server.version or '?',
       tostring(model.id),
       tostring(model.status),
       tostring(model.device),
       tostring(model.dtype),
+      (model.quantize and model.quantize ~= 'none') and (' ' .. model.quantize) or '',
       tostring(model.promptFormat or '')
     ),
   }

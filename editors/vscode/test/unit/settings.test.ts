@@ -48,6 +48,7 @@ describe('toServerConfig', () => {
       model: 'default',
       device: 'auto',
       dtype: 'auto',
+      quantize: 'auto',
       trustRemoteCode: false,
       completion: { maxTokens: 64, temperature: 0, multiline: 'auto', contextTokens: 2048, maxItems: 3 },
       cache: {
@@ -56,6 +57,7 @@ describe('toServerConfig', () => {
         afterEditTokens: 32,
         staleBudget: 512,
         confidenceMargin: 0.05,
+        gateRefreshTokens: 128,
         maxStaleTokens: -1,
         idleRefreshMs: 800,
         maxDocuments: 8,
@@ -136,6 +138,7 @@ describe('toServerConfig', () => {
       'cache.afterEditTokens': [0, 4096],
       'cache.staleBudget': [0, 1048576],
       'cache.confidenceMargin': [0, 20],
+      'cache.gateRefreshTokens': [-1, 1048576],
       'cache.maxStaleTokens': [-1, 1048576],
       'cache.idleRefreshMs': [0, 600000],
       'cache.maxDocuments': [1, 256],
@@ -146,6 +149,7 @@ describe('toServerConfig', () => {
       assert.equal(properties[`pie.${key}`]?.maximum, max, `pie.${key} maximum`);
     }
     assert.deepEqual(properties['pie.dtype']?.enum, ['auto', 'float32', 'float16', 'bfloat16']);
+    assert.deepEqual(properties['pie.quantize']?.enum, ['auto', 'none', 'int8', 'int4']);
     assert.deepEqual(properties['pie.completion.multiline']?.enum, ['auto', 'always', 'never']);
     assert.deepEqual(properties['pie.cache.strategy']?.enum, ['pie', 'prefix', 'recompute']);
     const device = new RegExp((properties['pie.device'] as ConfigProperty & { pattern: string }).pattern);

@@ -29,6 +29,8 @@ describe('renderStatus', () => {
     assert.equal(view.text, 'pie: default · cpu · 312 ms');
     assert.match(view.tooltip, /Last completion: 312 ms/);
     assert.match(view.tooltip, /Device: cpu \(float32\)/);
+    const lowBit = renderStatus({ client: 'running', busy: 0, stats: stats({ quantize: 'int4' }) });
+    assert.match(lowBit.tooltip, /Device: cpu \(float32, int4 weights\)/);
     assert.match(view.tooltip, /pie-lsp 0\.1\.0/);
   });
 
