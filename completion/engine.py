@@ -416,7 +416,7 @@ class Engine:
             # The first decode and the refresh count as gate time, not decode time.
             t_gate = time.perf_counter()
             gate_ms = (t_gate - t1) * 1000
-            self._refresh_stale(pc, cancel, chunk=PREFILL_CHUNK)
+            self._refresh_stale(pc, cancel, step=len(pc.ids))  # all of it, in one step
             self.totals.gatedRefreshes += 1
             t1 = time.perf_counter()
             gate_ms += (t1 - t_gate) * 1000
@@ -964,24 +964,25 @@ class Engine:
         pc = self.caches.peek(key)
         if pc is None or not pc.stale_tokens:
             return 0
-        n = 0
         with self._lock, self._cancellable(cancel), pc.lock:
-            while pc.stale_tokens:
-                cancel.check()
-                step = pc.refresh_some(
-                    lambda ids, kv, start: prefill(self.model, ids, kv, start), REFRESH_CHUNK
-                )
-                n += step
-                self.totals.tokensRefreshed += step
+            n = self._refresh_stale(pc, cancel, step=REFRESH_CHUNK)
         self.totals.refreshes += 1
         return n
 
-    def _refresh_stale(self, pc: PromptCache, cancel: CancelToken, chunk: int) -> int:
-        """Re-encode ``pc``'s stale tokens in chunks (caller holds the locks)."""
-        n = pc.refresh(
-            lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check, chunk=chunk)
-        )
-        self.totals.tokensRefreshed += n
+    def _refresh_stale(self, pc: PromptCache, cancel: CancelToken, step: int) -> int:
+        """Re-encode ``pc``'s stale tokens in place, ``step`` tokens at a time.
+
+        The caller holds the locks. ``cancel`` is checked before each step and each
+        prefill chunk; a cancelled refresh keeps the steps it finished.
+        """
+        n = 0
+        while pc.stale_tokens:
+            cancel.check()
+            done = pc.refresh_some(
+                lambda ids, kv, start: prefill(self.model, ids, kv, start, cancel.check), step
+            )
+            n += done
+            self.totals.tokensRefreshed += done
         return n
 
     def _prompt(self, req: CompletionRequest) -> Prompt:

@@ -67,12 +67,9 @@ class LowBitLinear(torch.nn.Module):
     @classmethod
     def int4(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> LowBitLinear:
         """Round ``weight`` ``[out, in]`` to int4 in groups of :data:`GROUP` (min to max)."""
-        w = weight.detach().float()
-        out, width = w.shape
-        groups = w.view(out, width // GROUP, GROUP)
-        low = groups.amin(dim=-1)
-        scale = (groups.amax(dim=-1) - low).clamp(min=1e-12) / 15
-        q = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15)
+        steps, scale, low = _int4_steps(weight)
+        out, width = weight.shape
+        q = steps.round().clamp(0, 15)
         return cls.from_int4(q.to(torch.int32).view(out, width), scale, low, bias)
 
     @classmethod
@@ -118,6 +115,20 @@ class LowBitLinear(torch.nn.Module):
         return f"{self.kind}, in_features={self.in_features}, out_features={self.out_features}"
 
 
+def _int4_steps(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each weight in steps of its group's grid, and the grids.
+
+    ``(w - low) / scale`` as ``[out, in / GROUP, GROUP]``, 15 steps from each group's
+    minimum ``low`` to its maximum; ``scale`` and ``low`` as ``[out, in / GROUP]``.
+    """
+    w = weight.detach().float()
+    out, width = w.shape
+    groups = w.view(out, width // GROUP, GROUP)
+    low = groups.amin(dim=-1)
+    scale = (groups.amax(dim=-1) - low).clamp(min=1e-12) / 15
+    return (groups - low[..., None]) / scale[..., None], scale, low
+
+
 def _bias(bias: torch.Tensor | None) -> torch.Tensor | None:
     return None if bias is None else bias.detach().float().clone()
 
@@ -134,14 +145,9 @@ def on_int4_grid(weight: torch.Tensor) -> bool:
     That is how GGUF's Q4_1 blocks were made (and what :meth:`LowBitLinear.int4` rounds
     to): such weights, dequantized, are held exactly by the int4 layer.
     """
-    w = weight.detach().float()
-    out, width = w.shape
-    if width % GROUP:
+    if weight.shape[-1] % GROUP:
         return False
-    groups = w.view(out, width // GROUP, GROUP)
-    low = groups.amin(dim=-1, keepdim=True)
-    span = (groups.amax(dim=-1, keepdim=True) - low).clamp(min=1e-30)
-    steps = (groups - low) / span * 15
+    steps, _, _ = _int4_steps(weight)
     return bool(((steps - steps.round()).abs() <= 1e-3).all())
 
 

@@ -316,7 +316,7 @@ def load_model(
     lm.to(dev)  # type: ignore[arg-type]
     lm.eval()
     if quantize == "auto":
-        from_gguf = (Path(source) / SOURCE_STAMP).is_file()
+        from_gguf = is_converted(Path(source))  # a conversion of a GGUF file
         native = from_gguf and dev.type == "cpu" and dt == torch.float32 and lowbit.available()
         quantize = lowbit.auto_kind(lm) if native else "none"
     if quantize != "none":

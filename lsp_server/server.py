@@ -309,10 +309,8 @@ class PieServer(LanguageServer):
         background (``refresh_wanted``): it starts now, whatever the drift budget, and
         the next keystroke's activity pauses it (it goes on from there later).
         """
-        engine = self.engine
-        if engine is None or not engine.stale_tokens(uri):
-            return
-        if not wanted and engine.stale_tokens(uri) <= self.config.cache.staleBudget:
+        stale = self.engine.stale_tokens(uri) if self.engine is not None else 0
+        if not stale or (not wanted and stale <= self.config.cache.staleBudget):
             return
         self.touch(uri)
         loop = asyncio.get_running_loop()

@@ -142,17 +142,9 @@ class PieClient:
 
     async def inline(self, uri: str, line: int, character: int) -> tuple[str, float]:
         """Ask for an inline completion; returns (text, seconds)."""
-        t0 = time.perf_counter()
-        result = await self.client.text_document_inline_completion_async(
-            types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri),
-                position=types.Position(line=line, character=character),
-                context=types.InlineCompletionContext(
-                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
-                ),
-            )
-        )
-        return PendingRequest.first_text(result), time.perf_counter() - t0
+        pending = self.request_inline(uri, line, character)
+        result = await pending.future
+        return PendingRequest.first_text(result), time.perf_counter() - pending.sent
 
     def request_inline(self, uri: str, line: int, character: int) -> PendingRequest:
         """Send an inline-completion request without waiting (see :meth:`cancel`)."""

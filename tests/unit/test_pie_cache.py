@@ -160,21 +160,29 @@ def test_stale_flags_mark_kept_tokens_after_the_first_change() -> None:
     assert result.shifted == len(new) - 22 - 4
 
 
-def test_refresh_cancelled_leaves_cache_untouched() -> None:
+class Stop(Exception):
+    """Raised by :func:`failing`: an encoder cancelled before it feeds anything."""
+
+
+def failing(ids: list[int], kv: DynamicCache, start: int) -> torch.Tensor:
+    raise Stop
+
+
+def stale_after_insert() -> PromptCache:
+    """A cache of 60 tokens after one token was inserted at the start: stale but for the
+    inserted token and the last one."""
     model = tiny_llama(2)
     rot = Rerotator(find_rotary(model))
     ids = list(range(1, 61))
     pc = pie_cache(model)
     pc.sync(ids, encoder(model), "pie", rerotator=rot)
-    pc.sync([5, *ids], encoder(model), "pie", rerotator=rot)
+    pc.sync([5, *ids], encoder(model), "pie", rerotator=rot, tail=1)
+    return pc
+
+
+def test_refresh_cancelled_leaves_cache_untouched() -> None:
+    pc = stale_after_insert()
     before = (list(pc.ids), pc.kv, bytearray(pc.stale))
-
-    class Stop(Exception):
-        pass
-
-    def failing(ids, kv, start):
-        raise Stop
-
     with pytest.raises(Stop):
         pc.refresh(failing)
     assert (pc.ids, pc.kv, pc.stale) == before
@@ -483,21 +491,9 @@ def test_refresh_in_steps_ends_equal_to_from_scratch(limit: int) -> None:
 
 
 def test_a_cancelled_refresh_step_keeps_the_cache_whole_and_stale() -> None:
-    model = tiny_llama(2)
-    rot = Rerotator(find_rotary(model))
-    ids = list(range(1, 61))
-    pc = pie_cache(model)
-    pc.sync(ids, encoder(model), "pie", rerotator=rot)
-    pc.sync([5, *ids], encoder(model), "pie", rerotator=rot, tail=1)
+    pc = stale_after_insert()
     ids_before, stale_before = list(pc.ids), bytearray(pc.stale)
     tail = pc.kv.layers[1].keys[..., 40:, :].clone()
-
-    class Stop(Exception):
-        pass
-
-    def failing(ids_, kv, start):
-        raise Stop
-
     with pytest.raises(Stop):
         pc.refresh_some(failing, 8)
     assert (pc.ids, pc.stale) == (ids_before, stale_before)
