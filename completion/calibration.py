@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .fastpath import fast_linear
+from .fastpath import exact_rows, fast_linear
 from .verify import drift_steps
 
 if TYPE_CHECKING:
@@ -173,13 +173,14 @@ class Calibration:
             switch.set_rows([n] if transposed else [])
         try:
             t = time.perf_counter()
-            self.model(
-                input_ids=ids,
-                past_key_values=cache,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=n,
-            )
+            with exact_rows(self.model):  # timed as a verify step runs
+                self.model(
+                    input_ids=ids,
+                    past_key_values=cache,
+                    position_ids=positions,
+                    use_cache=True,
+                    logits_to_keep=n,
+                )
             if self.model.device.type == "cuda":
                 torch.cuda.synchronize()
             return time.perf_counter() - t

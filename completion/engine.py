@@ -42,7 +42,7 @@ from .constraints import (
 from .decode import PREFILL_CHUNK, generate, prefill
 from .drafting_policy import Acceptance, CostModel, Drafter, choose_length, cut_at_final
 from .drafting_sources import MAX_NGRAM, History, NgramIndex, Workspace
-from .fastpath import ROW_EXACT_MAX, row_exact
+from .fastpath import row_exact
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
 from .guards import DEFAULT_BUDGET_S, Guards, anticipate
 from .member_oracle import MemberOracle
@@ -1030,9 +1030,6 @@ class Engine:
         holds the draft too (the caller's decode keeps or crops it).
         """
         n = len(prompt.ids)
-        # A row-exact model verifies exactly only in forwards short enough to attend
-        # row by row: a longer one would need the near-tie re-checks it goes without.
-        merge_rows = ROW_EXACT_MAX if row_exact(self.model) else PREFILL_CHUNK
 
         def encode(ids: list[int], kv: Any, start: int) -> torch.Tensor:
             if (
@@ -1040,7 +1037,7 @@ class Engine:
                 and ahead.ids
                 and ahead.rows is None
                 and start + len(ids) == n
-                and len(ids) + len(ahead.ids) <= merge_rows
+                and len(ids) + len(ahead.ids) <= PREFILL_CHUNK
             ):
                 cancel.check()
                 t = time.perf_counter()
@@ -1143,6 +1140,7 @@ class Engine:
             "device": str(self.loaded.device),
             "dtype": str(self.loaded.dtype).removeprefix("torch."),
             "quantize": self.loaded.quantize,
+            "rowExact": row_exact(self.model),
             "promptFormat": self.format.name,
             "loadSeconds": round(self.loaded.load_seconds, 3),
         }

@@ -22,10 +22,12 @@ paths. Results equal the library paths up to float summation order.
 
 A model whose linear layers all compute each row alone (the low-bit layers of
 :mod:`completion.lowbit`: their kernels give a row the same bits whatever rows come with
-it) is made **row-exact**: its attention runs a short forward's query rows one at a time,
-each on the keys a one-token step at that position sees (:func:`row_exact_attention`).
-A verify step then computes, bit for bit, what plain decoding's one-token steps compute,
-so speculation needs no near-tie re-checks (:func:`row_exact`). This matters for low-bit
+it) is made **row-exact**: its one-token steps, and the rows a forward marks with
+:func:`exact_rows` (verify steps, a draft fed after the prompt), attend one query row at a
+time, each on the keys a one-token step at that position sees
+(:func:`row_exact_attention`). A verify step then computes, bit for bit, what plain
+decoding's one-token steps compute, so speculation needs no near-tie re-checks
+(:func:`row_exact`). Cache updates attend all their rows at once. This matters for low-bit
 weights: their bf16 activations turn the last-bit differences of a batched attention into
 logit differences of a few tenths (docs/decode-step.md).
 """
@@ -35,7 +37,9 @@ from __future__ import annotations
 import itertools
 import logging
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,9 +51,14 @@ ATTENTION_NAME = "pie_sdpa"
 """The name the packed attention is registered under in transformers."""
 MAX_FAST_ROWS = 64
 """Row counts above this always take the library path (prefill chunks)."""
-ROW_EXACT_MAX = 32
-"""Query rows up to which a row-exact model attends one row at a time (verify steps and
-short cache updates); longer forwards (prefill chunks) attend all rows at once."""
+
+
+@dataclass
+class RowExact:
+    """A row-exact model's switch, shared by its attention modules (:func:`exact_rows`)."""
+
+    first: int | None = None
+    """The first row of the running forward that attends alone (None: none do)."""
 
 
 ##### Attention #####
@@ -68,6 +77,77 @@ def packed_gqa_attention(
 ) -> tuple[torch.Tensor, None]:
     """SDPA attention that never repeats key/value heads for a masked multi-token query.
 
+    On a row-exact model (:func:`row_exact`), a one-token step and the rows a forward
+    runs under :func:`exact_rows` attend one row at a time (:func:`row_exact_attention`);
+    the rows before those attend as a forward of them alone would. Everything else goes
+    to :func:`batched_attention`.
+    """
+    rows: RowExact | None = getattr(module, "_pie_rows", None)
+    groups = int(getattr(module, "num_key_value_groups", 1) or 1)
+    q_len = query.shape[2]
+    if (
+        rows is not None
+        and query.shape[0] == 1
+        and not _special(kwargs)
+        and not dropout
+        and key.shape[1] * groups == query.shape[1]
+    ):
+        first = q_len if rows.first is None else min(rows.first, q_len)
+        if q_len == 1 or first == 0:
+            return row_exact_attention(query, key, value, scaling), None
+        if first < q_len:
+            head = _head_rows(module, query, key, value, attention_mask, first, scaling, kwargs)
+            tail = row_exact_attention(query[:, :, first:], key, value, scaling)
+            return torch.cat([head, tail], dim=1), None
+    return batched_attention(
+        module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
+    )
+
+
+def _special(kwargs: dict[str, Any]) -> bool:
+    """Whether the attention call asks for something only transformers' SDPA does."""
+    return any(
+        kwargs.get(name) is not None
+        for name in ("position_bias", "softcap", "s_aux", "sinks", "cache", "sliding_window")
+    )
+
+
+def _head_rows(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    first: int,
+    scaling: float | None,
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
+    """The first ``first`` query rows, attended as a forward of those rows alone would."""
+    kv = key.shape[2] - query.shape[2] + first
+    query, key, value = query[:, :, :first], key[:, :, :kv], value[:, :, :kv]
+    if first == 1:
+        return row_exact_attention(query, key, value, scaling)
+    if attention_mask is not None:
+        attention_mask = attention_mask[..., :first, :kv].contiguous()
+    out, _ = batched_attention(
+        module, query, key, value, attention_mask, 0.0, scaling, None, **kwargs
+    )
+    return out
+
+
+def batched_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """All query rows at once: transformers' SDPA, or the packed form under a mask.
+
     Query head ``h`` uses key/value head ``h // G``; reshaping ``[B, H, q, D]`` to
     ``[B, Hkv, G*q, D]`` puts head ``kv*G + g``'s row ``i`` at row ``g*q + i`` of its
     key/value head, so the ``[q, kv]`` mask repeated ``G`` times along the rows is right.
@@ -78,19 +158,7 @@ def packed_gqa_attention(
 
     groups = int(getattr(module, "num_key_value_groups", 1) or 1)
     q_len = query.shape[2]
-    special = any(
-        kwargs.get(name) is not None
-        for name in ("position_bias", "softcap", "s_aux", "sinks", "cache", "sliding_window")
-    )
-    if (
-        getattr(module, "_pie_row_exact", False)
-        and q_len <= ROW_EXACT_MAX
-        and query.shape[0] == 1
-        and not special
-        and not dropout
-        and key.shape[1] * groups == query.shape[1]
-    ):
-        return row_exact_attention(query, key, value, scaling), None
+    special = _special(kwargs)
     if (
         groups == 1
         or q_len == 1
@@ -147,7 +215,28 @@ def row_exact_attention(
 
 def row_exact(model: Any) -> bool:
     """Whether :func:`install` made ``model`` row-exact (see the module doc)."""
-    return bool(getattr(model, "_pie_row_exact", False))
+    return isinstance(getattr(model, "_pie_rows", None), RowExact)
+
+
+@contextmanager
+def exact_rows(model: Any, first: int = 0) -> Iterator[None]:
+    """Forwards run inside compute their rows from ``first`` on as one-token steps do.
+
+    On a row-exact model those rows attend one at a time (verify steps: ``first`` 0; a
+    draft fed after a prompt's span: the span's length), and the rows before them as a
+    forward of them alone would, so every row's bits are plain decoding's. Forwards
+    outside attend all rows at once (cache updates: cheaper, and nothing compares them
+    with one-token steps). Elsewhere this does nothing.
+    """
+    rows: RowExact | None = getattr(model, "_pie_rows", None)
+    if rows is None:
+        yield
+        return
+    saved, rows.first = rows.first, first
+    try:
+        yield
+    finally:
+        rows.first = saved
 
 
 _registered = False
@@ -218,10 +307,11 @@ def _make_row_exact(model: Any) -> None:
     modules = list(model.modules())
     if any(isinstance(m, torch.nn.Linear) for m in modules):
         return
+    rows = RowExact()
     for m in modules:
         if hasattr(m, "num_key_value_groups"):
-            m._pie_row_exact = True
-    model._pie_row_exact = True
+            m._pie_rows = rows
+    model._pie_rows = rows
     log.info("row-exact attention: verify steps compute what one-token steps do")
 
 

@@ -36,7 +36,7 @@ from .constraints import Constraint, ConstraintStats, new_bitmask, restrict
 from .decode import decode_one_token, margin, prefill
 from .drafting_policy import Drafter
 from .drafting_sources import DRAFT_SOURCES, MAX_NGRAM
-from .fastpath import fast_linear, row_exact
+from .fastpath import exact_rows, fast_linear, row_exact
 
 
 @dataclass
@@ -171,13 +171,14 @@ def forward_all(model: Any, ids: list[int], cache: Any, start: int) -> torch.Ten
     device = model.device
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)
     positions = torch.arange(start, start + len(ids), device=device).unsqueeze(0)
-    out = model(
-        input_ids=input_ids,
-        past_key_values=cache,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=len(ids),
-    )
+    with exact_rows(model):
+        out = model(
+            input_ids=input_ids,
+            past_key_values=cache,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=len(ids),
+        )
     return out.logits[0].float()
 
 
@@ -226,13 +227,14 @@ def forward_with_draft(
     """
     device = model.device
     fed = [*ids, *draft]
-    out = model(
-        input_ids=torch.tensor([fed], dtype=torch.long, device=device),
-        past_key_values=cache,
-        position_ids=torch.arange(start, start + len(fed), device=device).unsqueeze(0),
-        use_cache=True,
-        logits_to_keep=len(draft) + 1,
-    )
+    with exact_rows(model, len(ids)):
+        out = model(
+            input_ids=torch.tensor([fed], dtype=torch.long, device=device),
+            past_key_values=cache,
+            position_ids=torch.arange(start, start + len(fed), device=device).unsqueeze(0),
+            use_cache=True,
+            logits_to_keep=len(draft) + 1,
+        )
     rows = out.logits[0].float()
     return DraftForward(rows[0], DraftRows(rows[1:], start, list(ids)))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -81,18 +83,13 @@ def test_a_quantized_model_decodes_greedily_like_itself_speculating(tiny_llama) 
     assert out == reference
 
 
-@pytest.mark.parametrize("kind", ["int8", "int4"])
-def test_a_fully_low_bit_model_verifies_exactly_what_one_token_steps_compute(kind: str) -> None:
-    # Row-exact: every linear layer low-bit and the attention row by row, so a forward of
-    # several tokens gives the one-token steps' logits bit for bit (no drift at all).
-    # Head width 64 and 1,100 cached tokens: there, attending to all rows at once rounds
-    # differently from one row at a time (a tinier model hides it).
+def row_exact_model(kind: str) -> Any:
+    """A fully low-bit Llama with 64-wide heads, row-exact: at 1,100 cached tokens,
+    attending all rows at once rounds differently from one row at a time there (a
+    tinier model hides it)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from cache.growing import growing_cache
     from completion import fastpath
-    from completion.decode import prefill
-    from completion.verify import forward_all
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -108,16 +105,79 @@ def test_a_fully_low_bit_model_verifies_exactly_what_one_token_steps_compute(kin
     lowbit.quantize(model, kind)
     fastpath.install(model)
     assert fastpath.row_exact(model)
+    return model
+
+
+def cached(model: Any, prompt: list[int]) -> Any:
+    from cache.growing import growing_cache
+    from completion.decode import prefill
+
+    cache = growing_cache(model.config)
+    prefill(model, prompt, cache, 0)
+    return cache
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_a_fully_low_bit_model_verifies_exactly_what_one_token_steps_compute(kind: str) -> None:
+    # Row-exact: every linear layer low-bit and a verify step's attention row by row, so
+    # a forward of several tokens gives the one-token steps' logits bit for bit.
+    from completion.verify import forward_all
+
+    model = row_exact_model(kind)
     prompt, more = torch.randint(0, 64, (1100,)).tolist(), [5, 9, 2, 30, 7, 11]
     with torch.inference_mode():
-        cache = growing_cache(model.config)
-        prefill(model, prompt, cache, 0)
+        cache = cached(model, prompt)
         at = len(prompt)
         one = torch.stack([forward_all(model, [t], cache, at + i)[0] for i, t in enumerate(more)])
         cache.crop(-len(more))
         many = forward_all(model, more, cache, at)
     assert torch.equal(many, one)
     assert measure_drift(model, cache, at, more) == 0.0
+
+
+@pytest.mark.parametrize("span", [1, 7])
+def test_a_draft_fed_after_a_span_gets_plain_decodings_numbers_for_both(span: int) -> None:
+    # The span's rows as a cache update of the span alone computes them (logits and the
+    # keys and values cached), the draft's rows as one-token steps after it.
+    from completion.decode import prefill
+    from completion.verify import forward_all, forward_with_draft
+
+    model = row_exact_model("int4")
+    prompt, ids, draft = torch.randint(0, 64, (1100,)).tolist(), [3, 8, 1, 6, 4, 2, 9], [5, 9, 2]
+    ids, at = ids[:span], 1100
+    with torch.inference_mode():
+        cache = cached(model, prompt)
+        last = prefill(model, ids, cache, at)
+        steps = [forward_all(model, [t], cache, at + span + i)[0] for i, t in enumerate(draft)]
+        keys = [layer.keys.clone() for layer in cache.layers]
+        cache.crop(-span - len(draft))
+        merged = forward_with_draft(model, ids, draft, cache, at)
+    assert torch.equal(merged.last, last)
+    assert torch.equal(merged.rows.logits, torch.stack(steps))
+    assert all(torch.equal(layer.keys, k) for layer, k in zip(cache.layers, keys, strict=True))
+
+
+def test_a_cache_update_attends_all_its_rows_at_once(monkeypatch) -> None:
+    # Only verify steps and drafts pay the row-by-row attention; a cache update of a few
+    # tokens (the re-encoded tokens after an edit) takes one call per layer.
+    from completion import fastpath
+    from completion.decode import prefill
+
+    model = row_exact_model("int4")
+    calls: list[int] = []
+    original = fastpath.row_exact_attention
+
+    def counted(query: torch.Tensor, *args: Any) -> torch.Tensor:
+        calls.append(query.shape[2])
+        return original(query, *args)
+
+    monkeypatch.setattr(fastpath, "row_exact_attention", counted)
+    with torch.inference_mode():
+        cache = cached(model, torch.randint(0, 64, (300,)).tolist())
+        prefill(model, [4, 5, 6, 7, 8], cache, 300)
+        assert calls == []
+        prefill(model, [9], cache, 305)  # a one-token step: the verify steps' form
+        assert calls == [1, 1]
 
 
 def test_a_model_with_a_library_linear_left_is_not_row_exact(tiny_llama) -> None:
