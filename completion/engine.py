@@ -29,6 +29,7 @@ from cache import (
     rerotation_support,
 )
 
+from . import lean_forward
 from .calibration import Calibration
 from .cancel import Cancelled, CancelToken
 from .constraints import (
@@ -1140,6 +1141,7 @@ class Engine:
             "device": str(self.loaded.device),
             "dtype": str(self.loaded.dtype).removeprefix("torch."),
             "quantize": self.loaded.quantize,
+            "forward": "lean" if lean_forward.installed(self.model) else "library",
             "rowExact": row_exact(self.model),
             "promptFormat": self.format.name,
             "loadSeconds": round(self.loaded.load_seconds, 3),

@@ -324,7 +324,8 @@ def install(model: Any) -> FastLinear | None:
     """Install the fast paths on a CPU model; returns its linear switch (None elsewhere).
 
     The packed attention is used only where the model runs transformers' SDPA; the
-    linear switch starts with no row counts (library behaviour) until measured.
+    linear switch starts with no row counts (library behaviour) until measured; Llama
+    and Qwen2 models then run :mod:`completion.lean_forward`.
     """
     if model.device.type != "cpu":
         return None
@@ -343,4 +344,7 @@ def install(model: Any) -> FastLinear | None:
         if isinstance(layer, torch.nn.Linear):
             layer.forward = types.MethodType(switch.forward, layer)  # type: ignore[method-assign]
     model._pie_fast_linear = switch
+    from .lean_forward import install as install_lean  # it builds on this module
+
+    install_lean(model)
     return switch

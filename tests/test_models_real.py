@@ -33,6 +33,8 @@ def test_default_model_loads_its_files_4_bit_weights_on_cpu(default_engine: Engi
     assert all(m.kind == "int4" for m in loaded.model.modules() if isinstance(m, LowBitLinear))
     assert Path(loaded.path, "model.safetensors").is_file()
     assert default_engine.format.name == "prefix-only"  # SmolLM2 has no FIM tokens
+    facts = default_engine.describe()
+    assert (facts["forward"], facts["rowExact"]) == ("lean", True)
     assert load_model("default", "cpu", "auto", quantize="none").quantize == "none"
 
 
