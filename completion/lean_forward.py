@@ -109,7 +109,7 @@ def lean_forward(model: Any, *args: Any, logits_to_keep: int = 0, **kwargs: Any)
     for index, layer in enumerate(inner.layers):
         hidden = _layer(layer, index, hidden, rotary, mask, cache)
     kept = hidden if logits_to_keep == 0 else hidden[:, -logits_to_keep:]
-    logits = model.lm_head(_rms_norm(inner.norm, kept))
+    logits = head(model, kept)
     return CausalLMOutputWithPast(logits=logits, cache=cache)
 
 
@@ -123,19 +123,41 @@ def _layer(
 ) -> torch.Tensor:
     """One decoder layer: attention and MLP, each added to the residual stream."""
     attn = layer.self_attn
+    query, key, value = project(layer, hidden, rotary)
+    keys, values = cache.update(key, value, index)
+    out, _ = packed_gqa_attention(attn, query, keys, values, mask, scaling=attn.scaling)
+    return finish(layer, hidden, out)
+
+
+def project(
+    layer: Any, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A layer's rotated queries and keys and its values, ``[B, heads, q, D]`` each."""
+    attn = layer.self_attn
     x = _rms_norm(layer.input_layernorm, hidden)
     shape = (*x.shape[:-1], -1, attn.head_dim)
     query = attn.q_proj.forward(x).view(shape).transpose(1, 2)
     key = attn.k_proj.forward(x).view(shape).transpose(1, 2)
     value = attn.v_proj.forward(x).view(shape).transpose(1, 2)
     query, key = _rotate(query, key, *rotary)
-    keys, values = cache.update(key, value, index)
-    out, _ = packed_gqa_attention(attn, query, keys, values, mask, scaling=attn.scaling)
-    hidden = hidden + attn.o_proj.forward(out.reshape(*x.shape[:-1], -1))
-    mlp = layer.mlp
+    return query, key, value
+
+
+def finish(layer: Any, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """A layer after its attention: output projection and MLP, added to the residual.
+
+    ``attended``: the attention's output, ``[B, q, heads, D]``.
+    """
+    attn, mlp = layer.self_attn, layer.mlp
+    hidden = hidden + attn.o_proj.forward(attended.reshape(*hidden.shape[:-1], -1))
     x = _rms_norm(layer.post_attention_layernorm, hidden)
     gated = F.silu(mlp.gate_proj.forward(x)) * mlp.up_proj.forward(x)
     return hidden + mlp.down_proj.forward(gated)
+
+
+def head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The final norm and the output head."""
+    return model.lm_head(_rms_norm(model.model.norm, hidden))
 
 
 def _rms_norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
