@@ -29,7 +29,7 @@ from cache import (
     rerotation_support,
 )
 
-from . import lean_forward
+from . import branching, lean_forward
 from .calibration import Calibration
 from .cancel import Cancelled, CancelToken
 from .constraints import (
@@ -49,6 +49,7 @@ from .guards import DEFAULT_BUDGET_S, Guards, anticipate
 from .member_oracle import MemberOracle
 from .members import MemberIndex
 from .models import LoadedModel
+from .panel import Board, PanelItem, PanelResult
 from .stops import Multiline, StopRules, strip_healed
 from .suggestion_memory import (
     MarginBands,
@@ -60,6 +61,7 @@ from .suggestion_memory import (
     typed_through,
 )
 from .syntax import grammar_name
+from .syntax_check import SyntaxChecker
 from .verify import AheadDraft, SpecStats, forward_with_draft, speculative_generate
 
 TAIL_TOKENS = 32
@@ -335,11 +337,8 @@ class Engine:
         if not plan.prompt.ids:
             ms = (time.perf_counter() - t0) * 1000
             return CompletionResult("", plan.rules.mode, "emptyPrompt", 0, 0, 0, 0.0, 0, 0.0, ms)
-        with self._lock, self._cancellable(cancel):
-            cancel.check()
-            pc = self.caches.get(req.key)
-            with pc.lock:
-                run = self._run(pc, plan, cancel, alternatives)
+        with self._locked(req.key, cancel) as pc:
+            run = self._run(pc, plan, cancel, alternatives)
         self._remember(req, plan, run.decoded, run.text)
         result = CompletionResult(
             text=run.text,
@@ -360,6 +359,98 @@ class Engine:
         )
         self._count(result, run)
         return result
+
+    def panel(
+        self,
+        req: CompletionRequest,
+        count: int,
+        cancel: CancelToken | None = None,
+        on_item: Callable[[PanelItem], None] = lambda item: None,
+    ) -> PanelResult:
+        """Up to ``count`` distinct drafts for the panel, best first (blocking).
+
+        Where the model allows (:mod:`completion.branching`), all drafts are decoded as
+        one batch on the document's prompt cache; the batch's greedy row then goes to
+        :meth:`complete` as the suggestion expected here, which verifies it in a few
+        forwards (speculation: plain greedy decoding's output, whatever the batch's
+        numbers). So the first item is always the inline completion. Elsewhere the
+        other drafts are decoded one after another. All pass the same stop rules and
+        guards. ``on_item`` gets each item as it is ready. Raises :class:`Cancelled`.
+        """
+        cancel = cancel or CancelToken()
+        t0 = time.perf_counter()
+        plan = self._plan(req)
+        guards = plan.guards
+        checker = guards.syntax if guards is not None else None
+        if checker is None:
+            checker = SyntaxChecker(req.language, req.text, req.cursor, req.tree)
+        board = Board(checker, on_item)
+        batched = branching.supported(self.model) and req.options.temperature <= 0
+        if count > 1 and plan.prompt.ids and batched:
+            with self._locked(req.key, cancel) as pc:
+                self._sync(pc, plan.prompt, req.options, cancel)
+                greedy = self._batched_drafts(pc, plan, count, board, cancel)
+            if greedy is not None:
+                self._said(req, plan.prompt, greedy.ids, None)
+        best = self.complete(req, cancel)
+        board.show_best(best.text)
+        if count > 1 and plan.prompt.ids and not batched:
+            with self._locked(req.key, cancel) as pc:
+                self._sync(pc, plan.prompt, req.options, cancel)
+                for text in self._alternatives(pc, plan, best.text, [], count - 1, cancel):
+                    board.offer(text, 0.0)
+        return board.result(batched, (time.perf_counter() - t0) * 1000)
+
+    @contextmanager
+    def _locked(self, key: str, cancel: CancelToken) -> Iterator[PromptCache]:
+        """The document's prompt cache, with the engine's and its own lock held."""
+        with self._lock, self._cancellable(cancel):
+            cancel.check()
+            pc = self.caches.get(key)
+            with pc.lock:
+                yield pc
+
+    def _batched_drafts(
+        self, pc: PromptCache, plan: Plan, count: int, board: Board, cancel: CancelToken
+    ) -> branching.Draft | None:
+        """Decode ``count`` drafts as one batch on ``pc``, offer each as it ends.
+
+        Returns the greedy row's draft (None if it produced nothing).
+        """
+        assert pc.last_logits is not None
+        rules, healed = plan.rules, plan.prompt.healed
+        greedy: list[branching.Draft] = []
+
+        def stops(ids: list[int]) -> bool:
+            raw = self.tokenizer.decode(ids, skip_special_tokens=True)
+            shown, pending = strip_healed(raw, healed)
+            return not raw.endswith("\ufffd") and not pending and rules.cut(shown)[1]
+
+        def done(draft: branching.Draft) -> None:
+            visible, reason, used = self._apply_rules(iter(draft.ids), rules, healed, cancel)
+            decoded = Decoded(visible, reason, used, [], 0.0)
+            text = self._guarded(plan, decoded, rules.finish(visible))
+            if draft.branched_at < 0:
+                greedy.append(draft)
+                board.greedy_row(text, draft.mean_logprob)
+            else:
+                board.offer(text, draft.mean_logprob)
+
+        with pc.session() as kv:
+            branching.decode_drafts(
+                self.model,
+                kv,
+                pc.last_logits,
+                count,
+                max(1, plan.req.options.max_tokens),
+                self.format.stop_ids,
+                stops,
+                cancel.check,
+                done,
+                constraint=plan.constraint(),
+                stats=self.totals,
+            )
+        return greedy[0] if greedy and greedy[0].ids else None
 
     def _plan(self, req: CompletionRequest) -> Plan:
         """What a request needs before it touches the cache: rules, prompt, drafts."""
@@ -507,15 +598,24 @@ class Engine:
         # What the model said, as it said it: the suggestion shown may be cut (at a
         # stop, or empty where the output repeats the text after the cursor), but
         # asked again the model says this.
+        self._said(req, prompt, out, decoded.margins if opts.temperature <= 0 else None)
+
+    def _said(
+        self, req: CompletionRequest, prompt: Prompt, out: list[int], margins: list[float] | None
+    ) -> None:
+        """Keep ``out``, said after ``prompt`` at ``req``'s cursor, for later requests.
+
+        ``margins``: each token's pick margin (None: unknown, as when sampling).
+        """
         full = self.tokenizer.decode(out, skip_special_tokens=True)
         said, _ = strip_healed(full, prompt.healed)
         if not said.strip():
             return
         recent = self._recent.setdefault(req.key, deque(maxlen=RECENT_SUGGESTIONS))
-        marks: Marks = ((len(said), math.inf),)  # sampled: no margins to go by
-        if opts.temperature <= 0:
+        marks: Marks = ((len(said), math.inf),)
+        if margins is not None:
             ends = self._ends(out, len(full) - len(said))
-            marks = tuple(zip(ends, decoded.margins, strict=False))
+            marks = tuple(zip(ends, margins, strict=False))
         lead = full[: len(full) - len(said)]
         recent.appendleft(Said(req.text, req.cursor, said, marks, lead))
 

@@ -421,6 +421,16 @@ class SyntaxChecker:
         ms = (time.perf_counter() - start) * 1000.0
         return SyntaxVerdict(text, action, self._ts_before, errors, ms)
 
+    def adds_errors(self, suggestion: str) -> bool | None:
+        """Whether inserting ``suggestion`` adds errors near the cursor (None: no grammar).
+
+        Errors as :meth:`check` counts them: tree-sitter's ERROR/MISSING nodes over the
+        region, and CPython's verdict for Python.
+        """
+        if self._parser is None:
+            return None
+        return not self._errors(suggestion).no_worse_than(self._errors_before)
+
     def line_ok(self, partial: str) -> bool:
         """Whether the last finished line of ``partial`` parses, for block-mode decoding.
 

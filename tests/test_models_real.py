@@ -297,3 +297,47 @@ def test_int4_is_the_embedded_files_own_q4_1_blocks() -> None:
         again, own = LowBitLinear.int4(weight), LowBitLinear.from_int4(q, d, m)
         assert torch.equal(again.packed, own.packed), name
         assert torch.equal(again.scales, own.scales), name
+
+
+PANEL_TEXT = (
+    "import os\n\n\ndef list_python_files(root: str) -> list[str]:\n"
+    '    """Every .py file under root, sorted."""\n    found = []\n'
+    "    for dirpath, _dirs, files in os.walk(root):\n        for name in files:\n"
+    "            if \n    return sorted(found)\n"
+)
+PANEL_CURSOR = PANEL_TEXT.index("if \n") + 3
+
+
+def test_the_panel_gives_distinct_drafts_after_the_inline_completion(
+    default_engine: Engine,
+) -> None:
+    from completion.panel import normalised
+
+    req = CompletionRequest("panel.py", PANEL_TEXT, PANEL_CURSOR, language="python")
+    inline = default_engine.complete(req).text
+    default_engine.forget("panel.py")
+    shown: list[str] = []
+    result = default_engine.panel(req, 5, on_item=lambda item: shown.append(item.text))
+    texts = [item.text for item in result.items]
+    assert result.batched and texts[0] == inline and result.items[0].greedy
+    assert 3 <= len(texts) <= 5 and len({normalised(t) for t in texts}) == len(texts)
+    # Each item was streamed as it ended; a draft the inline completion turned out to
+    # repeat was streamed too, and left out of the final list.
+    assert sorted(shown) == sorted(texts + result.withdrawn)
+    assert all(item.syntax_valid is not None for item in result.items)
+    # The batch read the prompt's cache and left it as the prompt.
+    assert default_engine.cached_tokens("panel.py") == result_prompt_tokens(default_engine, req)
+
+
+def result_prompt_tokens(engine: Engine, req: CompletionRequest) -> int:
+    return len(engine._prompt(req).ids)
+
+
+def test_a_cancelled_panel_stops_and_the_next_one_answers(default_engine: Engine) -> None:
+    from completion.cancel import Cancelled, CancelToken
+
+    req = CompletionRequest("cancel.py", PANEL_TEXT, PANEL_CURSOR, language="python")
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        default_engine.panel(req, 5, token, on_item=lambda item: token.cancel())
+    assert len(default_engine.panel(req, 3).items) >= 2
