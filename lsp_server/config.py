@@ -14,7 +14,8 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "temperature": 0.0,          # 0 = greedy, deterministic
         "multiline": "auto",         # "auto" | "always" | "never"
         "contextTokens": 2048,       # prompt budget in tokens
-        "maxItems": 3                # suggestions for an invoked request (cycling)
+        "maxItems": 3,               # suggestions for an invoked request (cycling)
+        "panelItems": 5              # drafts a suggestions panel asks for by default (1-10)
       },
       "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512,
                 "confidenceMargin": 0.05, "gateRefreshTokens": 128, "maxStaleTokens": -1,
@@ -55,6 +56,8 @@ class CompletionConfig:
     maxItems: int = 3
     """Suggestions returned when completion is invoked explicitly (cycling); automatic
     requests (while typing) get one, so typing never waits for alternatives."""
+    panelItems: int = 5
+    """Drafts ``pie/panelCompletion`` returns when the request gives no ``count``."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
         bounds = {
             "maxTokens": (1, 1024),
             "maxItems": (1, 8),
+            "panelItems": (1, 10),
             "maxDraftTokens": (0, 64),
             "contextTokens": (64, 131072),
             "maxDocuments": (1, 256),

@@ -40,7 +40,7 @@ from completion.engine import (
 from completion.members import dot_before
 from completion.models import load_model
 
-from . import __version__
+from . import __version__, panel
 from .config import Config, parse_config, settings_from_did_change
 from .documents import Document, DocumentStore, UnknownDocumentError
 from .positions import Encoding, PositionError
@@ -178,9 +178,15 @@ class PieServer(LanguageServer):
             "acceptedChars": 0,
             "skippedMidWord": 0,
             "memberPrefetches": 0,
+            "panelRequests": 0,
+            "panelDrafts": 0,
+            "panelMs": 0.0,
+            "panelAccepted": 0,
         }
         self.issued: OrderedDict[str, int] = OrderedDict()
         """Recent suggestion ids -> their length, for accept reports."""
+        self.from_panel: set[str] = set()
+        """Those of :attr:`issued` that a suggestions panel showed."""
         self._refresh_timers: dict[str, asyncio.TimerHandle] = {}
         self._refreshing: dict[str, CancelToken] = {}
         self._calibrating: asyncio.Future[None] | None = None
@@ -548,43 +554,13 @@ class PieServer(LanguageServer):
         self, uri: str, position: types.Position, alternatives: int = 0
     ) -> tuple[Document, int, CompletionResult | None]:
         """Run one completion for a document position; None if superseded."""
-        doc, offset = self.locate(uri, position)
-        text = doc.text  # the snapshot this completion decodes against
-        engine = await self.ready_engine()
-        if self.documents.get_open(uri) is not doc or doc.text is not text:
-            return doc, offset, None  # closed or edited while the model loaded
-        for running in list(self._refreshing.values()):
-            running.cancel("completion")  # the worker is shared: completions come first
-        self.touch(uri)
-        token = CancelToken()
-        previous = self.inflight.get(uri)
-        if previous is not None:
-            previous.cancel("superseded")
-            self.counters["superseded"] += 1
-        self.inflight[uri] = token
-        self._last_request = asyncio.get_running_loop().time()
-        tree = doc.tree  # read here: the event loop owns the document
-        request = self.request(doc, text, offset, tree.copy() if tree is not None else None)
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(
-                self.worker,
-                partial(engine.complete, request, token, alternatives=alternatives),
-            )
-        except asyncio.CancelledError:
-            token.cancel()
-            self.counters["cancelled"] += 1
-            raise
-        except Cancelled:
+
+        def work(engine: Engine, request: CompletionRequest, token: CancelToken) -> Any:
+            return engine.complete(request, token, alternatives=alternatives)
+
+        doc, offset, result = await self.on_model(uri, position, work, "completion")
+        if result is None:
             return doc, offset, None
-        except Exception as exc:
-            self.counters["errors"] += 1
-            log.exception("completion failed")
-            raise RequestFailed(f"completion failed: {exc}") from exc
-        finally:
-            self._last_request = asyncio.get_running_loop().time()
-            if self.inflight.get(uri) is token:
-                del self.inflight[uri]
         log.info(
             "completion %s:%d,%d %s %.0f ms (prefill %d/%d tokens %.0f ms, %d generated %.0f ms): %r",
             uri.rsplit("/", 1)[-1],
@@ -602,12 +578,64 @@ class PieServer(LanguageServer):
         self.schedule_refresh(uri, wanted=result.refresh_wanted)
         return doc, offset, result
 
-    def issue(self, text: str) -> str:
+    async def on_model(
+        self,
+        uri: str,
+        position: types.Position,
+        work: Callable[[Engine, CompletionRequest, CancelToken], Any],
+        what: str,
+    ) -> tuple[Document, int, Any]:
+        """Run ``work`` for a document position on the model worker; None if superseded.
+
+        The request supersedes (cancels) any other running for the document, and is
+        cancelled by a later one, an edit, or the client (``$/cancelRequest``).
+        Errors other than cancellation become ``RequestFailed`` (``what`` failed).
+        """
+        doc, offset = self.locate(uri, position)
+        text = doc.text  # the snapshot this work decodes against
+        engine = await self.ready_engine()
+        if self.documents.get_open(uri) is not doc or doc.text is not text:
+            return doc, offset, None  # closed or edited while the model loaded
+        for running in list(self._refreshing.values()):
+            running.cancel(what)  # the worker is shared: requests come first
+        self.touch(uri)
+        token = CancelToken()
+        previous = self.inflight.get(uri)
+        if previous is not None:
+            previous.cancel("superseded")
+            self.counters["superseded"] += 1
+        self.inflight[uri] = token
+        self._last_request = asyncio.get_running_loop().time()
+        tree = doc.tree  # read here: the event loop owns the document
+        request = self.request(doc, text, offset, tree.copy() if tree is not None else None)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.worker, partial(work, engine, request, token))
+        except asyncio.CancelledError:
+            token.cancel()
+            self.counters["cancelled"] += 1
+            raise
+        except Cancelled:
+            return doc, offset, None
+        except Exception as exc:
+            self.counters["errors"] += 1
+            log.exception("%s failed", what)
+            raise RequestFailed(f"{what} failed: {exc}") from exc
+        finally:
+            self._last_request = asyncio.get_running_loop().time()
+            if self.inflight.get(uri) is token:
+                del self.inflight[uri]
+        return doc, offset, result
+
+    def issue(self, text: str, panel: bool = False) -> str:
         """A new suggestion id (reported back by the client's accept command)."""
         sid = uuid.uuid4().hex[:12]
         self.issued[sid] = len(text)
+        if panel:
+            self.from_panel.add(sid)
         while len(self.issued) > ISSUED_KEPT:
-            self.issued.popitem(last=False)
+            old, _ = self.issued.popitem(last=False)
+            self.from_panel.discard(old)
         self.counters["suggested"] += 1
         return sid
 
@@ -629,6 +657,7 @@ class PieServer(LanguageServer):
         if chars is None:
             chars = self.issued.get(report["id"], 0) if kind == "full" else 0
         self.counters["accepted" if kind == "full" else "partiallyAccepted"] += 1
+        self.counters["panelAccepted"] += known and report["id"] in self.from_panel
         self.counters["acceptedChars"] += chars
         return {"counted": True, "known": known}
 
@@ -692,7 +721,7 @@ def file_path(uri: str) -> str | None:
 def create_server(config: Config | None = None) -> PieServer:
     """Build the server with every handler registered."""
     server = PieServer(config)
-    for register in (_lifecycle, _document_sync, _completions, _workspace):
+    for register in (_lifecycle, _document_sync, _completions, _workspace, panel.register):
         register(server)
     return server
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+from pygls.exceptions import JsonRpcInvalidParams
+
 from completion.panel import Board, PanelItem, normalised, ranked
 from completion.syntax_check import SyntaxChecker
+from lsp_server.panel import parse_params
 
 TEXT = "def area(w, h):\n    return \n\nx = 1\n"
 CURSOR = TEXT.index("return ") + len("return ")
@@ -74,3 +80,29 @@ def test_a_language_without_grammar_leaves_drafts_unchecked() -> None:
     b = Board(SyntaxChecker("plaintext", "hello ", 6), lambda item: None)
     b.offer("world", -0.1)
     assert b.result(False, 1.0).items[0].syntax_valid is None
+
+
+def test_panel_params_are_checked_and_the_count_clamped(caplog) -> None:
+    base = {"textDocument": {"uri": "file:///a.py"}, "position": {"line": 2, "character": 5}}
+    params = parse_params(base, 5)
+    assert (params.uri, params.position.line, params.wanted, params.token) == (
+        "file:///a.py",
+        2,
+        5,
+        None,
+    )
+    with caplog.at_level(logging.INFO, logger="lsp_server.panel"):
+        assert parse_params({**base, "count": 0}, 5).wanted == 1
+        assert parse_params({**base, "count": 1000}, 5).wanted == 10
+    assert "clamped to 1" in caplog.text and "clamped to 10" in caplog.text
+    assert parse_params({**base, "partialResultToken": "t"}, 5).token == "t"
+    for bad in (
+        None,
+        {"position": base["position"]},
+        {**base, "position": {"line": -1, "character": 0}},
+        {**base, "count": "3"},
+        {**base, "count": True},
+        {**base, "partialResultToken": 1.5},
+    ):
+        with pytest.raises(JsonRpcInvalidParams):
+            parse_params(bad, 5)
