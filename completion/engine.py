@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -387,9 +387,12 @@ class Engine:
         board = Board(checker, on_item)
         batched = branching.supported(self.model) and req.options.temperature <= 0
         if count > 1 and plan.prompt.ids and batched:
+            # The rows' member monitors take the oracle's answers at hand and wait for
+            # none: five rows at five member sites would wait five times (docs/panel.md).
+            quick = replace(req, options=replace(req.options, oracle_budget_ms=0.0))
             with self._locked(req.key, cancel) as pc:
                 self._sync(pc, plan.prompt, req.options, cancel)
-                greedy = self._batched_drafts(pc, plan, count, board, cancel)
+                greedy = self._batched_drafts(pc, self._plan(quick), count, board, cancel)
             if greedy is not None:
                 self._said(req, plan.prompt, greedy.ids, None)
         best = self.complete(req, cancel)

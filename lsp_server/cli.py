@@ -108,6 +108,7 @@ def _add_bench_parsers(bsub: Any) -> None:
         _bench_startup,
         _bench_step,
         _bench_typing,
+        _bench_panel,
     ):
         add(bsub)
 
@@ -122,6 +123,19 @@ def _bench_step(bsub: Any) -> None:
     p.add_argument(
         "--agreement", type=int, default=30, help="held-out positions for completion agreement"
     )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+
+
+def _bench_panel(bsub: Any) -> None:
+    """``pie-lsp bench panel``."""
+    p = bsub.add_parser("panel", help="a suggestions panel's cost and hits against one inline")
+    p.add_argument("--model", default="default")
+    p.add_argument("--quantize", default="auto", help="none, int8, int4 or auto")
+    p.add_argument("--positions", type=int, default=30, help="real positions (stdlib files)")
+    p.add_argument("--count", type=int, default=5, help="drafts per panel")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--max-chars", type=int, default=6000, help="each document cut to about this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
 
@@ -449,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_step import run_step
 
             return run_step(args)
+        if args.bench_command == "panel":
+            from tooling.bench_panel import run_panel
+
+            return run_panel(args)
         if args.bench_command == "typing":
             from tooling.bench_typing import run_typing
 
