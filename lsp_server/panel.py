@@ -121,7 +121,7 @@ async def answer(ls: PieServer, raw: Any) -> dict[str, Any]:
         return engine.panel(request, params.wanted, token, streamed)
 
     ls.counters["panelRequests"] += 1
-    _, _, result = await ls.on_model(params.uri, params.position, work, "panel")
+    _, _, result = await ls.on_model(params.uri, params.position, work, "panel", ls.panels)
     await asyncio.sleep(0)  # let items streamed at the end be sent before the response
     if result is None:
         return {"items": []}

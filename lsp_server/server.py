@@ -165,6 +165,10 @@ class PieServer(LanguageServer):
         self._load_task: asyncio.Task[Engine] | None = None
         self._loaded_key: tuple[str, str, str, str, bool] | None = None
         self.inflight: dict[str, CancelToken] = {}
+        """Per document: the inline completion running for it."""
+        self.panels: dict[str, CancelToken] = {}
+        """Per document: the panel request running for it (automatic inline requests
+        do not supersede it; a newer panel request or an edit does)."""
         self.pending_problems: list[str] = []
         self.started = time.time()
         self.counters = {
@@ -282,16 +286,21 @@ class PieServer(LanguageServer):
         """Forget a document: stop its work, then free its state on the worker."""
         self.documents.close(uri)
         self.touch(uri)
-        running = self.inflight.get(uri)
-        if running is not None:
-            running.cancel("document closed")
+        self.stop_requests(uri, "document closed")
         if self.engine is not None:
             self.on_worker(self.engine.forget, uri)
+
+    def stop_requests(self, uri: str, reason: str) -> None:
+        """Cancel the inline completion and the panel running for a document."""
+        for running in (self.inflight.get(uri), self.panels.get(uri)):
+            if running is not None:
+                running.cancel(reason)
 
     def tracked_documents(self) -> set[str]:
         """Documents holding any state in the server, its caches or the engine."""
         keys = {d.uri for d in self.documents}
-        keys |= set(self.inflight) | set(self._refresh_timers) | set(self._refreshing)
+        keys |= set(self.inflight) | set(self.panels)
+        keys |= set(self._refresh_timers) | set(self._refreshing)
         if self.engine is not None:
             keys |= self.engine.tracked_keys()
         return keys
@@ -328,7 +337,7 @@ class PieServer(LanguageServer):
     async def _refresh(self, uri: str) -> None:
         self._refresh_timers.pop(uri, None)
         engine = self.engine
-        if engine is None or self.inflight:
+        if engine is None or self.inflight or self.panels:
             return  # a completion is running or waiting: it has priority
         token = CancelToken()
         self._refreshing[uri] = token
@@ -456,7 +465,7 @@ class PieServer(LanguageServer):
             self._last_request = max(self._last_request, loop.time())
             while self.engine is engine and self.config.speculative.enabled:
                 quiet = loop.time() - self._last_request >= CALIBRATION_QUIET_S
-                if self.inflight or self._refreshing or not quiet:
+                if self.inflight or self.panels or self._refreshing or not quiet:
                     await asyncio.sleep(CALIBRATION_IDLE_S)  # requests come first
                     continue
                 t0 = loop.time()
@@ -584,13 +593,16 @@ class PieServer(LanguageServer):
         position: types.Position,
         work: Callable[[Engine, CompletionRequest, CancelToken], Any],
         what: str,
+        lane: dict[str, CancelToken] | None = None,
     ) -> tuple[Document, int, Any]:
         """Run ``work`` for a document position on the model worker; None if superseded.
 
-        The request supersedes (cancels) any other running for the document, and is
-        cancelled by a later one, an edit, or the client (``$/cancelRequest``).
-        Errors other than cancellation become ``RequestFailed`` (``what`` failed).
+        The request supersedes (cancels) the one of its kind running for the document
+        (``lane``: :attr:`inflight`, the default, or :attr:`panels`), and is cancelled by a later
+        one, an edit, or the client (``$/cancelRequest``). Errors other than
+        cancellation become ``RequestFailed`` (``what`` failed).
         """
+        slots = self.inflight if lane is None else lane
         doc, offset = self.locate(uri, position)
         text = doc.text  # the snapshot this work decodes against
         engine = await self.ready_engine()
@@ -600,11 +612,11 @@ class PieServer(LanguageServer):
             running.cancel(what)  # the worker is shared: requests come first
         self.touch(uri)
         token = CancelToken()
-        previous = self.inflight.get(uri)
+        previous = slots.get(uri)
         if previous is not None:
             previous.cancel("superseded")
             self.counters["superseded"] += 1
-        self.inflight[uri] = token
+        slots[uri] = token
         self._last_request = asyncio.get_running_loop().time()
         tree = doc.tree  # read here: the event loop owns the document
         request = self.request(doc, text, offset, tree.copy() if tree is not None else None)
@@ -623,8 +635,8 @@ class PieServer(LanguageServer):
             raise RequestFailed(f"{what} failed: {exc}") from exc
         finally:
             self._last_request = asyncio.get_running_loop().time()
-            if self.inflight.get(uri) is token:
-                del self.inflight[uri]
+            if slots.get(uri) is token:
+                del slots[uri]
         return doc, offset, result
 
     def issue(self, text: str, panel: bool = False) -> str:
@@ -744,7 +756,7 @@ def _lifecycle(server: PieServer) -> None:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: PieServer, params: Any) -> None:
-        for token in [*ls.inflight.values(), *ls._refreshing.values()]:
+        for token in [*ls.inflight.values(), *ls.panels.values(), *ls._refreshing.values()]:
             token.cancel("shutdown")
         if ls.engine is not None:
             ls.engine.close()
@@ -786,9 +798,7 @@ def _document_sync(server: PieServer) -> None:
         doc.unsaved = True
         ls.counters["edits"] += len(params.content_changes)
         ls.touch(uri)
-        running = ls.inflight.get(uri)
-        if running is not None:
-            running.cancel("document changed")
+        ls.stop_requests(uri, "document changed")
         if cursor is not None and cursor <= len(doc.text):
             ls.anticipate(doc, cursor)
         ls.protocol.notify(DOCUMENT_SYNCED, {"uri": uri, "version": doc.version})

@@ -182,3 +182,88 @@ def test_default_settings_reach_the_server_as_an_object(tmp_path: Path) -> None:
         assert "must be an object" not in log_file.read_text(encoding="utf-8")
     finally:
         quit_nvim(nvim)
+
+
+PANEL_SOURCE = '''import os
+
+
+def list_python_files(folder):
+    """Return the names of the Python files in folder."""
+    names = []
+    for name in os.listdir(folder):
+        if CURSOR
+    return names
+'''.replace("CURSOR", "")
+
+PANEL_LINES = """
+local buf = vim.fn.bufnr('pie://panel')
+if buf == -1 then return nil end
+return vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+"""
+
+
+def panel_state(nvim: Any) -> dict[str, Any] | None:
+    return nvim.exec_lua(
+        "local s = require('pie.panel').state; "
+        "return s and { done = s.done, n = #s.items, texts = vim.tbl_map("
+        "function(i) return i.insertText end, s.items) } or nil"
+    )
+
+
+def test_panel_lists_drafts_and_accepts_the_second(tmp_path: Path) -> None:
+    nvim = start(tmp_path / "server.log")
+    try:
+        path = tmp_path / "panel.py"
+        open_file(nvim, path, PANEL_SOURCE)
+        nvim.command("checkhealth pie")
+        assert ":PiePanel or <M-CR> in insert mode" in "\n".join(nvim.current.buffer[:])
+        nvim.command("edit " + str(path))
+        nvim.command("normal! 8G$")  # after "if " (the trailing space is the cursor's cell)
+        nvim.input("a")  # insert mode after the space: the position the panel is for
+        nvim.input("<M-CR>")
+        state = wait_for(
+            lambda: (s := panel_state(nvim)) and s["done"] and s, 180, "the panel's drafts"
+        )
+        assert state["n"] >= 2, state
+        lines = wait_for(lambda: nvim.exec_lua(PANEL_LINES), 10, "the panel buffer")
+        assert lines[0].startswith("pie panel:") and any(
+            line.startswith("── 2 ──") for line in lines
+        )
+        assert nvim.exec_lua("return vim.api.nvim_get_mode().mode") == "n"
+        # In the panel: ]] twice (first draft, second draft), then <CR>.
+        nvim.exec_lua("vim.api.nvim_set_current_win(vim.fn.bufwinid(vim.fn.bufnr('pie://panel')))")
+        nvim.input("gg]]]]<CR>")
+        second = state["texts"][1].split("\n")
+        expected = ("        if " + second[0], *second[1:])
+        wait_for(
+            lambda: tuple(nvim.current.buffer[7 : 7 + len(second)]) == expected,
+            10,
+            f"the second draft {second!r} in the source buffer",
+        )
+        assert nvim.exec_lua("return vim.fn.bufwinid(vim.fn.bufnr('pie://panel'))") == -1
+        wait_for(lambda: stats(nvim)["totals"]["panelAccepted"] >= 1, 10, "the panel accept")
+        # A panel whose line changed meanwhile refuses to insert.
+        nvim.command("normal! 9G$")
+        nvim.command("PiePanel 2")
+        wait_for(lambda: (s := panel_state(nvim)) and s["done"] and s["n"] >= 1, 180, "drafts")
+        nvim.command("normal! 9Gx")  # the line changes
+        before = nvim.current.buffer[:]
+        assert (
+            nvim.exec_lua(
+                "vim.api.nvim_set_current_win(vim.fn.bufwinid(vim.fn.bufnr('pie://panel'))); "
+                "vim.api.nvim_win_set_cursor(0, { 4, 0 }); return require('pie.panel').accept()"
+            )
+            is False
+        )
+        assert nvim.exec_lua("return vim.fn.bufnr('%') == vim.fn.bufnr('pie://panel')")
+        assert (
+            nvim.exec_lua(
+                "return vim.api.nvim_buf_get_lines(vim.fn.bufnr('" + str(path) + "'), 0, -1, false)"
+            )
+            == before
+        )
+        assert "changed since the panel opened" in nvim.exec_lua(
+            "return vim.fn.execute('messages')"
+        )
+    finally:
+        quit_nvim(nvim)

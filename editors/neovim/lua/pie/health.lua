@@ -26,6 +26,13 @@ function M.check()
     health.ok('Neovim ' .. version .. ": the plugin's own extmark ghost text (0.12 has native inline completion)")
   end
   health.info('ghost text path in use: ' .. pie.mode())
+  local maps = pie.options.keymaps
+  local panel_key = maps and maps.panel or nil
+  health.info(
+    'suggestions panel: :PiePanel'
+      .. (panel_key and (' or ' .. panel_key .. ' in insert mode') or ' (no keymap set)')
+      .. (vim.fn.exists(':PiePanel') == 2 and '' or ' (not set up: call require("pie").setup())')
+  )
 
   health.start('pie-lsp command')
   local cmd = pie.options.cmd or pie.find_cmd(vim.fs.root(0, pie.options.root_markers))

@@ -14,6 +14,7 @@ local uv = vim.uv or vim.loop
 ---@field next string|false
 ---@field prev string|false
 ---@field invoke string|false
+---@field panel string|false
 
 ---@class pie.Options
 ---@field cmd? string[] Server command; default: the first `pie-lsp` found (see `find_cmd`)
@@ -40,6 +41,7 @@ M.defaults = {
     next = '<M-]>',
     prev = '<M-[>',
     invoke = '<M-\\>',
+    panel = '<M-CR>',
   },
 }
 
@@ -317,6 +319,13 @@ local function set_keymaps(bufnr)
     return M.cycle(-1)
   end, 'previous suggestion', false)
   map(maps.invoke, M.invoke, 'ask for suggestions', false)
+  map(maps.panel, function()
+    require('pie.panel').open()
+    vim.schedule(function()
+      vim.cmd('stopinsert')
+    end)
+    return true
+  end, 'open the suggestions panel', false)
 end
 
 ----- Status and restart -----
@@ -447,12 +456,22 @@ function M.client_config(root)
     cmd = opts.cmd or M.find_cmd(root),
     root_dir = root,
     init_options = as_object(opts.settings),
-    handlers = {
-      -- Our own notification, sent after every synced edit: nothing to do.
-      ['$/pie/documentSynced'] = function() end,
-    },
+    handlers = M.handlers,
   }
 end
+
+--- The client's handlers for what the server sends.
+M.handlers = {
+  -- Our own notification, sent after every synced edit: nothing to do.
+  ['$/pie/documentSynced'] = function() end,
+  -- The panel's partial results; work-done progress (the model's load) as usual.
+  ['$/progress'] = function(err, result, ctx, config)
+    if require('pie.panel').on_progress(result) then
+      return
+    end
+    return vim.lsp.handlers['$/progress'](err, result, ctx, config)
+  end,
+}
 
 --- Whether a buffer gets the server: a file with a filetype (one of `filetypes` if set).
 local function wanted(bufnr)
@@ -540,7 +559,7 @@ function M.setup(opts)
         end
       end,
       init_options = as_object(M.options.settings),
-      handlers = { ['$/pie/documentSynced'] = function() end },
+      handlers = M.handlers,
     })
     vim.lsp.enable(M.name)
   else
@@ -558,6 +577,9 @@ function M.setup(opts)
   end
   vim.api.nvim_create_user_command('PieStatus', M.status, { desc = 'pie-lsp: model, device, cache figures' })
   vim.api.nvim_create_user_command('PieRestart', M.restart, { desc = 'pie-lsp: restart the server' })
+  vim.api.nvim_create_user_command('PiePanel', function(cmd)
+    require('pie.panel').open({ count = tonumber(cmd.args) })
+  end, { nargs = '?', desc = 'pie-lsp: a panel of suggestions for the cursor (optional count, 1-10)' })
 end
 
 --- Send new server settings (`workspace/didChangeConfiguration`).
