@@ -1,4 +1,6 @@
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as readline from 'node:readline';
 import type { Readable } from 'node:stream';
 import * as vscode from 'vscode';
@@ -6,9 +8,11 @@ import {
   DidChangeConfigurationNotification,
   LanguageClient,
   type LanguageClientOptions,
+  ProgressType,
   type ServerOptions,
   State,
 } from 'vscode-languageclient/node';
+import { PANEL_REQUEST, PanelModel, panelParams, type PanelResult } from './panel';
 import { parseServerLine, type LogLevel } from './serverLog';
 import {
   RESTART_SECTIONS,
@@ -79,6 +83,8 @@ class PieExtension implements vscode.Disposable {
   private pollGeneration = 0;
   /** Starts, stops and restarts run one at a time, in order. */
   private queue: Promise<void> = Promise.resolve();
+  /** The suggestions panel (one at a time), what it shows and the editor it is for. */
+  private panel: { view: vscode.WebviewPanel; model: PanelModel; editor: vscode.TextEditor } | undefined;
 
   constructor() {
     this.item.name = 'pie-lsp';
@@ -92,6 +98,7 @@ class PieExtension implements vscode.Disposable {
       vscode.commands.registerCommand('pie.restartServer', () => this.enqueue(() => this.restart())),
       vscode.commands.registerCommand('pie.showStats', () => this.showStats()),
       vscode.commands.registerCommand('pie.openLog', () => this.log.show(true)),
+      vscode.commands.registerCommand('pie.openPanel', () => this.openPanel()),
       vscode.workspace.onDidChangeConfiguration((e) => this.onConfigurationChanged(e)),
       vscode.workspace.onDidGrantWorkspaceTrust(() => this.enqueue(() => this.restart())),
     );
@@ -254,6 +261,96 @@ class PieExtension implements vscode.Disposable {
     }
   }
 
+  /** `pie: Open Completions Panel`: drafts for the cursor, streamed into a webview beside the editor. */
+  private async openPanel(): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    const client = this.client;
+    if (!editor || !client?.isRunning()) {
+      void vscode.window.showWarningMessage('pie-lsp: the panel needs a running server and a file it serves.');
+      return;
+    }
+    const doc = editor.document;
+    const at = editor.selection.active;
+    const model = new PanelModel(
+      client.code2ProtocolConverter.asUri(doc.uri),
+      path.basename(doc.fileName),
+      { line: at.line, character: at.character },
+      doc.lineAt(at.line).text,
+    );
+    const view = this.panel?.view ?? this.createPanelView();
+    this.panel = { view, model, editor };
+    this.renderPanel();
+    const params = panelParams(model.uri, model.position);
+    const partial = client.onProgress(new ProgressType<PanelResult>(), params.partialResultToken, (value) => {
+      model.addPartial(value.items);
+      this.renderPanel(model);
+    });
+    try {
+      model.finish(await client.sendRequest<PanelResult>(PANEL_REQUEST, params));
+    } catch (err) {
+      model.fail(message(err));
+    } finally {
+      partial.dispose();
+    }
+    this.renderPanel(model);
+  }
+
+  private createPanelView(): vscode.WebviewPanel {
+    const view = vscode.window.createWebviewPanel(
+      'pie.panel',
+      'pie suggestions',
+      { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true },
+      { enableScripts: true },
+    );
+    view.webview.onDidReceiveMessage((msg: { accept?: number }) => {
+      if (typeof msg.accept === 'number') {
+        void this.acceptDraft(msg.accept);
+      }
+    });
+    view.onDidDispose(() => {
+      this.panel = undefined;
+    });
+    return view;
+  }
+
+  /** Redraw the panel (only if it still shows `model`, when given). */
+  private renderPanel(model?: PanelModel): void {
+    const panel = this.panel;
+    if (panel && (!model || panel.model === model)) {
+      panel.view.webview.html = panel.model.html(crypto.randomBytes(16).toString('base64'));
+    }
+  }
+
+  /** Insert draft `index` at the panel's position (refused if that line changed), then close the panel. */
+  private async acceptDraft(index: number): Promise<void> {
+    const panel = this.panel;
+    if (!panel) {
+      return;
+    }
+    const { model, editor } = panel;
+    const doc = editor.document;
+    const line = model.position.line < doc.lineCount ? doc.lineAt(model.position.line).text : undefined;
+    const refusal = doc.isClosed ? 'the file was closed' : model.refusal(index, line);
+    if (refusal) {
+      void vscode.window.showWarningMessage(`pie-lsp: ${refusal}`);
+      return;
+    }
+    const item = model.items[index];
+    if (!item) {
+      return;
+    }
+    const where = new vscode.Position(model.position.line, model.position.character);
+    const target = await vscode.window.showTextDocument(doc, editor.viewColumn);
+    if (!(await target.edit((b) => b.insert(where, item.insertText)))) {
+      void vscode.window.showWarningMessage('pie-lsp: the draft could not be inserted');
+      return;
+    }
+    if (item.command) {
+      void vscode.commands.executeCommand(item.command.command, ...(item.command.arguments ?? []));
+    }
+    panel.view.dispose();
+  }
+
   private render(): void {
     const view = renderStatus({ ...this.state, busy: this.timer.busy, lastLatencyMs: this.timer.lastLatencyMs });
     this.item.text = view.text;
@@ -263,6 +360,7 @@ class PieExtension implements vscode.Disposable {
 
   dispose(): void {
     this.stopPolling();
+    this.panel?.view.dispose();
     for (const d of this.disposables) {
       d.dispose();
     }

@@ -18,6 +18,7 @@ export interface ServerConfig {
     multiline: string;
     contextTokens: number;
     maxItems: number;
+    panelItems: number;
   };
   cache: {
     strategy: string;
@@ -46,6 +47,7 @@ export const SERVER_DEFAULTS: ServerConfig = {
     multiline: 'auto',
     contextTokens: 2048,
     maxItems: 3,
+    panelItems: 5,
   },
   cache: {
     strategy: 'pie',

@@ -30,6 +30,7 @@ import type {
   ShowMessageParams,
 } from 'vscode-languageserver-protocol';
 import { toServerConfig, venvExecutable } from '../../src/settings';
+import { PANEL_REQUEST, PanelModel, panelParams, type PanelResult } from '../../src/panel';
 import type { Stats } from '../../src/status';
 
 const EXTENSION_ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -237,6 +238,27 @@ describe('pie-lsp over stdio, as VS Code speaks it', { timeout: 300_000 }, () =>
     const doc = stats.documents.find((d) => d.uri === URI);
     assert.equal(doc?.version, 2);
     assert.equal(doc?.languageId, 'python');
+  });
+
+  test('a suggestions panel streams drafts under its token, the first the inline one', async () => {
+    const params = panelParams(URI, cursor);
+    const before = progress.length;
+    const result = await request<PanelResult>(PANEL_REQUEST, params);
+    assert.ok(result.items.length >= 1 && result.items.length <= 5, JSON.stringify(result));
+    assert.equal(result.items[0]?.insertText, accepted?.insertText);
+    for (const item of result.items) {
+      assert.deepEqual(item.range, { start: cursor, end: cursor });
+      assert.equal(typeof item.score, 'number');
+      assert.equal(item.command?.command, 'pie.accept');
+    }
+    const partial = progress
+      .slice(before)
+      .filter((p): p is { token: string; value: PanelResult } => (p as { token?: unknown }).token === params.partialResultToken);
+    const streamed = new Set(partial.flatMap((p) => p.value.items.map((i) => i.insertText)));
+    assert.ok(result.items.every((i) => streamed.has(i.insertText)), 'every item came as a partial result first');
+    const model = new PanelModel(URI, 'sample.py', cursor, typedLines.at(-1) ?? '');
+    model.finish(result);
+    assert.equal(model.refusal(0, typedLines.at(-1)), undefined);
   });
 
   test('bad positions are JSON-RPC errors, and the server goes on', async () => {
