@@ -136,6 +136,11 @@ def _bench_panel(bsub: Any) -> None:
     p.add_argument("--count", type=int, default=5, help="drafts per panel")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--max-chars", type=int, default=6000, help="each document cut to about this")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also time first-token alternatives decoded one after another",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
 

@@ -55,6 +55,11 @@ class Row:
     greedy_hit: bool
     any_hit: bool
     batched: bool
+    first_token_ms: float | None = None
+    """The same count of suggestions by first-token branching, one after another
+    (``complete`` with alternatives, as invoked inline completion cycles them)."""
+    first_token_drafts: list[str] | None = None
+    first_token_hit: bool | None = None
 
 
 def make_cases(seed: int, n: int, max_chars: int) -> list[Case]:
@@ -95,8 +100,19 @@ def normalised(text: str) -> str:
     return " ".join(text.split())
 
 
-def run_case(engine: Any, case: Case, count: int, options: Any) -> Row:
-    """Time one inline completion and one panel from the same state."""
+def first_line(text: str) -> str:
+    """A suggestion's first line, normalised: what the real line's rest is compared with.
+
+    A Python header's suggestion carries its body's first line too.
+    """
+    return normalised(text.split("\n", 1)[0])
+
+
+def run_case(engine: Any, case: Case, count: int, options: Any, compare: bool) -> Row:
+    """Time one inline completion and one panel from the same state.
+
+    With ``compare``, also first-token alternatives decoded one after another.
+    """
     from completion.engine import CompletionRequest
 
     req = CompletionRequest(case.source, case.text, case.cursor, options, language="python")
@@ -115,6 +131,12 @@ def run_case(engine: Any, case: Case, count: int, options: Any) -> Row:
     panel_ms = (time.perf_counter() - t) * 1000
     texts = [item.text for item in panel.items]
     want = normalised(case.expected)
+    first: tuple[float, list[str]] | None = None
+    if compare:
+        fresh()
+        t = time.perf_counter()
+        alt = engine.complete(req, alternatives=count - 1)
+        first = ((time.perf_counter() - t) * 1000, [alt.text, *alt.alternatives])
     return Row(
         source=case.source,
         expected=case.expected,
@@ -124,9 +146,12 @@ def run_case(engine: Any, case: Case, count: int, options: Any) -> Row:
         greedy=inline.text,
         drafts=texts,
         syntax_valid=[item.syntax_valid for item in panel.items],
-        greedy_hit=normalised(inline.text) == want,
-        any_hit=any(normalised(t) == want for t in texts),
+        greedy_hit=first_line(inline.text) == want,
+        any_hit=any(first_line(t) == want for t in texts),
         batched=panel.batched,
+        first_token_ms=first[0] if first else None,
+        first_token_drafts=first[1] if first else None,
+        first_token_hit=any(first_line(t) == want for t in first[1]) if first else None,
     )
 
 
@@ -148,7 +173,25 @@ def report(rows: list[Row], header: dict[str, Any], count: int) -> dict[str, Any
         "syntaxChecked": sum(v is not None for v in flags),
         "drafts": len(flags),
         "batched": all(r.batched for r in rows),
+        **_first_token(rows),
         "rows": [asdict(r) for r in rows],
+    }
+
+
+def _first_token(rows: list[Row]) -> dict[str, Any]:
+    """The first-token comparison's figures (empty without ``--compare``)."""
+    compared = [r for r in rows if r.first_token_ms is not None and r.first_token_drafts]
+    if not compared:
+        return {}
+    return {
+        "firstToken": {
+            "ratio": summary(
+                [(r.first_token_ms or 0.0) / max(r.inline_ms, 1e-3) for r in compared]
+            ),
+            "distinct": summary([float(len(r.first_token_drafts or [])) for r in compared]),
+            "anyHits": sum(bool(r.first_token_hit) for r in compared),
+            "positions": len(compared),
+        }
     }
 
 
@@ -175,6 +218,13 @@ def print_report(rep: dict[str, Any]) -> None:
         f"  syntax-invalid drafts {rep['syntaxInvalid']} of {rep['syntaxChecked']} checked "
         f"({rep['drafts']} drafts; ranked last by construction)"
     )
+    if "firstToken" in rep:
+        ft = rep["firstToken"]
+        print(
+            f"  first-token alternatives one after another: / inline median "
+            f"{ft['ratio']['median']:.2f} (p95 {ft['ratio']['p95']:.2f}), distinct median "
+            f"{ft['distinct']['median']:.0f}, real line among them {ft['anyHits']}/{ft['positions']}"
+        )
 
 
 def plot(rep: dict[str, Any], path: Path) -> None:
@@ -213,7 +263,7 @@ def run_panel(args: argparse.Namespace) -> int:
     cases = make_cases(args.seed, args.positions, args.max_chars)
     rows = []
     for i, case in enumerate(cases):
-        rows.append(run_case(engine, case, args.count, options))
+        rows.append(run_case(engine, case, args.count, options, args.compare))
         r = rows[-1]
         print(
             f"[{i + 1}/{len(cases)}] {case.source}: inline {r.inline_ms:.0f} ms, panel "
