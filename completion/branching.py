@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from . import lean_forward
 from .constraints import Constraint, ConstraintStats, new_bitmask, restrict
+from .fastpath import packed_gqa_attention
 
 FORK_FLOOR = 0.05
 """A row forks on its second likeliest token when that has at least this probability."""
@@ -102,12 +103,22 @@ def shared_prefix_attention(
 
 @torch.inference_mode()
 def rows_forward(
-    model: Any, tokens: Sequence[int], position: int, prefix: Any, rows: RowCache
+    model: Any,
+    tokens: Sequence[int],
+    position: int,
+    prefix: Any,
+    prompt: int,
+    rows: RowCache,
+    greedy_in_cache: bool = False,
 ) -> torch.Tensor:
     """Feed one token per row at ``position``; each row's next-token logits ``[r, V]``.
 
-    ``prefix``: the document's cache (its first ``position - t`` positions are the
-    prompt, ``t`` the rows' own positions so far), read and never written.
+    ``prefix``: the document's cache; its first ``prompt`` positions are the prompt,
+    which every row reads. ``greedy_in_cache``: row 0 is the greedy row kept in the
+    document's cache itself: its keys and values are appended there and it attends as a
+    one-token step of plain decoding does (the same call on the same keys), so on a
+    row-exact model (:func:`completion.fastpath.row_exact`) its logits are plain
+    decoding's bit for bit. Otherwise the cache is read and never written.
     """
     inner, count = model.model, len(tokens)
     ids = torch.tensor(list(tokens), dtype=torch.long, device=model.device)[:, None]
@@ -115,17 +126,30 @@ def rows_forward(
     positions = torch.full((count, 1), position, dtype=torch.long, device=model.device)
     rotary = inner.rotary_emb(hidden, positions)
     for index, layer in enumerate(inner.layers):
+        attn = layer.self_attn
         query, key, value = lean_forward.project(layer, hidden, rotary)
         rows.append(index, key, value)
-        cached = prefix.layers[index]
-        attended = shared_prefix_attention(
-            query,
-            cached.keys,
-            cached.values,
-            rows.keys[index],
-            rows.values[index],
-            layer.self_attn.scaling,
-        )
+        first = 1 if greedy_in_cache else 0
+        parts = []
+        if greedy_in_cache:
+            keys, values = prefix.update(key[:1], value[:1], index)
+            greedy, _ = packed_gqa_attention(
+                attn, query[:1], keys, values, None, scaling=attn.scaling
+            )
+            parts.append(greedy)
+        if count > first:
+            cached = prefix.layers[index]
+            parts.append(
+                shared_prefix_attention(
+                    query[first:],
+                    cached.keys[:, :, :prompt],
+                    cached.values[:, :, :prompt],
+                    rows.keys[index][first:],
+                    rows.values[index][first:],
+                    attn.scaling,
+                )
+            )
+        attended = parts[0] if len(parts) == 1 else torch.cat(parts)
         hidden = lean_forward.finish(layer, hidden, attended)
     return lean_forward.head(model, hidden)[:, -1].float()
 
@@ -183,6 +207,16 @@ def picks(logprobs: torch.Tensor, room: int, floor: float = FORK_FLOOR) -> list[
     return out
 
 
+class Batch(NamedTuple):
+    """What :func:`decode_drafts` decoded."""
+
+    drafts: list[Draft]
+    """Greedy first, then in the order they were forked."""
+    greedy_logits: list[torch.Tensor]
+    """With ``greedy_in_place``: the greedy row's logits after each token it fed (the
+    first ``len(greedy_logits)`` of its ids, now in the document's cache); else empty."""
+
+
 @dataclass
 class _Row:
     """A live draft: its fork order, its tokens, its own constraint state."""
@@ -204,7 +238,8 @@ def decode_drafts(
     on_done: Callable[[Draft], None] = lambda draft: None,
     constraint: Constraint | None = None,
     stats: ConstraintStats | None = None,
-) -> list[Draft]:
+    greedy_in_place: bool = False,
+) -> Batch:
     """Up to ``count`` drafts after the prompt, decoded as one batch; row 0 greedy.
 
     ``prefix``: the document's cache holding exactly the prompt; ``first_logits`` its
@@ -213,13 +248,17 @@ def decode_drafts(
     forward and may raise to cancel; the cache is never written, so nothing needs
     undoing. ``on_done`` gets each draft as it ends. ``constraint`` (fresh) restricts
     every row's picks, each row with its own fork of it (:func:`restrict`, ``stats``
-    gets its time). Returns the drafts in the order they were forked (greedy first).
+    gets its time). ``greedy_in_place``: the greedy row decodes in the document's cache
+    as plain decoding does (:func:`rows_forward`); the cache then holds its fed tokens
+    after the prompt and the caller crops them. Returns the drafts in the order they
+    were forked (greedy first), and the greedy row's logits after each fed token.
     """
     start, stop_set = prefix.get_seq_length(), set(stop_ids)
     cache = RowCache()
     live: list[_Row] = [_Row(0, Draft([]), constraint)]
     done: list[_Row] = []
     logits, forks = first_logits.float()[None], 0
+    greedy_logits: list[torch.Tensor] = []
     for step in range(max(1, max_tokens)):
         logprobs = torch.log_softmax(_restricted(logits, live, stats), dim=-1)
         chosen = picks(logprobs, count - len(live) - len(done))
@@ -251,9 +290,13 @@ def decode_drafts(
         check()
         cache.select(parents)
         tokens = [row.draft.ids[-1] for row in following]
-        logits = rows_forward(model, tokens, start + step, prefix, cache)
+        in_cache = greedy_in_place and following[0].rank == 0
+        logits = rows_forward(model, tokens, start + step, prefix, start, cache, in_cache)
+        if in_cache:
+            greedy_logits.append(logits[0])
         live = following
-    return [row.draft for row in sorted(done, key=lambda row: row.rank)]
+    drafts = [row.draft for row in sorted(done, key=lambda row: row.rank)]
+    return Batch(drafts, greedy_logits)
 
 
 def _child_constraint(parent: Constraint | None, fork: bool) -> Constraint | None:

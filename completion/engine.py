@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -62,7 +62,7 @@ from .suggestion_memory import (
 )
 from .syntax import grammar_name
 from .syntax_check import SyntaxChecker
-from .verify import AheadDraft, SpecStats, forward_with_draft, speculative_generate
+from .verify import AheadDraft, DraftRows, SpecStats, forward_with_draft, speculative_generate
 
 TAIL_TOKENS = 32
 """Default for ``cache.tailTokens``; chosen by ``pie-lsp bench edits`` (docs/cache.md)."""
@@ -339,6 +339,12 @@ class Engine:
             return CompletionResult("", plan.rules.mode, "emptyPrompt", 0, 0, 0, 0.0, 0, 0.0, ms)
         with self._locked(req.key, cancel) as pc:
             run = self._run(pc, plan, cancel, alternatives)
+        return self._finished(req, plan, run, t0)
+
+    def _finished(
+        self, req: CompletionRequest, plan: Plan, run: Outcome, t0: float
+    ) -> CompletionResult:
+        """A run's result: remembered for later requests, counted."""
         self._remember(req, plan, run.decoded, run.text)
         result = CompletionResult(
             text=run.text,
@@ -370,12 +376,14 @@ class Engine:
         """Up to ``count`` distinct drafts for the panel, best first (blocking).
 
         Where the model allows (:mod:`completion.branching`), all drafts are decoded as
-        one batch on the document's prompt cache; the batch's greedy row then goes to
-        :meth:`complete` as the suggestion expected here, which verifies it in a few
-        forwards (speculation: plain greedy decoding's output, whatever the batch's
-        numbers). So the first item is always the inline completion. Elsewhere the
-        other drafts are decoded one after another. All pass the same stop rules and
-        guards. ``on_item`` gets each item as it is ready. Raises :class:`Cancelled`.
+        one batch on the document's prompt cache, and the batch's greedy row becomes the
+        inline completion: on a row-exact model it decodes in the cache as plain
+        decoding does and its logits go to the inline decode as a verified draft (no
+        forward again); elsewhere it goes there as the suggestion expected here and is
+        verified in a few forwards. Either way the first item is what :meth:`complete`
+        gives (speculation is lossless). Other models decode the other drafts one after
+        another. All pass the same stop rules and guards. ``on_item`` gets each item as
+        it is ready. Raises :class:`Cancelled` when cancelled.
         """
         cancel = cancel or CancelToken()
         t0 = time.perf_counter()
@@ -386,16 +394,11 @@ class Engine:
             checker = SyntaxChecker(req.language, req.text, req.cursor, req.tree)
         board = Board(checker, on_item)
         batched = branching.supported(self.model) and req.options.temperature <= 0
+        best: CompletionResult | None = None
         if count > 1 and plan.prompt.ids and batched:
-            # The rows' member monitors take the oracle's answers at hand and wait for
-            # none: five rows at five member sites would wait five times (docs/panel.md).
-            quick = replace(req, options=replace(req.options, oracle_budget_ms=0.0))
-            with self._locked(req.key, cancel) as pc:
-                self._sync(pc, plan.prompt, req.options, cancel)
-                greedy = self._batched_drafts(pc, self._plan(quick), count, board, cancel)
-            if greedy is not None:
-                self._said(req, plan.prompt, greedy.ids, None)
-        best = self.complete(req, cancel)
+            best = self._panel_batch(req, plan, count, board, cancel, t0)
+        if best is None:
+            best = self.complete(req, cancel)
         board.show_best(best.text)
         if count > 1 and plan.prompt.ids and not batched:
             with self._locked(req.key, cancel) as pc:
@@ -403,6 +406,36 @@ class Engine:
                 for text in self._alternatives(pc, plan, best.text, [], count - 1, cancel):
                     board.offer(text, 0.0)
         return board.result(batched, (time.perf_counter() - t0) * 1000)
+
+    def _panel_batch(
+        self,
+        req: CompletionRequest,
+        plan: Plan,
+        count: int,
+        board: Board,
+        cancel: CancelToken,
+        t0: float,
+    ) -> CompletionResult | None:
+        """A panel's batch, and the inline completion where the greedy row gives it.
+
+        None: :meth:`complete` must run (the greedy row is then the draft expected here).
+        """
+        # The rows' member monitors take the oracle's answers at hand and ask for
+        # none: five rows at five member sites would wait five times (docs/panel.md).
+        quick = self._plan(req, ask_oracle=False)
+        in_place = (
+            row_exact(self.model) and self.effective_strategy(req.options.strategy) != "recompute"
+        )
+        with self._locked(req.key, cancel) as pc:
+            self._sync(pc, plan.prompt, req.options, cancel)
+            with pc.session():
+                greedy, verified = self._batched_drafts(pc, quick, count, board, cancel, in_place)
+                run = self._run(pc, plan._replace(ahead=verified), cancel, 0) if verified else None
+        if run is not None:
+            return self._finished(req, plan, run, t0)
+        if greedy is not None and greedy.ids:
+            self._said(req, plan.prompt, greedy.ids, None)
+        return None
 
     @contextmanager
     def _locked(self, key: str, cancel: CancelToken) -> Iterator[PromptCache]:
@@ -414,15 +447,21 @@ class Engine:
                 yield pc
 
     def _batched_drafts(
-        self, pc: PromptCache, plan: Plan, count: int, board: Board, cancel: CancelToken
-    ) -> branching.Draft | None:
-        """Decode ``count`` drafts as one batch on ``pc``, offer each as it ends.
+        self,
+        pc: PromptCache,
+        plan: Plan,
+        count: int,
+        board: Board,
+        cancel: CancelToken,
+        in_place: bool,
+    ) -> tuple[branching.Draft | None, AheadDraft | None]:
+        """Decode ``count`` drafts as one batch on ``pc``; offer each but the greedy one.
 
-        Returns the greedy row's draft (None if it produced nothing).
+        The caller holds the locks and a session of ``pc``. Returns the greedy row's draft, and with ``in_place`` its fed tokens and logits
+        as a verified draft for the inline decode (the cache holds them after the prompt).
         """
         assert pc.last_logits is not None
         rules, healed = plan.rules, plan.prompt.healed
-        greedy: list[branching.Draft] = []
 
         def stops(ids: list[int]) -> bool:
             raw = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -434,29 +473,37 @@ class Engine:
             decoded = Decoded(visible, reason, used, [], 0.0)
             text = self._guarded(plan, decoded, rules.finish(visible))
             if draft.branched_at < 0:
-                greedy.append(draft)
                 board.greedy_row(text, draft.mean_logprob)
             else:
                 board.offer(text, draft.mean_logprob)
 
-        with pc.session() as kv:
-            branching.decode_drafts(
-                self.model,
-                kv,
-                pc.last_logits,
-                count,
-                max(1, plan.req.options.max_tokens),
-                self.format.stop_ids,
-                stops,
-                cancel.check,
-                done,
-                constraint=plan.constraint(),
-                stats=self.totals,
-            )
-        return greedy[0] if greedy and greedy[0].ids else None
+        batch = branching.decode_drafts(
+            self.model,
+            pc.kv,
+            pc.last_logits,
+            count,
+            max(1, plan.req.options.max_tokens),
+            self.format.stop_ids,
+            stops,
+            cancel.check,
+            done,
+            constraint=plan.constraint(),
+            stats=self.totals,
+            greedy_in_place=in_place,
+        )
+        first = batch.drafts[0] if batch.drafts else None
+        greedy = first if first is not None and first.branched_at < 0 else None
+        if greedy is None or not batch.greedy_logits:
+            return greedy, None
+        fed = greedy.ids[: len(batch.greedy_logits)]
+        rows = DraftRows(torch.stack(batch.greedy_logits), len(plan.prompt.ids), [])
+        return greedy, AheadDraft(fed, rows)
 
-    def _plan(self, req: CompletionRequest) -> Plan:
-        """What a request needs before it touches the cache: rules, prompt, drafts."""
+    def _plan(self, req: CompletionRequest, ask_oracle: bool = True) -> Plan:
+        """What a request needs before it touches the cache: rules, prompt, drafts.
+
+        ``ask_oracle`` False: the member monitor uses only answers the oracle has.
+        """
         opts = req.options
         # A Python header alone breaks the file: with the syntax check it takes its body.
         header_body = opts.syntax and grammar_name(req.language) == "python"
@@ -469,7 +516,7 @@ class Engine:
         line = rules.mode == "line"
         found = self._expected(req, prompt) if speculate and prompt.ids else None
         ahead = AheadDraft(self._draft_ahead(*found, opts, line)) if found else None
-        guards = self._guards(req, prompt) if opts.members or opts.syntax else None
+        guards = self._guards(req, prompt, ask_oracle) if opts.members or opts.syntax else None
         return Plan(
             req=req,
             rules=rules,
@@ -820,7 +867,7 @@ class Engine:
         steps = list(self._costs.observed.get(1, ())) if self._costs is not None else []
         return sorted(steps)[len(steps) // 2] if steps else DEFAULT_BUDGET_S
 
-    def _guards(self, req: CompletionRequest, prompt: Prompt) -> Guards:
+    def _guards(self, req: CompletionRequest, prompt: Prompt, ask_oracle: bool = True) -> Guards:
         return Guards(
             req,
             prompt.healed,
@@ -829,6 +876,7 @@ class Engine:
             lambda text: list(self.tokenizer.encode(text, add_special_tokens=False)),
             self.oracle_budget_s(req.options),
             self.totals,
+            ask_oracle,
         )
 
     def _line_check(self, plan: Plan) -> Callable[[str], bool] | None:

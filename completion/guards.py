@@ -66,8 +66,11 @@ class OracleLookup:
         query: Callable[[str, int], MemberQuery],
         budget_s: float | None,
         stats: ConstraintStats,
+        asks: bool = True,
     ) -> None:
         self.oracle, self.query, self.budget_s, self.stats = oracle, query, budget_s, stats
+        self.asks = asks
+        """False: only answers the oracle already has are used; nothing is sent to it."""
         self._memo: dict[tuple[int, int], Names | None] = {}
         """Per site (offset, text hash): what this request decided."""
         self._late_queries: list[MemberQuery] = []
@@ -85,7 +88,7 @@ class OracleLookup:
             return None
         q = self.query(text, offset)
         found = self.oracle.cached(q)
-        if found is None and not ask:
+        if found is None and not (ask and self.asks):
             return False
         if found is None:
             self.stats.memberQueries += 1
@@ -189,6 +192,7 @@ class Guards:
         encode: Callable[[str], list[int]],
         budget_s: float | None,
         stats: ConstraintStats,
+        asks: bool = True,
     ) -> None:
         opts = req.options
         self.req, self.stats = req, stats
@@ -198,7 +202,7 @@ class Guards:
             SyntaxChecker(req.language, req.text, req.cursor, req.tree) if opts.syntax else None
         )
         self._texts, self._encode = texts, encode
-        self.lookup = OracleLookup(oracle, member_queries(req), budget_s, stats)
+        self.lookup = OracleLookup(oracle, member_queries(req), budget_s, stats, asks)
         before = req.text[: req.cursor - len(healed)]
         self.context = MemberContext(
             before=before,

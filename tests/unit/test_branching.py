@@ -82,7 +82,7 @@ def test_the_greedy_draft_is_plain_greedy_decoding_and_each_fork_follows_plain_d
 ) -> None:
     stop = {1}
     cache, logits = prompt_cache(model)
-    drafts = decode_drafts(model, cache, logits, count=5, max_tokens=12, stop_ids=stop)
+    drafts = decode_drafts(model, cache, logits, count=5, max_tokens=12, stop_ids=stop).drafts
     assert len(drafts) == 5 and drafts[0].branched_at == -1
     assert drafts[0].ids == plain(model, [], 12, stop)
     for draft in drafts[1:]:
@@ -127,16 +127,38 @@ def test_a_cancel_mid_batch_leaves_the_prompt_cache_as_it_was(model: Any) -> Non
         decode_drafts(model, cache, logits, 4, 10, [], check=check)
     assert cache.get_seq_length() == len(PROMPT)
     assert all(torch.equal(x.keys, k) for x, k in zip(cache.layers, keys, strict=True))
-    again = decode_drafts(model, cache, logits, 4, 10, [])
+    again = decode_drafts(model, cache, logits, 4, 10, []).drafts
     assert again[0].ids == plain(model, [], 10, set())
 
 
 def test_a_stop_rule_ends_a_draft_with_its_token_and_a_stop_token_without_it(model: Any) -> None:
     cache, logits = prompt_cache(model)
     greedy = plain(model, [], 6, set())
-    drafts = decode_drafts(model, cache, logits, 1, 6, [], stops=lambda ids: len(ids) == 3)
+    drafts = decode_drafts(model, cache, logits, 1, 6, [], stops=lambda ids: len(ids) == 3).drafts
     assert drafts == [Draft(greedy[:3], drafts[0].logprob, True, -1)]
-    drafts = decode_drafts(model, cache, logits, 1, 6, [greedy[2]])
+    drafts = decode_drafts(model, cache, logits, 1, 6, [greedy[2]]).drafts
     assert drafts[0].ids == greedy[:2] and drafts[0].stopped
-    drafts = decode_drafts(model, cache, logits, 1, 6, [])
+    drafts = decode_drafts(model, cache, logits, 1, 6, []).drafts
     assert drafts[0].ids == greedy and not drafts[0].stopped
+
+
+def test_in_place_the_greedy_row_computes_plain_decodings_logits_bit_for_bit() -> None:
+    # On a row-exact model (low-bit weights) the greedy row decodes in the document's
+    # cache as one-token steps do: its logits can stand for plain decoding's.
+    from tests.unit.test_lowbit import cached, row_exact_model
+
+    model = row_exact_model("int4")
+    prompt = torch.randint(0, 64, (1100,)).tolist()
+    with torch.inference_mode():
+        cache = cached(model, prompt)
+        last = prefill(model, [7], cache, 1100)
+        steps, token = [], int(last.argmax())
+        for i in range(6):
+            steps.append(forward_all(model, [token], cache, 1101 + i)[0])
+            token = int(steps[-1].argmax())
+        cache.crop(-6)
+        batch = decode_drafts(model, cache, last, 4, 7, [], greedy_in_place=True)
+    greedy = batch.drafts[0]
+    assert greedy.branched_at == -1 and len(batch.greedy_logits) == 6
+    assert all(torch.equal(a, b) for a, b in zip(batch.greedy_logits, steps, strict=True))
+    assert cache.get_seq_length() == 1101 + 6  # the fed greedy tokens; the caller crops
