@@ -34,6 +34,11 @@ from .fastpath import packed_gqa_attention
 
 FORK_FLOOR = 0.05
 """A row forks on its second likeliest token when that has at least this probability."""
+OVERRUN = 0.5
+"""Once the greedy row has ended after ``n`` tokens, the other rows end by ``n`` plus this
+share of it (at least :data:`MIN_OVERRUN` more): the batch runs as long as its longest
+row, and a draft much longer than the greedy one is rarely the one wanted."""
+MIN_OVERRUN = 4
 
 
 def supported(model: Any) -> bool:
@@ -62,6 +67,8 @@ class RowCache:
 
     def select(self, rows: Sequence[int]) -> None:
         """Keep these rows, in this order (a row named twice is forked)."""
+        if list(rows) == list(range(self.keys[0].shape[0] if self.keys else -1)):
+            return  # the same rows: nothing to copy
         index = torch.tensor(list(rows), dtype=torch.long)
         if self.keys:
             index = index.to(self.keys[0].device)
@@ -191,8 +198,12 @@ def picks(logprobs: torch.Tensor, room: int, floor: float = FORK_FLOOR) -> list[
     ``floor`` probability (ties: the earlier row). Returned rows in row order, a fork
     right after the row it comes from.
     """
-    top = torch.topk(logprobs, 2, dim=-1)
-    values, indices = top.values.tolist(), top.indices.tolist()
+    # The likeliest by argmax, as plain decoding picks (topk breaks ties its own way).
+    best = logprobs.argmax(dim=-1, keepdim=True)
+    others = logprobs.scatter(-1, best, float("-inf"))
+    second = others.argmax(dim=-1, keepdim=True)
+    indices = torch.cat([best, second], dim=-1).tolist()
+    values = torch.cat([logprobs.gather(-1, best), others.gather(-1, second)], dim=-1).tolist()
     threshold = math.log(floor)
     seconds = sorted(
         (r for r in range(len(values)) if values[r][1] >= threshold),
@@ -244,7 +255,8 @@ def decode_drafts(
 
     ``prefix``: the document's cache holding exactly the prompt; ``first_logits`` its
     last position's logits. A draft ends on a stop token (not kept), when ``stops``
-    says so for its tokens (kept), or after ``max_tokens``. ``check`` runs before every
+    says so for its tokens (kept), or after ``max_tokens`` (the rows other than the
+    greedy one: after :data:`OVERRUN` more than the greedy row took, once it has ended). ``check`` runs before every
     forward and may raise to cancel; the cache is never written, so nothing needs
     undoing. ``on_done`` gets each draft as it ends. ``constraint`` (fresh) restricts
     every row's picks, each row with its own fork of it (:func:`restrict`, ``stats``
@@ -259,6 +271,7 @@ def decode_drafts(
     done: list[_Row] = []
     logits, forks = first_logits.float()[None], 0
     greedy_logits: list[torch.Tensor] = []
+    limit = max_tokens  # until the greedy row ends (:data:`OVERRUN`)
     for step in range(max(1, max_tokens)):
         logprobs = torch.log_softmax(_restricted(logits, live, stats), dim=-1)
         chosen = picks(logprobs, count - len(live) - len(done))
@@ -279,12 +292,14 @@ def decode_drafts(
                 ids = [*parent.draft.ids, pick.token]
                 logprob = parent.draft.logprob + pick.logprob
                 row.draft = Draft(ids, logprob, stops(ids), branched)
-                if not row.draft.stopped and len(ids) < max_tokens:
+                if not row.draft.stopped and len(ids) < min(max_tokens, limit):
                     following.append(row)
                     parents.append(pick.row)
                     continue
             done.append(row)
             on_done(row.draft)
+            if row.rank == 0:
+                limit = len(row.draft.ids) + max(MIN_OVERRUN, int(OVERRUN * len(row.draft.ids)))
         if not following:
             break
         check()

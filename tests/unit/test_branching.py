@@ -162,3 +162,18 @@ def test_in_place_the_greedy_row_computes_plain_decodings_logits_bit_for_bit() -
     assert greedy.branched_at == -1 and len(batch.greedy_logits) == 6
     assert all(torch.equal(a, b) for a, b in zip(batch.greedy_logits, steps, strict=True))
     assert cache.get_seq_length() == 1101 + 6  # the fed greedy tokens; the caller crops
+
+
+def test_a_tie_goes_to_the_token_plain_decoding_picks() -> None:
+    logprobs = torch.tensor([[-1.0, -0.5, -0.5, -3.0]])
+    chosen = picks(logprobs, room=1, floor=0.01)
+    assert [(p.token, p.fork) for p in chosen] == [(int(logprobs.argmax()), False), (2, True)]
+
+
+def test_other_rows_end_soon_after_the_greedy_row(model: Any) -> None:
+    cache, logits = prompt_cache(model)
+    greedy = plain(model, [], 3, set())
+    drafts = decode_drafts(model, cache, logits, 5, 30, [greedy[2]]).drafts
+    assert drafts[0].ids == greedy[:2] and len(drafts) > 1
+    assert all(len(d.ids) <= 2 + branching.MIN_OVERRUN for d in drafts[1:])
+    assert any(len(d.ids) == 2 + branching.MIN_OVERRUN and not d.stopped for d in drafts[1:])
