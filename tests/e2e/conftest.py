@@ -41,6 +41,19 @@ def uri_for(name: str) -> str:
     return (DATA / name).as_uri()
 
 
+def open_doc(client: LanguageClient, name: str, text: str, version: int = 1) -> str:
+    """Send ``didOpen`` for a Python document under tests/data; its URI."""
+    uri = uri_for(name)
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=version, text=text
+            )
+        )
+    )
+    return uri
+
+
 def change(
     client: LanguageClient,
     uri: str,

@@ -20,7 +20,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tooling.client import _plain
 
-from .conftest import SERVER, change, server_env, uri_for
+from .conftest import SERVER, change, open_doc, server_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -55,18 +55,6 @@ def configure(client: LanguageClient, settings: dict[str, Any]) -> None:
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"pie": settings})
     )
-
-
-def open_doc(client: LanguageClient, name: str, text: str) -> str:
-    uri = uri_for(name)
-    client.text_document_did_open(
-        types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(
-                uri=uri, language_id="python", version=1, text=text
-            )
-        )
-    )
-    return uri
 
 
 def insert(client: LanguageClient, uri: str, version: int, line: int, col: int, text: str) -> None:

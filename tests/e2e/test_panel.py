@@ -10,7 +10,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from .conftest import CLIENTS, SERVER, server_env, units, uri_for
+from .conftest import CLIENTS, SERVER, open_doc, server_env, units
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -61,18 +61,6 @@ def cursor(client: LanguageClient) -> dict[str, int]:
     return {"line": LINE, "character": units(CURSOR_TEXT, client.encoding)}  # type: ignore[attr-defined]
 
 
-def open_doc(client: LanguageClient, name: str) -> str:
-    uri = uri_for(name)
-    client.text_document_did_open(
-        types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(
-                uri=uri, language_id="python", version=1, text=TEXT
-            )
-        )
-    )
-    return uri
-
-
 async def panel(
     client: LanguageClient, params: dict[str, Any], method: str = "pie/panelCompletion"
 ) -> Any:
@@ -96,7 +84,7 @@ def normalised(text: str) -> str:
 async def test_panel_streams_distinct_drafts_the_first_the_inline_completion(
     client: LanguageClient,
 ) -> None:
-    uri = open_doc(client, "panel.py")
+    uri = open_doc(client, "panel.py", TEXT)
     pos = cursor(client)
     inline = await client.text_document_inline_completion_async(
         types.InlineCompletionParams(
@@ -130,7 +118,7 @@ async def test_panel_streams_distinct_drafts_the_first_the_inline_completion(
 async def test_panel_without_a_token_sends_no_partial_results_and_counts(
     client: LanguageClient,
 ) -> None:
-    uri = open_doc(client, "panel_plain.py")
+    uri = open_doc(client, "panel_plain.py", TEXT)
     before = as_dict(await client.protocol.send_request_async("pie/stats", None))["totals"]
     client.partials.clear()  # type: ignore[attr-defined]
     result = as_dict(
@@ -149,7 +137,7 @@ async def test_panel_without_a_token_sends_no_partial_results_and_counts(
 
 
 async def test_copilots_panel_dialect_is_answered(client: LanguageClient) -> None:
-    uri = open_doc(client, "panel_copilot.py")
+    uri = open_doc(client, "panel_copilot.py", TEXT)
     params = {"textDocument": {"uri": uri}, "position": cursor(client)}
     result = as_dict(await panel(client, params, "textDocument/copilotPanelCompletion"))
     assert result["items"] and result["items"][0]["insertText"]
@@ -177,7 +165,7 @@ async def test_copilots_panel_dialect_is_answered(client: LanguageClient) -> Non
 async def test_bad_panel_requests_get_errors_and_the_server_keeps_serving(
     client: LanguageClient, params: dict[str, Any], message: str
 ) -> None:
-    uri = open_doc(client, "panel_bad.py")
+    uri = open_doc(client, "panel_bad.py", TEXT)
     if params.get("textDocument", {}).get("uri") == "U":
         params = {**params, "textDocument": {"uri": uri}}
     with pytest.raises(Exception) as err:
@@ -190,14 +178,14 @@ async def test_bad_panel_requests_get_errors_and_the_server_keeps_serving(
 async def test_a_count_out_of_range_is_clamped(
     client: LanguageClient, count: int, most: int
 ) -> None:
-    uri = open_doc(client, "panel_clamp.py")
+    uri = open_doc(client, "panel_clamp.py", TEXT)
     params = {"textDocument": {"uri": uri}, "position": cursor(client), "count": count}
     items = as_dict(await panel(client, params))["items"]
     assert 1 <= len(items) <= most
 
 
 async def test_a_cancelled_panel_stops_and_the_next_answers(client: LanguageClient) -> None:
-    uri = open_doc(client, "panel_cancel.py")
+    uri = open_doc(client, "panel_cancel.py", TEXT)
     params = {"textDocument": {"uri": uri}, "position": cursor(client), "count": 8}
     task = asyncio.ensure_future(
         client.protocol.send_request_async("pie/panelCompletion", params, msg_id="panel-cancel")

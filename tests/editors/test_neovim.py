@@ -230,9 +230,9 @@ def test_panel_lists_drafts_and_accepts_the_second(tmp_path: Path) -> None:
             line.startswith("── 2 ──") for line in lines
         )
         assert nvim.exec_lua("return vim.api.nvim_get_mode().mode") == "n"
-        # In the panel: ]] twice (first draft, second draft), then <CR>.
+        # In the panel the cursor is on the first draft: ]] to the second, then <CR>.
         nvim.exec_lua("vim.api.nvim_set_current_win(vim.fn.bufwinid(vim.fn.bufnr('pie://panel')))")
-        nvim.input("gg]]]]<CR>")
+        nvim.input("]]<CR>")
         second = state["texts"][1].split("\n")
         expected = ("        if " + second[0], *second[1:])
         wait_for(

@@ -103,6 +103,11 @@ local function render()
   vim.bo[s.buf].modifiable = true
   vim.api.nvim_buf_set_lines(s.buf, 0, -1, false, lines)
   vim.bo[s.buf].modifiable = false
+  -- The cursor starts on the first draft (]] then moves to the second).
+  local win = panel_window(s.buf)
+  if win and s.starts[1] and vim.api.nvim_win_get_cursor(win)[1] < s.starts[1] - 1 then
+    vim.api.nvim_win_set_cursor(win, { s.starts[1] - 1, 0 })
+  end
 end
 
 --- Partial results for the panel's token (called by the client's `$/progress` handler).
