@@ -255,15 +255,15 @@ def decode_drafts(
 
     ``prefix``: the document's cache holding exactly the prompt; ``first_logits`` its
     last position's logits. A draft ends on a stop token (not kept), when ``stops``
-    says so for its tokens (kept), or after ``max_tokens`` (the rows other than the
-    greedy one: after :data:`OVERRUN` more than the greedy row took, once it has ended). ``check`` runs before every
-    forward and may raise to cancel; the cache is never written, so nothing needs
-    undoing. ``on_done`` gets each draft as it ends. ``constraint`` (fresh) restricts
-    every row's picks, each row with its own fork of it (:func:`restrict`, ``stats``
-    gets its time). ``greedy_in_place``: the greedy row decodes in the document's cache
-    as plain decoding does (:func:`rows_forward`); the cache then holds its fed tokens
-    after the prompt and the caller crops them. Returns the drafts in the order they
-    were forked (greedy first), and the greedy row's logits after each fed token.
+    says so for its tokens (kept), or after ``max_tokens``; once the greedy row has
+    ended, the others end by :data:`OVERRUN` more than it took. ``check`` runs before
+    every forward and may raise to cancel. ``on_done`` gets each draft as it ends.
+    ``constraint`` (fresh) restricts every row's picks, each row with its own fork of
+    it (:func:`restrict`; ``stats`` gets its time). The cache is only read, unless
+    ``greedy_in_place``: the greedy row then decodes in it as plain decoding does
+    (:func:`rows_forward`), and its fed tokens stay after the prompt for the caller to
+    use or crop (also when cancelled). Returns the drafts in the order they were forked
+    (greedy first), and the greedy row's logits after each fed token.
     """
     start, stop_set = prefix.get_seq_length(), set(stop_ids)
     cache = RowCache()

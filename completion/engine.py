@@ -457,8 +457,9 @@ class Engine:
     ) -> tuple[branching.Draft | None, AheadDraft | None]:
         """Decode ``count`` drafts as one batch on ``pc``; offer each but the greedy one.
 
-        The caller holds the locks and a session of ``pc``. Returns the greedy row's draft, and with ``in_place`` its fed tokens and logits
-        as a verified draft for the inline decode (the cache holds them after the prompt).
+        The caller holds the locks and a session of ``pc``. Returns the greedy row's
+        draft, and with ``in_place`` its fed tokens and logits as a verified draft for
+        the inline decode (the cache holds them after the prompt).
         """
         assert pc.last_logits is not None
         rules, healed = plan.rules, plan.prompt.healed

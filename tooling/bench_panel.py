@@ -208,11 +208,14 @@ def print_report(rep: dict[str, Any]) -> None:
     ):
         s = rep[key]
         print(f"  {label:16} median {s['median']:8.2f}  p95 {s['p95']:8.2f}")
+    distinct = rep["distinct"]
     print(
-        f"  distinct drafts  median {rep['distinct']['median']:.0f} of {rep['count']} (min {rep['distinct']['min']:.0f})"
+        f"  distinct drafts  median {distinct['median']:.0f} of {rep['count']} "
+        f"(min {distinct['min']:.0f})"
     )
     print(
-        f"  real line is the greedy draft {rep['greedyHits']}/{n}, among the drafts {rep['anyHits']}/{n}"
+        f"  real line is the greedy draft {rep['greedyHits']}/{n}, "
+        f"among the drafts {rep['anyHits']}/{n}"
     )
     print(
         f"  syntax-invalid drafts {rep['syntaxInvalid']} of {rep['syntaxChecked']} checked "
