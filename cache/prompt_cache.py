@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -72,6 +72,15 @@ class SyncResult:
     """Stale tokens in the cache afterwards."""
 
 
+class Exported(NamedTuple):
+    """A prompt cache's contents, as :meth:`PromptCache.export` gives them."""
+
+    ids: list[int]
+    stale: bytearray
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    """Per layer: keys and values ``[1, Hkv, len(ids), D]``."""
+
+
 class PromptCache:
     """Token ids and KV cache of one document's current prompt."""
 
@@ -107,6 +116,39 @@ class PromptCache:
                 if isinstance(t, torch.Tensor):
                     total += t.numel() * t.element_size()
         return total
+
+    ##### Saving and restoring #####
+
+    def export(self) -> Exported | None:
+        """The prompt's ids, stale flags and each layer's keys and values (None: empty).
+
+        The tensors are views of the cache: copy or write them out before the next
+        update.
+        """
+        if self.kv is None or not self.ids:
+            return None
+        n = len(self.ids)
+        layers = [(layer.keys[..., :n, :], layer.values[..., :n, :]) for layer in self.kv.layers]
+        return Exported(list(self.ids), bytearray(self.stale), layers)
+
+    def adopt(self, saved: Exported) -> None:
+        """Hold a saved prompt's cache (its own copy); the next :meth:`sync` goes on from it.
+
+        The last position's logits are not saved: that sync re-encodes at least the
+        prompt's tail (``tail``), as every pie update does, and has them again.
+        """
+        if len(saved.stale) != len(saved.ids) or not saved.layers:
+            raise ValueError("a saved cache needs one stale flag per token and some layers")
+        kv = self._make_cache()
+        if len(getattr(kv, "layers", [])) not in (0, len(saved.layers)):
+            raise ValueError("the saved keys and values are for another number of layers")
+        self.kv = kv
+        _append(self.kv, [k for k, _ in saved.layers], [v for _, v in saved.layers])
+        if self.kv.get_seq_length() != len(saved.ids):
+            self.kv, self.ids, self.stale = None, [], bytearray()
+            raise ValueError("the saved keys and values do not match its token ids")
+        self.ids, self.stale = list(saved.ids), bytearray(saved.stale)
+        self.last_logits = None
 
     ##### Bringing the cache up to date #####
 

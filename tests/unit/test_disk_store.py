@@ -128,3 +128,60 @@ def test_a_store_that_cannot_write_or_is_off_stores_nothing_and_keeps_going(tmp_
     off = DiskStore(tmp_path / "off", 0)
     assert not off.save(FP, saved()) and off.load(FP, "file:///a.py") is None
     assert not (tmp_path / "off").exists()
+
+
+def test_a_restored_cache_goes_on_as_the_live_one_would(tmp_path: Path, tiny_llama) -> None:
+    # Oracle: export -> disk -> adopt, then the same edit as the live cache: equal bit for
+    # bit (pie keeps, re-rotates and re-encodes the same tokens either way); unchanged
+    # ids re-encode only the tail to get the last logits back.
+    from cache import PromptCache, Rerotator, find_rotary
+
+    model = tiny_llama(60, 512, 3)
+    rot = Rerotator(find_rotary(model))
+
+    def encode(ids: list[int], kv: object, start: int) -> torch.Tensor:
+        return prefill(model, ids, kv, start, chunk=16)
+
+    def sync(pc: PromptCache, ids: list[int]) -> object:
+        return pc.sync(ids, encode, "pie", rerotator=rot, tail=8, after_edit=4)
+
+    first = [(7 * i) % 59 + 1 for i in range(120)]
+    ids = first[:10] + [9, 9] + first[10:]  # an edit: the tokens after it go stale
+    edited = ids[:40] + [5, 6, 7] + ids[40:]
+    live = PromptCache(lambda: growing_cache(model.config))
+    sync(live, first)
+    sync(live, ids)
+    exported = live.export()
+    assert exported is not None and exported.stale.count(1) > 0
+    store = DiskStore(tmp_path, 1 << 30)
+    store.save(FP, Saved("file:///x.py", "t", exported.ids, exported.stale, exported.layers))
+    loaded = store.load(FP, "file:///x.py")
+    assert loaded is not None
+    restored = PromptCache(lambda: growing_cache(model.config))
+    restored.adopt(loaded)
+    again = sync(restored, ids)
+    assert again.encoded == 8 and restored.last_logits is not None  # the tail only
+    torch.testing.assert_close(restored.last_logits, live.last_logits, rtol=1e-5, atol=1e-5)
+    restored.adopt(loaded)
+    sync(live, edited)
+    sync(restored, edited)
+    assert restored.ids == live.ids and restored.stale == live.stale
+    assert torch.equal(restored.last_logits, live.last_logits)
+    for a, b in zip(restored.kv.layers, live.kv.layers, strict=True):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+
+def test_a_saved_cache_that_does_not_fit_the_model_or_its_ids_is_refused(tiny_llama) -> None:
+    import pytest
+
+    from cache import PromptCache
+
+    model = tiny_llama(60, 512, 3)
+    pc = PromptCache(lambda: growing_cache(model.config))
+    three_layers = saved(n=6)  # the tiny model has two
+    with pytest.raises(ValueError, match="number of layers"):
+        pc.adopt(three_layers)
+    two = Saved("k", "t", three_layers.ids[:4], three_layers.stale[:4], three_layers.layers[:2])
+    with pytest.raises(ValueError, match="do not match"):
+        pc.adopt(two)
+    assert pc.kv is None and pc.ids == []
