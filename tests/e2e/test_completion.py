@@ -14,6 +14,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from .conftest import CLIENTS, DATA, SERVER, change, end_position, server_env, units, uri_for
+from .conftest import open_doc as send_open
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -39,15 +40,7 @@ def encoding_of(client: LanguageClient) -> str:
 
 
 async def open_doc(client: LanguageClient, name: str, text: str, version: int = 1) -> str:
-    uri = uri_for(name)
-    client.text_document_did_open(
-        types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(
-                uri=uri, language_id="python", version=version, text=text
-            )
-        )
-    )
-    return uri
+    return send_open(client, name, text, version)
 
 
 async def inline(
