@@ -67,8 +67,8 @@ class RowCache:
 
     def select(self, rows: Sequence[int]) -> None:
         """Keep these rows, in this order (a row named twice is forked)."""
-        if list(rows) == list(range(self.keys[0].shape[0] if self.keys else -1)):
-            return  # the same rows: nothing to copy
+        if not self.keys or list(rows) == list(range(self.keys[0].shape[0])):
+            return  # nothing held yet, or the same rows: nothing to copy
         index = torch.tensor(list(rows), dtype=torch.long)
         if self.keys:
             index = index.to(self.keys[0].device)
@@ -132,11 +132,11 @@ def rows_forward(
     hidden = F.embedding(ids, inner.embed_tokens.weight)  # [r, 1, d]
     positions = torch.full((count, 1), position, dtype=torch.long, device=model.device)
     rotary = inner.rotary_emb(hidden, positions)
+    first = 1 if greedy_in_cache else 0  # the rows attending over the shared prefix
     for index, layer in enumerate(inner.layers):
         attn = layer.self_attn
         query, key, value = lean_forward.project(layer, hidden, rotary)
         rows.append(index, key, value)
-        first = 1 if greedy_in_cache else 0
         parts = []
         if greedy_in_cache:
             keys, values = prefix.update(key[:1], value[:1], index)

@@ -422,7 +422,12 @@ class Engine:
         """
         # The rows' member monitors take the oracle's answers at hand and ask for
         # none: five rows at five member sites would wait five times (docs/panel.md).
-        quick = self._plan(req, ask_oracle=False)
+        quick = plan
+        if plan.guards is not None:  # the same prompt and rules: only the guards differ
+            guards = self._guards(req, plan.prompt, ask_oracle=False)
+            quick = plan._replace(
+                guards=guards, constraint=self._constraint(plan.prompt, plan.rules, guards)
+            )
         in_place = (
             row_exact(self.model) and self.effective_strategy(req.options.strategy) != "recompute"
         )
@@ -500,11 +505,8 @@ class Engine:
         rows = DraftRows(torch.stack(batch.greedy_logits), len(plan.prompt.ids), [])
         return greedy, AheadDraft(fed, rows)
 
-    def _plan(self, req: CompletionRequest, ask_oracle: bool = True) -> Plan:
-        """What a request needs before it touches the cache: rules, prompt, drafts.
-
-        ``ask_oracle`` False: the member monitor uses only answers the oracle has.
-        """
+    def _plan(self, req: CompletionRequest) -> Plan:
+        """What a request needs before it touches the cache: rules, prompt, drafts."""
         opts = req.options
         # A Python header alone breaks the file: with the syntax check it takes its body.
         header_body = opts.syntax and grammar_name(req.language) == "python"
@@ -517,7 +519,7 @@ class Engine:
         line = rules.mode == "line"
         found = self._expected(req, prompt) if speculate and prompt.ids else None
         ahead = AheadDraft(self._draft_ahead(*found, opts, line)) if found else None
-        guards = self._guards(req, prompt, ask_oracle) if opts.members or opts.syntax else None
+        guards = self._guards(req, prompt) if opts.members or opts.syntax else None
         return Plan(
             req=req,
             rules=rules,
@@ -869,6 +871,7 @@ class Engine:
         return sorted(steps)[len(steps) // 2] if steps else DEFAULT_BUDGET_S
 
     def _guards(self, req: CompletionRequest, prompt: Prompt, ask_oracle: bool = True) -> Guards:
+        """The request's guards (``ask_oracle`` False: only answers the oracle has)."""
         return Guards(
             req,
             prompt.healed,

@@ -69,8 +69,8 @@ class ProbeEngine(PrepareEngine):
         finally:
             self._probe_tokens = 0
 
-    def _plan(self, req: CompletionRequest, ask_oracle: bool = True) -> Plan:
-        plan = super()._plan(req, ask_oracle)
+    def _plan(self, req: CompletionRequest) -> Plan:
+        plan = super()._plan(req)
         return plan._replace(speculate=False) if self._probe_tokens else plan
 
     def _typed_through(self, req: CompletionRequest, t0: float) -> CompletionResult | None:
