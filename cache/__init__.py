@@ -2,13 +2,14 @@
 
 from .alignment import Segment, common_prefix, diff_ids
 from .disk_store import DiskStore, Fingerprint, Saved
-from .prompt_cache import STRATEGIES, CacheStore, PromptCache, Strategy, SyncResult
+from .prompt_cache import STRATEGIES, CacheStore, Exported, PromptCache, Strategy, SyncResult
 from .rope import Rerotator, find_rotary, rerotation_support
 
 __all__ = [
     "STRATEGIES",
     "CacheStore",
     "DiskStore",
+    "Exported",
     "Fingerprint",
     "PromptCache",
     "Rerotator",

@@ -21,17 +21,30 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .prompt_cache import Exported
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 """The manifest's format version (an entry of another is a miss)."""
+
+
+NAME_DIGITS = 40
+"""An entry's file name (without suffix): the first 40 hex digits of a SHA-256."""
+_ENTRY_NAME = re.compile(rf"[0-9a-f]{{{NAME_DIGITS}}}")
+
+
+def _go_on() -> None:
+    """The default ``check`` of :meth:`DiskStore.load`: never stops it."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,8 @@ class Fingerprint:
     """transformers' major version (its cache layout)."""
     quantize: str = "none"
     """The low-bit kernel the linear layers ran (another gives other numbers)."""
+    device: str = "cpu"
+    """The kind of device that computed them (kernels differ in their last bits)."""
 
     def key(self) -> str:
         """A stable hash of all of it."""
@@ -62,12 +77,10 @@ class Saved:
     """The document's key (its URI)."""
     text_sha256: str
     """The hash of the document text the cache was made for."""
-    ids: list[int]
-    """The prompt's token ids."""
-    stale: bytearray
-    """1 where the cached keys and values are stale (see :class:`cache.PromptCache`)."""
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
-    """Per layer: keys and values ``[1, Hkv, len(ids), D]``."""
+    cached: Exported
+    """The prompt's token ids, stale flags and per-layer keys and values."""
+    start: int | None = None
+    """Where the prompt's window began in that text (kept so the next prompt matches)."""
 
 
 @dataclass
@@ -86,7 +99,7 @@ class DiskStore:
             return False
         name = self._name(fp, saved.key)
         tensors = {}
-        for i, (k, v) in enumerate(saved.layers):
+        for i, (k, v) in enumerate(saved.cached.layers):
             tensors[f"k.{i}"] = k.detach().to("cpu").contiguous()
             tensors[f"v.{i}"] = v.detach().to("cpu").contiguous()
         try:
@@ -98,9 +111,10 @@ class DiskStore:
                 "fingerprint": asdict(fp),
                 "key": saved.key,
                 "textSha256": saved.text_sha256,
-                "ids": saved.ids,
-                "stale": [i for i, s in enumerate(saved.stale) if s],
-                "layers": len(saved.layers),
+                "ids": saved.cached.ids,
+                "stale": [i for i, s in enumerate(saved.cached.stale) if s],
+                "start": saved.start,
+                "layers": len(saved.cached.layers),
                 "sha256": _sha(blob),
                 "bytes": len(blob),
             }
@@ -111,24 +125,31 @@ class DiskStore:
         self._evict(keep=name)
         return True
 
-    def load(self, fp: Fingerprint, key: str) -> Saved | None:
-        """The document's entry for this model, checked (None: none, or a bad one)."""
+    def load(self, fp: Fingerprint, key: str, check: Callable[[], None] = _go_on) -> Saved | None:
+        """The document's entry for this model, checked (None: none, or a bad one).
+
+        ``check`` runs between the steps (read, checksum, parse) and may raise to stop
+        the load (a cancelled one leaves the entry as it was).
+        """
         if self.cap_bytes <= 0:
             return None
         name = self._name(fp, key)
         manifest_path, tensor_path = self.root / f"{name}.json", self.root / f"{name}.safetensors"
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            check()
             blob = tensor_path.read_bytes()
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             self._discard(name, f"unreadable cache entry for {key}: {exc}")
             return None
+        check()
         why = _mismatch(manifest, fp, key, blob)
         if why:
             self._discard(name, f"cache entry for {key} discarded: {why}")
             return None
+        check()
         try:
             tensors = _safetensors_load(blob)
             layers = [(tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(manifest["layers"])]
@@ -140,7 +161,9 @@ class DiskStore:
             stale[i] = 1
         with contextlib.suppress(OSError):
             os.utime(manifest_path)  # a use, for the eviction order
-        return Saved(key, manifest["textSha256"], list(manifest["ids"]), stale, layers)
+        cached = Exported(list(manifest["ids"]), stale, layers)
+        start = manifest.get("start")
+        return Saved(key, manifest["textSha256"], cached, start if isinstance(start, int) else None)
 
     def remove(self, fp: Fingerprint, key: str) -> None:
         """Forget the document's entry for this model (if any)."""
@@ -153,11 +176,13 @@ class DiskStore:
     ##### internals #####
 
     def _name(self, fp: Fingerprint, key: str) -> str:
-        return _sha(f"{fp.key()}\n{key}".encode())[:40]
+        return _sha(f"{fp.key()}\n{key}".encode())[:NAME_DIGITS]
 
     def _directory(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        """Create the store's directory, private (0700); one that exists keeps its mode."""
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, mode=0o700)
+            os.chmod(self.root, 0o700)  # mkdir's mode passes through the umask
 
     def _entries(self) -> list[tuple[str, int, float]]:
         """(name, bytes, last use) of every entry, least recently used first."""
@@ -165,6 +190,8 @@ class DiskStore:
         with contextlib.suppress(OSError):
             for manifest in self.root.glob("*.json"):
                 name = manifest.stem
+                if not _ENTRY_NAME.fullmatch(name):
+                    continue  # not ours: a store never touches other files
                 try:
                     used = manifest.stat().st_mtime
                     size = manifest.stat().st_size

@@ -109,6 +109,7 @@ def _add_bench_parsers(bsub: Any) -> None:
         _bench_step,
         _bench_typing,
         _bench_panel,
+        _bench_restart,
     ):
         add(bsub)
 
@@ -123,6 +124,16 @@ def _bench_step(bsub: Any) -> None:
     p.add_argument(
         "--agreement", type=int, default=30, help="held-out positions for completion agreement"
     )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+
+
+def _bench_restart(bsub: Any) -> None:
+    """``pie-lsp bench restart``."""
+    p = bsub.add_parser("restart", help="first completion after a restart, from saved caches")
+    p.add_argument("--model", default="default")
+    p.add_argument("--files", type=int, default=10, help="standard-library files")
+    p.add_argument("--context", type=int, default=4096, help="prompt tokens (contextTokens)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
 
@@ -472,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_panel import run_panel
 
             return run_panel(args)
+        if args.bench_command == "restart":
+            from tooling.bench_restart import run_restart
+
+            return run_restart(args)
         if args.bench_command == "typing":
             from tooling.bench_typing import run_typing
 

@@ -19,9 +19,11 @@ Keys are camelCase on the wire (``initializationOptions`` and
       },
       "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512,
                 "confidenceMargin": 0.05, "gateRefreshTokens": 128, "maxStaleTokens": -1,
-                "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048},
+                "idleRefreshMs": 800, "maxDocuments": 8, "maxMemoryMB": 2048,
+                "diskMB": 2048, "diskDir": ""},  # diskDir "": $PIE_LSP_CACHE_DIR/kv
       "speculative": {"enabled": true, "maxDraftTokens": 16},
-      "constraints": {"members": true, "syntax": true, "oracleBudgetMs": -1}
+      "constraints": {"members": true, "syntax": true, "oracleBudgetMs": -1},
+      "workspace": {"watch": true, "maxFiles": 20000}
     }
 
 An invalid value never stops the server: it is reported and its default is used.
@@ -89,6 +91,11 @@ class CacheConfig:
     """Documents whose prompt caches are kept; the least recently used is evicted."""
     maxMemoryMB: int = 2048
     """Memory for all documents' keys and values; least recently used evicted past it."""
+    diskMB: int = 2048
+    """Disk for prompt caches saved across restarts (0: none saved); least recently used
+    evicted past it."""
+    diskDir: str = ""
+    """Where they are saved ("": ``kv/`` under the cache directory, ``$PIE_LSP_CACHE_DIR``)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,17 @@ class ConstraintsConfig:
 
 
 @dataclass(frozen=True)
+class WorkspaceConfig:
+    """``workspace.*``."""
+
+    watch: bool = True
+    """Follow the workspace folders' files on disk (the editor's watcher, else watchdog):
+    a file changed while closed is marked, a deleted one's saved cache dropped."""
+    maxFiles: int = 20000
+    """Most source files known per server (the walk stops there)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a client can set."""
 
@@ -132,6 +150,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
+    workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
 
     def model_key(self) -> tuple[str, str, str, str, bool]:
         """The settings whose change means loading another model."""
@@ -168,6 +187,8 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
             "gateRefreshTokens": (-1, 1 << 20),
             "idleRefreshMs": (0, 600_000),
             "maxMemoryMB": (16, 1 << 20),
+            "diskMB": (0, 1 << 22),
+            "maxFiles": (0, 1_000_000),
             "oracleBudgetMs": (-1, 10_000),
         }
         lo, hi = bounds.get(name, (0, 2**31))
@@ -185,6 +206,8 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
         if not flo <= float(value) <= fhi:
             return default, f"{key} must be between {flo:g} and {fhi:g}, got {value}"
         return float(value), None
+    if name == "diskDir" and isinstance(value, str):
+        return value.strip(), None  # "": the default place
     if not isinstance(value, str) or not value.strip():
         return default, f"{key} must be a non-empty string, got {value!r}"
     choices = {

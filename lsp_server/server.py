@@ -42,8 +42,10 @@ from completion.models import load_model
 
 from . import __version__, panel
 from .config import Config, parse_config, settings_from_did_change
+from .disk_cache import DiskCache
 from .documents import Document, DocumentStore, UnknownDocumentError
 from .positions import Encoding, PositionError
+from .watching import Watching, on_watched_files
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,10 @@ class PieServer(LanguageServer):
         """Loop time when a completion last started or ended."""
         self.calibration_seconds = 0.0
         """Worker time the verify-cost measurement has taken so far."""
+        self.disk_cache = DiskCache(self)
+        """Prompt caches saved across restarts (``cache.diskMB``, ``cache.diskDir``)."""
+        self.watching = Watching(self)
+        """The workspace folders' files on disk (``workspace.watch``)."""
 
     ##### Helpers for handlers #####
 
@@ -232,6 +238,8 @@ class PieServer(LanguageServer):
         if self._loaded_key is not None and config.model_key() != self._loaded_key:
             log.info("model settings changed: reloading")
             self.start_loading()
+        else:
+            self.disk_cache.configure(config, self.engine)
 
     def options(self) -> CompletionOptions:
         """Per-request options from the current configuration."""
@@ -287,7 +295,7 @@ class PieServer(LanguageServer):
         self.documents.close(uri)
         self.touch(uri)
         self.stop_requests(uri, "document closed")
-        if self.engine is not None:
+        if self.disk_cache.closed(uri) is None and self.engine is not None:
             self.on_worker(self.engine.forget, uri)
 
     def stop_requests(self, uri: str, reason: str) -> None:
@@ -310,6 +318,7 @@ class PieServer(LanguageServer):
     def touch(self, uri: str) -> None:
         """Activity on a document: stop its refresh and restart the idle clock."""
         self.documents.mark_used(uri)
+        self.disk_cache.active(uri)
         timer = self._refresh_timers.pop(uri, None)
         if timer is not None:
             timer.cancel()
@@ -351,6 +360,7 @@ class PieServer(LanguageServer):
                 uri.rsplit("/", 1)[-1],
                 (time.perf_counter() - t0) * 1000,
             )
+            self.disk_cache.quiet(uri)
         except Cancelled:
             log.debug("refresh of %s cancelled", uri)
         except Exception:
@@ -368,6 +378,7 @@ class PieServer(LanguageServer):
         if self.engine is not None:
             self.engine.close()
         self.engine = None
+        self.disk_cache.configure(self.config, None)
         self.model_error = None
         self._loaded_key = self.config.model_key()
         task = asyncio.ensure_future(self._load(self.config))
@@ -426,8 +437,10 @@ class PieServer(LanguageServer):
         self.engine = engine
         engine.set_workspace(self.workspace_roots())
         engine.prepare_guards()
+        self.disk_cache.configure(self.config, engine)
         for doc in self.documents:
             engine.warm_oracle(doc.text, file_path(doc.uri), doc.language_id)
+            self.disk_cache.opened(doc.uri, doc.text)
         if token is not None:
             self.work_done_progress.end(
                 token,
@@ -585,6 +598,8 @@ class PieServer(LanguageServer):
             result.text[:60],
         )
         self.schedule_refresh(uri, wanted=result.refresh_wanted)
+        if uri not in self._refresh_timers:
+            self.disk_cache.quiet(uri)
         return doc, offset, result
 
     async def on_model(
@@ -606,6 +621,7 @@ class PieServer(LanguageServer):
         doc, offset = self.locate(uri, position)
         text = doc.text  # the snapshot this work decodes against
         engine = await self.ready_engine()
+        await self.disk_cache.loaded(uri)
         if self.documents.get_open(uri) is not doc or doc.text is not text:
             return doc, offset, None  # closed or edited while the model loaded
         for running in list(self._refreshing.values()):
@@ -696,6 +712,8 @@ class PieServer(LanguageServer):
         totals["calibrationSeconds"] = self.calibration_seconds
         totals["oracleRestarts"] = engine.oracle.restarts if engine else 0
         totals["oraclePid"] = engine.oracle.pid if engine else None
+        totals.update(self.disk_cache.stats())
+        totals.update(self.watching.stats())
         strategy: str = self.config.cache.strategy
         if engine is not None:
             strategy = engine.effective_strategy(strategy)  # type: ignore[arg-type]
@@ -753,11 +771,15 @@ def _lifecycle(server: PieServer) -> None:
             ls.show(f"configuration: {problem}")
         ls.pending_problems = []
         ls.start_loading()
+        watch = ls.config.workspace
+        ls.watching.start(ls.workspace_roots(), watch.watch, watch.maxFiles)
 
     @server.feature(types.SHUTDOWN)
-    def shutdown(ls: PieServer, params: Any) -> None:
+    async def shutdown(ls: PieServer, params: Any) -> None:
         for token in [*ls.inflight.values(), *ls.panels.values(), *ls._refreshing.values()]:
             token.cancel("shutdown")
+        ls.watching.stop()
+        await ls.disk_cache.shutdown([d.uri for d in ls.documents])
         if ls.engine is not None:
             ls.engine.close()
 
@@ -771,6 +793,7 @@ def _document_sync(server: PieServer) -> None:
         ls.documents.open(td.uri, td.text, td.version, td.language_id)
         if ls.engine is not None:
             ls.engine.warm_oracle(td.text, file_path(td.uri), td.language_id)
+            ls.disk_cache.opened(td.uri, td.text)
         ls.protocol.notify(DOCUMENT_SYNCED, {"uri": td.uri, "version": td.version})
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -883,7 +906,7 @@ def _completions(server: PieServer) -> None:
 
 
 def _workspace(server: PieServer) -> None:
-    """Register didChangeConfiguration and ``pie/stats``."""
+    """Register didChangeConfiguration, didChangeWatchedFiles and ``pie/stats``."""
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: PieServer, params: types.DidChangeConfigurationParams) -> None:
@@ -891,6 +914,10 @@ def _workspace(server: PieServer) -> None:
         if settings is None:
             return
         ls.apply_config(settings)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: PieServer, params: types.DidChangeWatchedFilesParams) -> None:
+        on_watched_files(ls, params)
 
     @server.feature(STATS)
     def stats(ls: PieServer, params: Any) -> dict[str, Any]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,10 +47,16 @@ class PieClient:
         on_progress: Callable[[str, int | None], None] | None = None,
         on_message: Callable[[str], None] | None = None,
         server_args: tuple[str, ...] = (),
+        kv_dir: Path | None = None,
     ) -> None:
         self.client = LanguageClient("pie-lsp-driver", "0.1")
         self.server_args = server_args
         """Extra ``pie-lsp serve`` arguments (e.g. ``-v --log-file PATH``)."""
+        self.kv_dir = kv_dir
+        """Where the server saves prompt caches (``PIE_LSP_KV_DIR``). None: a fresh
+        directory for this server alone, removed when it stops, so that a measurement
+        never starts from what an earlier run saved."""
+        self._scratch: str | None = None
         self.encoding = "utf-16"
         self._on_progress = on_progress
         self._on_message = on_message
@@ -87,7 +96,12 @@ class PieClient:
         self, options: dict[str, Any] | None = None, encodings: tuple[str, ...] = ("utf-16",)
     ) -> None:
         """Start the server and initialize it with ``options`` as initializationOptions."""
-        await self.client.start_io(sys.executable, "-m", "lsp_server", *self.server_args)
+        kv_dir = self.kv_dir
+        if kv_dir is None:
+            self._scratch = tempfile.mkdtemp(prefix="pie-kv-")
+            kv_dir = Path(self._scratch)
+        env = {**os.environ, "PIE_LSP_KV_DIR": str(kv_dir)}
+        await self.client.start_io(sys.executable, "-m", "lsp_server", *self.server_args, env=env)
         caps = types.ClientCapabilities(
             general=types.GeneralClientCapabilities(position_encodings=list(encodings)),
             window=types.WindowClientCapabilities(work_done_progress=True),
@@ -109,6 +123,9 @@ class PieClient:
             self.client.exit(None)
         finally:
             await self.client.stop()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
 
     def open(self, path: Path | str, text: str, language_id: str = "python") -> str:
         """Open a document; returns its URI."""
@@ -122,6 +139,13 @@ class PieClient:
             )
         )
         return uri
+
+    def close(self, uri: str) -> None:
+        """Close a document (``didClose``)."""
+        self._versions.pop(uri, None)
+        self.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
 
     def change(self, uri: str, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
         """Send one incremental edit (positions in the negotiated encoding)."""

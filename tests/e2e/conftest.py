@@ -5,20 +5,32 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import attrs
 from lsprotocol import types
-from pytest_lsp import LanguageClient
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SERVER = [sys.executable, "-m", "lsp_server", "-v"]
 CLIENTS = ["neovim@v0.11.0", "visual-studio-code"]
 
 
-def server_env(**extra: str) -> dict[str, str]:
-    """The child's environment: pytest-lsp replaces it, so start from ours."""
-    env = dict(os.environ)
-    env.update(extra)
-    return env
+@attrs.define
+class ServerConfig(ClientServerConfig):
+    """The real server over stdio, started with the environment as it is at the test's
+    start (pytest-lsp replaces the child's environment with ``server_env``): so each
+    test's own prompt-cache store (``PIE_LSP_KV_DIR``, tests/conftest.py) reaches it."""
+
+    async def start(self, devtools: str | None = None) -> Any:
+        """Start the server with the current environment."""
+        self.server_env = dict(os.environ)
+        return await super().start(devtools)
+
+
+def server_config() -> ServerConfig:
+    """pytest-lsp's config for the real server."""
+    return ServerConfig(server_command=SERVER)
 
 
 def units(text: str, encoding: str) -> int:

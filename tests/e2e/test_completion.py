@@ -11,9 +11,9 @@ import hashlib
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient, client_capabilities
 
-from .conftest import CLIENTS, DATA, SERVER, change, end_position, server_env, units, uri_for
+from .conftest import CLIENTS, DATA, change, end_position, server_config, units, uri_for
 from .conftest import open_doc as send_open
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope
 @pytest_lsp.fixture(
     scope="module",
     params=CLIENTS,
-    config=ClientServerConfig(server_command=SERVER, server_env=server_env()),
+    config=server_config(),
 )
 async def client(request: pytest.FixtureRequest, lsp_client: LanguageClient):
     params = types.InitializeParams(

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient, client_capabilities
 
 from completion.models import is_converted, qwen_dir
 from tooling.client import PieClient
 
-from .conftest import SERVER, change, end_position, server_env
+from .conftest import change, end_position, server_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -54,7 +54,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_lsp.fixture(
     scope="module",
-    config=ClientServerConfig(server_command=SERVER, server_env=server_env()),
+    config=server_config(),
 )
 async def client(lsp_client: LanguageClient, workspace: Path):
     params = types.InitializeParams(

@@ -7,16 +7,16 @@ import asyncio
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient, client_capabilities
 
-from .conftest import SERVER, end_position, server_env, uri_for
+from .conftest import end_position, server_config, uri_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 
 @pytest_lsp.fixture(
     scope="module",
-    config=ClientServerConfig(server_command=SERVER, server_env=server_env()),
+    config=server_config(),
 )
 async def client(lsp_client: LanguageClient):
     params = types.InitializeParams(

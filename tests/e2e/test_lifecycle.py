@@ -16,11 +16,11 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient, client_capabilities
 
 from tooling.client import _plain
 
-from .conftest import SERVER, change, open_doc, server_env
+from .conftest import change, open_doc, server_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -35,7 +35,7 @@ BODY = "def fibonacci(n):\n    " + '"""Return the n-th Fibonacci number."""\n   
 
 @pytest_lsp.fixture(
     scope="module",
-    config=ClientServerConfig(server_command=SERVER, server_env=server_env()),
+    config=server_config(),
 )
 async def client(lsp_client: LanguageClient):
     params = types.InitializeParams(

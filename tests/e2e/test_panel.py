@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient, client_capabilities
 
-from .conftest import CLIENTS, SERVER, open_doc, server_env, units
+from .conftest import CLIENTS, open_doc, server_config, units
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -28,7 +28,7 @@ CURSOR_TEXT = '            label = "🐍名"; if '
 @pytest_lsp.fixture(
     scope="module",
     params=CLIENTS,
-    config=ClientServerConfig(server_command=SERVER, server_env=server_env()),
+    config=server_config(),
 )
 async def client(request: pytest.FixtureRequest, lsp_client: LanguageClient):
     partials: list[tuple[Any, dict[str, Any]]] = []

@@ -12,6 +12,7 @@ import torch
 
 from cache.disk_store import DiskStore, Fingerprint, Saved
 from cache.growing import growing_cache
+from cache.prompt_cache import Exported
 from completion.decode import prefill
 
 FP = Fingerprint("weights-hash", "float32", "theta=10000", "5", "int4")
@@ -25,16 +26,17 @@ def saved(key: str = "file:///a.py", n: int = 6, seed: int = 0) -> Saved:
     ]
     stale = bytearray(n)
     stale[2] = stale[3] = 1
-    return Saved(key, "text-hash", list(range(100, 100 + n)), stale, layers)
+    return Saved(key, "text-hash", Exported(list(range(100, 100 + n)), stale, layers), start=3)
 
 
 def equal(a: Saved, b: Saved) -> bool:
     return (
-        (a.key, a.text_sha256, a.ids, a.stale) == (b.key, b.text_sha256, b.ids, b.stale)
-        and len(a.layers) == len(b.layers)
+        (a.key, a.text_sha256, a.start) == (b.key, b.text_sha256, b.start)
+        and (a.cached.ids, a.cached.stale) == (b.cached.ids, b.cached.stale)
+        and len(a.cached.layers) == len(b.cached.layers)
         and all(
             torch.equal(k1, k2) and torch.equal(v1, v2) and k1.dtype == k2.dtype
-            for (k1, v1), (k2, v2) in zip(a.layers, b.layers, strict=True)
+            for (k1, v1), (k2, v2) in zip(a.cached.layers, b.cached.layers, strict=True)
         )
     )
 
@@ -51,7 +53,7 @@ def test_a_saved_cache_loads_back_bit_for_bit(tmp_path: Path, tiny_llama) -> Non
     ids = list(range(1, 30))
     prefill(model, ids, cache, 0)
     layers = [(layer.keys, layer.values) for layer in cache.layers]
-    real = Saved("file:///b.py", "h", ids, bytearray(len(ids)), layers)
+    real = Saved("file:///b.py", "h", Exported(ids, bytearray(len(ids)), layers))
     assert store.save(FP, real)
     back = store.load(FP, "file:///b.py")
     assert back is not None and equal(back, real)
@@ -111,6 +113,23 @@ def test_least_recently_used_entries_go_past_the_cap(tmp_path: Path) -> None:
     assert store.nbytes() <= store.cap_bytes
 
 
+def test_a_store_in_a_shared_directory_touches_only_its_own_files(tmp_path: Path) -> None:
+    # cache.diskDir may name a directory that holds other files: eviction must never
+    # delete them, and an existing directory keeps its mode.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    mine = shared / "settings.json"
+    mine.write_text("{}")
+    os.utime(mine, (1, 1))  # the oldest file there
+    store = DiskStore(shared, 1)  # a cap that nothing fits: evict all it can
+    store.save(FP, saved("file:///a.py"))
+    store.save(FP, saved("file:///b.py"))
+    assert mine.read_text() == "{}"
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755
+    assert store.nbytes() > 0  # the newest entry stays, past the cap
+
+
 def test_the_store_is_private(tmp_path: Path) -> None:
     store = DiskStore(tmp_path / "kv", 1 << 30)
     store.save(FP, saved())
@@ -154,15 +173,15 @@ def test_a_restored_cache_goes_on_as_the_live_one_would(tmp_path: Path, tiny_lla
     exported = live.export()
     assert exported is not None and exported.stale.count(1) > 0
     store = DiskStore(tmp_path, 1 << 30)
-    store.save(FP, Saved("file:///x.py", "t", exported.ids, exported.stale, exported.layers))
+    store.save(FP, Saved("file:///x.py", "t", exported))
     loaded = store.load(FP, "file:///x.py")
     assert loaded is not None
     restored = PromptCache(lambda: growing_cache(model.config))
-    restored.adopt(loaded)
+    restored.adopt(loaded.cached)
     again = sync(restored, ids)
     assert again.encoded == 8 and restored.last_logits is not None  # the tail only
     torch.testing.assert_close(restored.last_logits, live.last_logits, rtol=1e-5, atol=1e-5)
-    restored.adopt(loaded)
+    restored.adopt(loaded.cached)
     sync(live, edited)
     sync(restored, edited)
     assert restored.ids == live.ids and restored.stale == live.stale
@@ -180,8 +199,8 @@ def test_a_saved_cache_that_does_not_fit_the_model_or_its_ids_is_refused(tiny_ll
     pc = PromptCache(lambda: growing_cache(model.config))
     three_layers = saved(n=6)  # the tiny model has two
     with pytest.raises(ValueError, match="number of layers"):
-        pc.adopt(three_layers)
-    two = Saved("k", "t", three_layers.ids[:4], three_layers.stale[:4], three_layers.layers[:2])
+        pc.adopt(three_layers.cached)
+    c = three_layers.cached
     with pytest.raises(ValueError, match="do not match"):
-        pc.adopt(two)
+        pc.adopt(Exported(c.ids[:4], c.stale[:4], c.layers[:2]))
     assert pc.kv is None and pc.ids == []

@@ -31,6 +31,8 @@ export interface ServerConfig {
     idleRefreshMs: number;
     maxDocuments: number;
     maxMemoryMB: number;
+    diskMB: number;
+    diskDir: string;
   };
 }
 
@@ -60,6 +62,8 @@ export const SERVER_DEFAULTS: ServerConfig = {
     idleRefreshMs: 800,
     maxDocuments: 8,
     maxMemoryMB: 2048,
+    diskMB: 2048,
+    diskDir: '',
   },
 };
 
@@ -112,7 +116,8 @@ export function toServerConfig(source: SettingsSource): ServerConfig {
  * the program that is run (`server.*`: its path, interpreter and arguments, which can
  * name a model or a log file) and the code and weights the server loads (`model`: a hub
  * id, directory or `.gguf`; `trustRemoteCode`: running the model's own Python code;
- * `device`: which accelerator runtime is loaded and holds the weights). package.json lists
+ * `device`: which accelerator runtime is loaded and holds the weights) and where the
+ * server writes (`cache.diskDir`: saved caches). package.json lists
  * the same keys in `capabilities.untrustedWorkspaces.restrictedConfigurations`.
  */
 export const RESTRICTED_SETTINGS: readonly string[] = [
@@ -122,6 +127,7 @@ export const RESTRICTED_SETTINGS: readonly string[] = [
   'server.path',
   'server.python',
   'server.args',
+  'cache.diskDir',
 ];
 
 /** The scopes of one setting, as `WorkspaceConfiguration.inspect` reports them (the ones used here). */

@@ -62,6 +62,8 @@ describe('toServerConfig', () => {
         idleRefreshMs: 800,
         maxDocuments: 8,
         maxMemoryMB: 2048,
+        diskMB: 2048,
+        diskDir: '',
       },
     });
   });
@@ -144,6 +146,7 @@ describe('toServerConfig', () => {
       'cache.idleRefreshMs': [0, 600000],
       'cache.maxDocuments': [1, 256],
       'cache.maxMemoryMB': [16, 1048576],
+      'cache.diskMB': [0, 4194304],
     };
     for (const [key, [min, max]] of Object.entries(ranges)) {
       assert.equal(properties[`pie.${key}`]?.minimum, min, `pie.${key} minimum`);

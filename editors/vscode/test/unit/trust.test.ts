@@ -43,6 +43,7 @@ describe('untrusted workspaces', () => {
       'pie.server.path',
       'pie.server.python',
       'pie.server.args',
+      'pie.cache.diskDir',
     ]) {
       assert.ok(restricted.includes(key), `${key} missing from restrictedConfigurations`);
     }
