@@ -15,12 +15,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
 from cache import (
     CacheStore,
+    Exported,
     PromptCache,
     Rerotator,
     Saved,
@@ -29,6 +31,7 @@ from cache import (
     find_rotary,
     rerotation_support,
 )
+from cache.alignment import common_prefix
 
 from . import branching, lean_forward
 from .calibration import Calibration
@@ -65,6 +68,7 @@ from .suggestion_memory import (
 from .syntax import grammar_name
 from .syntax_check import SyntaxChecker
 from .verify import AheadDraft, DraftRows, SpecStats, forward_with_draft, speculative_generate
+from .workspace_context import CrossFile
 
 TAIL_TOKENS = 32
 """Default for ``cache.tailTokens``; chosen by ``pie-lsp bench edits`` (docs/cache.md)."""
@@ -72,6 +76,8 @@ AFTER_EDIT_TOKENS = 32
 """Default for ``cache.afterEditTokens``; chosen by ``pie-lsp bench edits``."""
 CONFIDENCE_MARGIN = 0.05
 """Default for ``cache.confidenceMargin``; chosen by ``pie-lsp bench edits``."""
+SEED_MIN = 32
+"""The shortest shared start worth copying from another document's cache."""
 RECENT_SUGGESTIONS = 4
 """Suggestions remembered per document for drafting (:func:`expected_rest`)."""
 REFRESH_CHUNK = 64
@@ -132,6 +138,8 @@ class CompletionOptions:
     closed or dropped."""
     oracle_budget_ms: float | None = None
     """How long a decode step waits for the member oracle (None: one measured step)."""
+    workspace_tokens: float = 0.25
+    """Share of ``context_tokens`` for other workspace files' definitions (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,10 @@ class Totals(SpecStats, ConstraintStats):
     background (more stale tokens than ``gate_refresh_tokens``)."""
     forwards: int = 0
     """Model forwards run for requests and refreshes."""
+    workspaceSnippetTokens: int = 0
+    """Tokens of other files' definitions put in prompts (summed over prompts)."""
+    workspaceChunkTokens: int = 0
+    """Tokens a new prompt cache copied from another document's (a shared start)."""
     cancelledCompletions: int = 0
     """Completions that stopped because they were cancelled or superseded."""
     forwardsAfterCancel: int = 0
@@ -280,6 +292,8 @@ class Engine:
         self.history = History()
         self.acceptance = Acceptance()
         self.workspace = Workspace(lambda text: encode(self.tokenizer, text))
+        self.context = CrossFile(self.tokenizer, self.format)
+        """Other workspace files' definitions in the prompt (``workspace_tokens``)."""
         self._costs: CostModel | None = None
         self._costs_lock = threading.Lock()
         self._calibration: Calibration | None = None
@@ -827,8 +841,9 @@ class Engine:
     ##### Guards: the member monitor and the syntax check #####
 
     def set_workspace(self, roots: list[str]) -> None:
-        """The workspace folders: the member oracle's projects (types across files)."""
+        """The workspace folders: the member oracle's projects and cross-file context."""
         self.oracle.roots = list(roots)
+        self.context.roots = [Path(r).resolve() for r in roots]
 
     def warm_oracle(self, text: str, path: str | None, language: str) -> None:
         """Let the member oracle load what a document imports (returns at once)."""
@@ -1162,6 +1177,9 @@ class Engine:
                     )
                     self._clamp_logged = True
                 budget = limit
+        opts = req.options
+        header = self.context.header(req.key, req.text, req.path, opts.workspace_tokens, budget)
+        self.totals.workspaceSnippetTokens += len(header)
         prompt = build_prompt(
             self.tokenizer,
             self.format,
@@ -1170,6 +1188,7 @@ class Engine:
             budget,
             prefer_start=self._starts.get(req.key),
             heal_dot=self.merges_dot,
+            header=header,
         )
         self._starts[req.key] = prompt.prefix_start
         return prompt
@@ -1208,6 +1227,8 @@ class Engine:
             return prefill(self.model, ids, kv, start, cancel.check)
 
         self._synced.pop(req.key, None)  # until the sync is whole
+        if not len(pc) and self.effective_strategy(opts.strategy) != "recompute":
+            self._seed(pc, req.key, prompt.ids)
         result = pc.sync(
             prompt.ids,
             encode,
@@ -1219,6 +1240,28 @@ class Engine:
         )
         self._synced[req.key] = req.text
         return result
+
+    def _seed(self, pc: PromptCache, key: str, ids: list[int]) -> None:
+        """Start an empty prompt cache from another document's that begins the same way.
+
+        Prompts that open with the same other files' context (:mod:`.workspace_context`)
+        share their first tokens; at the same positions after the same tokens their
+        keys and values are the same, so they are copied, not encoded again (at least
+        :data:`SEED_MIN` tokens). The caller holds the locks.
+        """
+        best, source = 0, None
+        for other_key, other in self.caches.items():
+            if other is not pc and other_key != key and len(other) >= SEED_MIN:
+                n = common_prefix(other.ids, ids)
+                if n > best:
+                    best, source = n, other
+        exported = source.export() if source is not None and best >= SEED_MIN else None
+        if exported is None:
+            return
+        n = min(best, len(ids) - 1)  # the last prompt token is always encoded: its logits
+        layers = [(k[..., :n, :], v[..., :n, :]) for k, v in exported.layers]
+        pc.adopt(Exported(exported.ids[:n], exported.stale[:n], layers))
+        self.totals.workspaceChunkTokens += n
 
     def _apply_rules(
         self,
@@ -1274,6 +1317,7 @@ class Engine:
             self._recent.pop(key, None)
             self.history.forget(key)
             self.workspace.forget(key)
+            self.context.forget(key)
 
     def saved_state(self, key: str) -> Saved | None:
         """The document's prompt cache as an entry to save, keys and values copied.

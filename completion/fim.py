@@ -88,6 +88,8 @@ FAMILIES: tuple[FimTemplate, ...] = (
 
 # Tokens that end a prefix-only completion for models without FIM.
 GENERIC_STOPS = ("<|endoftext|>", "<|im_end|>", "<|im_start|>", "<file_sep>", "<|file_sep|>")
+REPO_TOKENS = ("<|repo_name|>", "<|file_sep|>")
+"""Qwen2.5-Coder's repository-level tokens (a repository name, then each file's path)."""
 # Tokens that begin a text, for a prefix-only prompt with no text before the cursor.
 GENERIC_STARTS = ("<|endoftext|>", "<s>", "<|begin_of_text|>")
 
@@ -107,6 +109,9 @@ class PromptFormat:
     (an empty file, a first half-typed word, a cursor line longer than the budget): the
     document separator the model was trained on, else its BOS token. None: such a
     request gets no suggestion."""
+    repo_ids: tuple[int, int] | None = None
+    """Ids of ``<|repo_name|>`` and ``<|file_sep|>`` (Qwen2.5-Coder's repository
+    format) when the vocabulary has both: other files go into the prompt that way."""
 
     @property
     def fim(self) -> bool:
@@ -145,11 +150,13 @@ def detect_format(
             if all(i is not None for i in ids):
                 stops = {i for t in fam.stops if (i := _lookup(vocab, t)) is not None}
                 bos = getattr(tokenizer, "bos_token_id", None) if fam.bos else None
+                repo = [_lookup(vocab, t) for t in REPO_TOKENS]
                 return PromptFormat(
                     template=fam,
                     special_ids=tuple(i for i in ids if i is not None),
                     bos_id=bos if isinstance(bos, int) else None,
                     stop_ids=frozenset(stops | extra),
+                    repo_ids=(repo[0], repo[1]) if None not in repo else None,  # type: ignore[arg-type]
                 )
         if fim:
             raise ValueError("the tokenizer has no known fill-in-the-middle tokens")
@@ -320,6 +327,7 @@ def build_prompt(
     suffix_share: float = 0.25,
     prefer_start: int | None = None,
     heal_dot: bool = False,
+    header: list[int] | None = None,
 ) -> Prompt:
     """Lay out the prompt for a completion at str offset ``cursor`` of ``text``.
 
@@ -327,13 +335,18 @@ def build_prompt(
     not use goes to the other. Prefix-only prompts spend it all on the prefix; one that
     would be empty starts from the format's ``start_id`` instead (and stays empty
     without one: the caller then suggests nothing). ``heal_dot``: see :func:`heal_split`.
+    ``header``: other files' context (:func:`context_header`), first in the prompt
+    (Qwen's repository format before the FIM tokens, otherwise at the prefix's start),
+    its tokens taken from the budget.
     """
+    header = header or []
+    context_tokens = max(16, context_tokens - len(header))
     prefix, healed = heal_split(text[:cursor], blank_lines=not fmt.fim, dot=heal_dot)
     if not fmt.fim:
         start, pre_ids = fit_prefix(tokenizer, prefix, context_tokens, prefer_start)
-        if not pre_ids and fmt.start_id is not None:
+        if not pre_ids and fmt.start_id is not None and not header:
             pre_ids = [fmt.start_id]
-        return Prompt(pre_ids, start, cursor, healed, fim=False)
+        return Prompt([*header, *pre_ids], start, cursor, healed, fim=False)
     fixed = 3 + (1 if fmt.bos_id is not None else 0)
     budget = max(8, context_tokens - fixed)
     suffix = text[cursor:]
@@ -345,5 +358,40 @@ def build_prompt(
         end, suf_ids = fit_suffix(tokenizer, suffix, budget - len(pre_ids))
     p, s, m = fmt.special_ids
     head = [fmt.bos_id] if fmt.bos_id is not None else []
-    ids = [*head, p, *pre_ids, s, *suf_ids, m]
+    if fmt.repo_ids is not None:
+        ids = [*head, *header, p, *pre_ids, s, *suf_ids, m]
+    else:
+        ids = [*head, p, *header, *pre_ids, s, *suf_ids, m]
     return Prompt(ids, start, cursor + end, healed, fim=True)
+
+
+def context_header(
+    tokenizer: Tokenizer, fmt: PromptFormat, snippets: list[Any], repo: str, current: str
+) -> list[int]:
+    """The token ids of other files' context for a prompt (empty without snippets).
+
+    ``snippets``: :class:`~completion.workspace_context.Snippet` (``path``, ``text``).
+    Qwen2.5-Coder's repository format where the vocabulary has it::
+
+        <|repo_name|>repo
+        <|file_sep|>pkg/util.py
+        def helper(x): ...
+        <|file_sep|>current/file.py
+        (then the FIM prompt)
+
+    Otherwise a header of comments naming the files, the stubs as code, and a comment
+    naming the current file, ahead of its text.
+    """
+    if not snippets:
+        return []
+    if fmt.repo_ids is not None:
+        name, sep = fmt.repo_ids
+        ids = [name, *encode(tokenizer, f"{repo}\n")]
+        for snippet in snippets:
+            ids += [sep, *encode(tokenizer, f"{snippet.path}\n{snippet.text}\n")]
+        return [*ids, sep, *encode(tokenizer, f"{current}\n")]
+    parts = ["# Context: definitions this file uses from other files of the workspace.\n"]
+    for snippet in snippets:
+        parts.append(f"# --- {snippet.path} ---\n{snippet.text}\n")
+    parts.append(f"# --- {current} ---\n")
+    return encode(tokenizer, "".join(parts))

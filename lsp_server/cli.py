@@ -110,6 +110,7 @@ def _add_bench_parsers(bsub: Any) -> None:
         _bench_typing,
         _bench_panel,
         _bench_restart,
+        _bench_crossfile,
     ):
         add(bsub)
 
@@ -134,6 +135,19 @@ def _bench_restart(bsub: Any) -> None:
     p.add_argument("--model", default="default")
     p.add_argument("--files", type=int, default=10, help="standard-library files")
     p.add_argument("--context", type=int, default=4096, help="prompt tokens (contextTokens)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+
+
+def _bench_crossfile(bsub: Any) -> None:
+    """``pie-lsp bench crossfile``."""
+    p = bsub.add_parser(
+        "crossfile", help="calls of functions from other files, with and without their stubs"
+    )
+    p.add_argument("--models", default="default", help="comma-separated model names")
+    p.add_argument("--positions", type=int, default=40, help="call sites (stdlib packages)")
+    p.add_argument("--context", type=int, default=1024, help="prompt tokens (contextTokens)")
+    p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
 
@@ -483,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_panel import run_panel
 
             return run_panel(args)
+        if args.bench_command == "crossfile":
+            from tooling.bench_crossfile import run_crossfile
+
+            return run_crossfile(args)
         if args.bench_command == "restart":
             from tooling.bench_restart import run_restart
 

@@ -15,7 +15,8 @@ Keys are camelCase on the wire (``initializationOptions`` and
         "multiline": "auto",         # "auto" | "always" | "never"
         "contextTokens": 2048,       # prompt budget in tokens
         "maxItems": 3,               # suggestions for an invoked request (cycling)
-        "panelItems": 5              # drafts a suggestions panel asks for by default (1-10)
+        "panelItems": 5,             # drafts a suggestions panel asks for by default (1-10)
+        "workspaceTokens": 0.25      # share of contextTokens for other files' definitions
       },
       "cache": {"strategy": "pie", "tailTokens": 32, "afterEditTokens": 32, "staleBudget": 512,
                 "confidenceMargin": 0.05, "gateRefreshTokens": 128, "maxStaleTokens": -1,
@@ -60,6 +61,9 @@ class CompletionConfig:
     requests (while typing) get one, so typing never waits for alternatives."""
     panelItems: int = 5
     """Drafts ``pie/panelCompletion`` returns when the request gives no ``count``."""
+    workspaceTokens: float = 0.25
+    """Share of ``contextTokens`` for definitions the file uses from other workspace
+    files (Python imports resolved in the workspace folders); 0 turns it off."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,9 @@ def _check(section: str, name: str, value: Any, default: Any) -> tuple[Any, str 
             or not math.isfinite(value)
         ):
             return default, f"{key} must be a number, got {value!r}"
-        flo, fhi = {"confidenceMargin": (0.0, 20.0)}.get(name, (0.0, 2.0))
+        flo, fhi = {"confidenceMargin": (0.0, 20.0), "workspaceTokens": (0.0, 0.75)}.get(
+            name, (0.0, 2.0)
+        )
         if not flo <= float(value) <= fhi:
             return default, f"{key} must be between {flo:g} and {fhi:g}, got {value}"
         return float(value), None

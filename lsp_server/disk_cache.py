@@ -108,6 +108,9 @@ class DiskCache:
             )
             if saved is None or token.cancelled:
                 return
+            # The worker may be refreshing another document: the adoption, and the
+            # completion that waits for it, come first.
+            self.server.stop_refreshes("a saved cache to adopt")
             used = await self.server.on_worker(engine.adopt_saved, saved)
         except Cancelled:
             return

@@ -262,6 +262,7 @@ class PieServer(LanguageServer):
             oracle_budget_ms=None
             if c.constraints.oracleBudgetMs < 0
             else c.constraints.oracleBudgetMs,
+            workspace_tokens=c.completion.workspaceTokens,
         )
 
     def workspace_roots(self) -> list[str]:
@@ -303,6 +304,11 @@ class PieServer(LanguageServer):
         for running in (self.inflight.get(uri), self.panels.get(uri)):
             if running is not None:
                 running.cancel(reason)
+
+    def stop_refreshes(self, reason: str) -> None:
+        """Pause every background refresh (each goes on later from where it stopped)."""
+        for running in list(self._refreshing.values()):
+            running.cancel(reason)
 
     def tracked_documents(self) -> set[str]:
         """Documents holding any state in the server, its caches or the engine."""
@@ -621,11 +627,11 @@ class PieServer(LanguageServer):
         doc, offset = self.locate(uri, position)
         text = doc.text  # the snapshot this work decodes against
         engine = await self.ready_engine()
+        self.stop_refreshes(what)  # the worker is shared: requests come first
         await self.disk_cache.loaded(uri)
         if self.documents.get_open(uri) is not doc or doc.text is not text:
             return doc, offset, None  # closed or edited while the model loaded
-        for running in list(self._refreshing.values()):
-            running.cancel(what)  # the worker is shared: requests come first
+        self.stop_refreshes(what)
         self.touch(uri)
         token = CancelToken()
         previous = slots.get(uri)

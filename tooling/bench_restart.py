@@ -304,13 +304,15 @@ def report(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "unchangedMs": summary([r.warm_ms for r in rows]),
         "unchangedRatio": summary(unchanged),
         "unchangedEqual": sum(r.warm == r.cold for r in rows),
-        "diskHits": warm["diskHits"],
+        "diskHits": warm["diskHits"],  # the warm-up file's too
         "changedMs": summary([r.changed_ms[k] for r in rows for k in EDITS]),
         "recomputeMs": summary([r.reference_ms[k] for r in rows for k in EDITS]),
         "changedRatio": summary(changed),
         "changedEqualRecompute": equal,
         "changedCases": len(rows) * len(EDITS),
         "diskRepairs": sum(run["totals"][k]["diskRepairs"] for k in EDITS),
+        "gatesDeferred": sum(run["totals"][k]["gatesDeferred"] for k in EDITS),
+        "gatedRefreshes": sum(run["totals"][k]["gatedRefreshes"] for k in EDITS),
         "bytesPer1kTokens": store["bytes"] / per_k,
         "loadMsPer1kTokens": warm["diskLoadMs"] / hits / (store["tokens"] / len(rows) / 1000),
         "coldMsPer1kTokens": statistics.median(r.cold_ms for r in rows) / (args.context / 1000),
@@ -338,7 +340,8 @@ def print_report(rep: dict[str, Any]) -> None:
     print(
         f"  same answer as cold {rep['unchangedEqual']}/{rep['files']}, diskHits "
         f"{rep['diskHits']}; changed = recompute {rep['changedEqualRecompute']}/"
-        f"{rep['changedCases']}, diskRepairs {rep['diskRepairs']}"
+        f"{rep['changedCases']}, diskRepairs {rep['diskRepairs']} (gate: "
+        f"{rep['gatedRefreshes']} refreshed, {rep['gatesDeferred']} deferred)"
     )
     print(
         f"  store {rep['bytesPer1kTokens'] / 1e6:.1f} MB per 1,000 tokens; load "

@@ -102,3 +102,34 @@ async def test_persistence_off_saves_nothing(tmp_path: Path) -> None:
     _, totals, _ = await session(path, kv, {**SHORT, "cache": {"diskMB": 0}})
     assert totals["diskCacheBytes"] == 0 and totals["diskSaves"] == 0
     assert not kv.exists() or not any(kv.iterdir())
+
+
+async def test_a_store_that_cannot_be_written_is_counted_and_serving_goes_on(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    path = tmp_path / "encoder.py"
+    path.write_text(source(), encoding="utf-8")
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the store should be")
+    messages: list[str] = []
+    client = PieClient(on_message=messages.append, kv_dir=blocked / "kv")
+    await client.start(SHORT)
+    try:
+        text = path.read_text(encoding="utf-8")
+        line, col = cursor(text)
+        uri = client.open(path, text)
+        first, _ = await client.inline(uri, line, col)
+        client.close(uri)  # the save fails on the disk thread
+        for _ in range(100):
+            totals = (await client.stats())["totals"]
+            if totals["diskErrors"]:
+                break
+            await asyncio.sleep(0.1)
+        assert totals["diskErrors"] == 1 and totals["diskSaves"] == 0
+        uri = client.open(path, text)  # and the server goes on as from a cold start
+        again, _ = await client.inline(uri, line, col)
+        assert again == first and not messages
+    finally:
+        await client.stop()

@@ -204,3 +204,23 @@ def test_a_saved_cache_that_does_not_fit_the_model_or_its_ids_is_refused(tiny_ll
     with pytest.raises(ValueError, match="do not match"):
         pc.adopt(Exported(c.ids[:4], c.stale[:4], c.layers[:2]))
     assert pc.kv is None and pc.ids == []
+
+
+def test_a_full_disk_fails_the_save_cleanly(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    store = DiskStore(tmp_path / "kv", 1 << 30)
+    assert store.save(FP, saved("file:///old.py"))  # an entry from before: kept
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert not store.save(FP, saved("file:///a.py")) and store.errors == 1
+    assert not store.save(FP, saved("file:///b.py")) and store.errors == 2  # counted again
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    leftovers = [p.name for p in store.root.iterdir() if p.name.startswith(".tmp-")]
+    assert leftovers == []  # no half-written files
+    assert store.load(FP, "file:///a.py") is None
+    assert store.load(FP, "file:///old.py") is not None

@@ -19,6 +19,7 @@ export interface ServerConfig {
     contextTokens: number;
     maxItems: number;
     panelItems: number;
+    workspaceTokens: number;
   };
   cache: {
     strategy: string;
@@ -50,6 +51,7 @@ export const SERVER_DEFAULTS: ServerConfig = {
     contextTokens: 2048,
     maxItems: 3,
     panelItems: 5,
+    workspaceTokens: 0.25,
   },
   cache: {
     strategy: 'pie',

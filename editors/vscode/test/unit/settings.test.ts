@@ -50,7 +50,7 @@ describe('toServerConfig', () => {
       dtype: 'auto',
       quantize: 'auto',
       trustRemoteCode: false,
-      completion: { maxTokens: 64, temperature: 0, multiline: 'auto', contextTokens: 2048, maxItems: 3, panelItems: 5 },
+      completion: { maxTokens: 64, temperature: 0, multiline: 'auto', contextTokens: 2048, maxItems: 3, panelItems: 5, workspaceTokens: 0.25 },
       cache: {
         strategy: 'pie',
         tailTokens: 32,
@@ -137,6 +137,7 @@ describe('toServerConfig', () => {
       'completion.contextTokens': [64, 131072],
       'completion.maxItems': [1, 8],
       'completion.panelItems': [1, 10],
+      'completion.workspaceTokens': [0, 0.75],
       'cache.tailTokens': [1, 4096],
       'cache.afterEditTokens': [0, 4096],
       'cache.staleBudget': [0, 1048576],

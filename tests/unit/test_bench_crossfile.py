@@ -1,0 +1,48 @@
+"""bench crossfile's call sites (tooling/bench_crossfile.py): the pure parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from completion.workspace_context import ContextIndex
+from tooling.bench_crossfile import Outcome, _sites, summarise
+
+
+def test_sites_are_calls_of_functions_other_files_define(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "events.py").write_text("def get_loop(policy=None):\n    pass\n\nclass Loop: ...\n")
+    (pkg / "util.py").write_text("def helper(x):\n    return x\n")
+    text = (
+        "from . import events\n"
+        "from .util import helper\n"
+        "\n"
+        "def run(x):\n"
+        "    loop = events.get_loop(x)\n"
+        "    value = helper(x) + helper(1)\n"
+        "    other = events.Loop()\n"
+        "    return loop(x\n"
+        "               )\n"
+    )
+    (pkg / "main.py").write_text(text)
+    sites = _sites(ContextIndex(), tmp_path, pkg / "main.py", text)
+    got = [(s.name, s.expected) for s in sites]
+    assert got == [
+        ("get_loop", "get_loop(x)"),
+        ("helper", "helper(x) + helper(1)"),
+        ("helper", "helper(1)"),
+    ]
+    first = sites[0]
+    assert first.text[: first.cursor].endswith("    loop = events.")
+    assert first.text[first.cursor :].startswith("\n    value = helper")  # rest removed
+
+
+def test_hits_need_the_name_and_the_line() -> None:
+    rows = [
+        Outcome("a.py", "f", "f(x)", "f(x)", "g(x)", 40),
+        Outcome("a.py", "f", "f(x, y)", "f(x)", "f(x, y)", 40),
+    ]
+    s = summarise(rows)
+    assert s["withContext"] == {"nameRight": 2, "exactLine": 1}
+    assert s["without"] == {"nameRight": 1, "exactLine": 1}

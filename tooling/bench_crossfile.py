@@ -1,0 +1,231 @@
+"""``pie-lsp bench crossfile``: completions at calls of functions defined in other files.
+
+The workspace is the standard library (a real project the project did not write); the
+documents are modules of its packages (``asyncio``, ``email``, ``concurrent.futures``,
+``importlib``, ``logging``, ``unittest``, ``multiprocessing``, ``json``, ``http``). A
+position is a call on one line of a function that the module imports from another file
+of its package (``from .events import get_event_loop`` then ``get_event_loop(``, or
+``from . import events`` then ``events.get_event_loop(``): the cursor goes where the
+called name starts, the rest of the line is removed (what follows stays, for FIM).
+
+Each position is completed twice by the same engine, each time from an empty cache:
+with ``completion.workspaceTokens`` at its default (the imported definitions' stubs in
+the prompt) and at 0. Printed per setting: the share whose suggestion names the right
+function (it starts with ``name(``) and the share that equals the rest of the line
+(whitespace normalised), with n; JSON in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import sysconfig
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .bench import report_header
+
+PACKAGES = (
+    "asyncio",
+    "email",
+    "concurrent/futures",
+    "importlib",
+    "logging",
+    "unittest",
+    "multiprocessing",
+    "json",
+    "http",
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A call site: the document (the line's rest removed), the cursor, what was there."""
+
+    path: str
+    text: str
+    cursor: int
+    name: str
+    expected: str
+
+
+@dataclass
+class Outcome:
+    """One site's suggestions with and without workspace context."""
+
+    path: str
+    name: str
+    expected: str
+    with_context: str
+    without: str
+    header_tokens: int
+
+
+def find_sites(root: Path, rng: random.Random, n: int) -> list[Site]:
+    """Up to ``n`` call sites of cross-file functions, spread over the packages' modules."""
+    from completion.workspace_context import ContextIndex
+
+    index = ContextIndex()
+    per_file: list[list[Site]] = []
+    for package in PACKAGES:
+        for path in sorted((root / package).glob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            per_file.append(_sites(index, root, path, text))
+    sites: list[Site] = []
+    for found in per_file:
+        rng.shuffle(found)
+    while len(sites) < n and any(per_file):
+        for found in per_file:
+            if found and len(sites) < n:
+                sites.append(found.pop())
+    return sites
+
+
+def _sites(index: Any, root: Path, path: Path, text: str) -> list[Site]:
+    """The single-line calls in ``text`` of functions another workspace file defines."""
+    written: dict[str, str] = {}  # what the code writes before "(" -> the function's name
+    for source in index.sources(text, path, [root]):
+        defs = index.definitions_of(source.target)
+        for name in index.used(text, source):
+            if defs[name].startswith(("def ", "async def ")):
+                written[f"{source.alias}.{name}" if source.alias else name] = name
+    sites: list[Site] = []
+    offset = 0
+    for line in text.split("\n"):
+        if not line.lstrip().startswith(("#", "def ", "class ", "@", "import ", "from ")):
+            for call, name in written.items():
+                for m in re.finditer(rf"(?<![\w.]){re.escape(call)}\(", line):
+                    at = m.start() + len(call) - len(name)  # where the name starts
+                    rest = line[at:].rstrip()
+                    if _balanced(rest) and len(rest) < 120:
+                        doc = text[: offset + at] + text[offset + len(line) :]
+                        rel = path.relative_to(root).as_posix()
+                        sites.append(Site(rel, doc, offset + at, name, rest))
+        offset += len(line) + 1
+    return sites
+
+
+def _balanced(rest: str) -> bool:
+    depth = 0
+    for c in rest:
+        depth += (c == "(") - (c == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def normalised(text: str) -> str:
+    """Whitespace runs as one space, ends stripped."""
+    return " ".join(text.split())
+
+
+def run_site(engine: Any, site: Site, root: Path, options: Any) -> Outcome:
+    """Complete one site with and without the workspace context, from empty caches."""
+    from dataclasses import replace
+
+    from completion.engine import CompletionRequest
+
+    out = []
+    for share in (options.workspace_tokens, 0.0):
+        key = f"file://{root / site.path}"
+        req = CompletionRequest(
+            key,
+            site.text,
+            site.cursor,
+            replace(options, workspace_tokens=share),
+            language="python",
+            path=str(root / site.path),
+        )
+        before = engine.totals.workspaceSnippetTokens
+        out.append((engine.complete(req).text, engine.totals.workspaceSnippetTokens - before))
+        engine.forget(key)
+    (with_text, tokens), (without, _) = out
+    return Outcome(site.path, site.name, site.expected, with_text, without, tokens)
+
+
+def summarise(rows: list[Outcome]) -> dict[str, Any]:
+    """Name and exact-line hit counts with and without context."""
+
+    def named(text: str, name: str) -> bool:
+        return text.lstrip().startswith(f"{name}(")
+
+    def exact(text: str, expected: str) -> bool:
+        return normalised(text.split("\n", 1)[0]) == normalised(expected)
+
+    return {
+        "positions": len(rows),
+        "withContext": {
+            "nameRight": sum(named(r.with_context, r.name) for r in rows),
+            "exactLine": sum(exact(r.with_context, r.expected) for r in rows),
+        },
+        "without": {
+            "nameRight": sum(named(r.without, r.name) for r in rows),
+            "exactLine": sum(exact(r.without, r.expected) for r in rows),
+        },
+        "headerTokensMedian": sorted(r.header_tokens for r in rows)[len(rows) // 2] if rows else 0,
+    }
+
+
+def run_crossfile(args: argparse.Namespace) -> int:
+    """Run the benchmark for each ``--models``; returns an exit code."""
+    from completion.engine import CompletionOptions, Engine
+    from completion.models import load_model
+
+    root = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    sites = find_sites(root, random.Random(args.seed), args.positions)
+    print(f"{len(sites)} call sites in {root}", file=sys.stderr)
+    reports = []
+    for model in args.models.split(","):
+        loaded = load_model(model)
+        engine = Engine(loaded)
+        engine.set_workspace([str(root)])
+        options = CompletionOptions(
+            max_tokens=args.max_tokens, context_tokens=args.context, members=False
+        )
+        rows = []
+        t0 = time.perf_counter()
+        for i, site in enumerate(sites):
+            rows.append(run_site(engine, site, root, options))
+            r = rows[-1]
+            print(
+                f"[{model} {i + 1}/{len(sites)}] {site.path} {site.name}: "
+                f"with {r.with_context[:40]!r} / without {r.without[:40]!r}",
+                file=sys.stderr,
+            )
+        engine.close()
+        rep = {
+            **report_header("crossfile", loaded),
+            "context": args.context,
+            "seconds": round(time.perf_counter() - t0, 1),
+            **summarise(rows),
+            "rows": [asdict(r) for r in rows],
+        }
+        reports.append(rep)
+        print_report(rep)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "crossfile.json"
+    path.write_text(json.dumps(reports, indent=2))
+    print(f"written: {path}", file=sys.stderr)
+    return 0
+
+
+def print_report(rep: dict[str, Any]) -> None:
+    """The table on stdout."""
+    n = rep["positions"]
+    w, o = rep["withContext"], rep["without"]
+    print(
+        f"\n{rep['model']} ({rep['quantize']}), {n} call sites, contextTokens "
+        f"{rep['context']}, {rep['date']}"
+    )
+    print(
+        f"  with workspace context: name right {w['nameRight']}/{n}, exact line {w['exactLine']}/{n}"
+    )
+    print(
+        f"  without:                name right {o['nameRight']}/{n}, exact line {o['exactLine']}/{n}"
+    )
+    print(f"  header tokens, median {rep['headerTokensMedian']}")
