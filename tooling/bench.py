@@ -270,6 +270,16 @@ def _baseline_rows(
     ]
 
 
+def axes(width: float, height: float) -> tuple[Any, Any]:
+    """A matplotlib figure and its axes, drawn off-screen (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
 def report_header(benchmark: str, loaded: Any) -> dict[str, Any]:
     """The fields every benchmark report starts with."""
     return {

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .bench import measure_verify_cost, report_header, summary
+from .bench import axes, measure_verify_cost, report_header, summary
 from .bench_edits import SOURCES, _code_lines
 
 
@@ -232,14 +232,9 @@ def print_report(rep: dict[str, Any]) -> None:
 
 def plot(rep: dict[str, Any], path: Path) -> None:
     """Panel time against inline time per position, with the 1x and 2x lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = rep["rows"]
     xs, ys = [r["inline_ms"] for r in rows], [r["panel_ms"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = axes(5.5, 4.5)
     ax.scatter(xs, ys, s=14)
     top = max(xs + ys) * 1.05
     for k in (1, 2):

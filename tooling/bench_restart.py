@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bench import summary
+from .bench import axes, summary
 from .bench_edits import _code_lines
 from .client import PieClient
 
@@ -59,6 +59,7 @@ FILES = (
     "ast.py",
 )
 EDITS = ("insert", "delete", "change")
+PAST = {"insert": "inserted", "delete": "deleted", "change": "changed"}
 WARMUP = "heapq.py"
 """A file completed first in every server (not measured): calibration and the oracle
 start, so that the measured requests find the server settled."""
@@ -352,14 +353,9 @@ def print_report(rep: dict[str, Any]) -> None:
 
 def plot(rep: dict[str, Any], path: Path) -> None:
     """Per file: cold, restart unchanged, restart changed (each edit kind)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = rep["rows"]
     xs = range(len(rows))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = axes(8, 4.5)
     ax.bar([x - 0.3 for x in xs], [r["cold_ms"] for r in rows], 0.2, label="cold start")
     ax.bar([x - 0.1 for x in xs], [r["warm_ms"] for r in rows], 0.2, label="restart, same file")
     for i, kind in enumerate(EDITS):
@@ -367,7 +363,7 @@ def plot(rep: dict[str, Any], path: Path) -> None:
             [x + 0.1 + 0.2 * i / len(EDITS) for x in xs],
             [r["changed_ms"][kind] for r in rows],
             0.2 / len(EDITS),
-            label=f"restart, line {kind}d" if kind != "change" else "restart, line changed",
+            label=f"restart, line {PAST[kind]}",
         )
     ax.set_xticks(list(xs), [r["name"] for r in rows], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("didOpen to answer (ms)")
