@@ -28,6 +28,18 @@ class ServerConfig(ClientServerConfig):
         return await super().start(devtools)
 
 
+def accept_registrations(client: LanguageClient) -> list[types.Registration]:
+    """Answer ``client/registerCapability`` as an editor does (pytest-lsp's client does
+    not); returns the list the registrations are collected in."""
+    registered: list[types.Registration] = []
+
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register(params: types.RegistrationParams) -> None:
+        registered.extend(params.registrations)
+
+    return registered
+
+
 def server_config() -> ServerConfig:
     """pytest-lsp's config for the real server."""
     return ServerConfig(server_command=SERVER)

@@ -25,7 +25,7 @@ from pytest_lsp import LanguageClient, client_capabilities
 from completion.models import is_converted, qwen_dir
 from tooling.client import PieClient
 
-from .conftest import change, end_position, server_config
+from .conftest import accept_registrations, change, end_position, server_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -57,6 +57,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config=server_config(),
 )
 async def client(lsp_client: LanguageClient, workspace: Path):
+    accept_registrations(lsp_client)  # the server asks to watch the workspace's files
     params = types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
         root_uri=workspace.as_uri(),

@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from lsprotocol import types
@@ -19,7 +18,7 @@ from pytest_lsp import LanguageClient
 
 from tooling.client import _plain
 
-from .conftest import server_config
+from .conftest import accept_registrations, server_config
 
 pytestmark = [pytest.mark.e2e]
 
@@ -38,12 +37,9 @@ def workspace(root: Path) -> None:
     (root / "src" / "__pycache__").mkdir()
 
 
-async def start(root: Path, dynamic: bool, registered: list[Any]) -> LanguageClient:
+async def start(root: Path, dynamic: bool) -> tuple[LanguageClient, list[types.Registration]]:
     client = await server_config().start()
-
-    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
-    def register(params: types.RegistrationParams) -> None:
-        registered.extend(params.registrations)
+    registered = accept_registrations(client)
 
     caps = types.ClientCapabilities(
         workspace=types.WorkspaceClientCapabilities(
@@ -58,7 +54,7 @@ async def start(root: Path, dynamic: bool, registered: list[Any]) -> LanguageCli
             capabilities=caps, root_uri=root.as_uri(), workspace_folders=[folder]
         )
     )
-    return client
+    return client, registered
 
 
 async def until(client: LanguageClient, check: Callable[[dict], bool], what: str) -> dict:
@@ -74,10 +70,10 @@ async def until(client: LanguageClient, check: Callable[[dict], bool], what: str
 
 async def test_watchdog_marks_a_changed_file_and_skips_the_ignored_tree(tmp_path: Path) -> None:
     workspace(tmp_path)
-    client = await start(tmp_path, dynamic=False, registered=[])
+    client, registered = await start(tmp_path, dynamic=False)
     try:
         totals = await until(client, lambda t: t["workspaceFiles"] == 3, "the walk")
-        assert totals["workspaceWatch"] == "watchdog"
+        assert totals["workspaceWatch"] == "watchdog" and not registered
         await asyncio.sleep(0.5)  # the observer is up once the walk began
         (tmp_path / "src" / "app.py").write_text("def f():\n    return 2\n")
         (tmp_path / "node_modules" / "big" / "m1.py").write_text("x = 3\n")
@@ -96,8 +92,7 @@ async def test_watchdog_marks_a_changed_file_and_skips_the_ignored_tree(tmp_path
 
 async def test_a_client_that_watches_reports_the_changes(tmp_path: Path) -> None:
     workspace(tmp_path)
-    registered: list[Any] = []
-    client = await start(tmp_path, dynamic=True, registered=registered)
+    client, registered = await start(tmp_path, dynamic=True)
     try:
         totals = await until(client, lambda t: t["workspaceFiles"] == 3, "the walk")
         assert totals["workspaceWatch"] == "client"
