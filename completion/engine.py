@@ -49,7 +49,7 @@ from .drafting_policy import Acceptance, CostModel, Drafter, choose_length, cut_
 from .drafting_sources import MAX_NGRAM, History, NgramIndex, Workspace
 from .fastpath import row_exact
 from .fim import Prompt, PromptFormat, build_prompt, detect_format, encode
-from .guards import DEFAULT_BUDGET_S, Guards, anticipate
+from .guards import DEFAULT_BUDGET_S, Guards, anticipate, uri_path
 from .member_oracle import MemberOracle
 from .members import MemberIndex
 from .models import LoadedModel
@@ -1178,7 +1178,10 @@ class Engine:
                     self._clamp_logged = True
                 budget = limit
         opts = req.options
-        header = self.context.header(req.key, req.text, req.path, opts.workspace_tokens, budget)
+        recent = tuple((path, text) for uri, text in req.others if (path := uri_path(uri)))
+        header = self.context.header(
+            req.key, req.text, req.path, opts.workspace_tokens, budget, recent
+        )
         self.totals.workspaceSnippetTokens += len(header)
         prompt = build_prompt(
             self.tokenizer,

@@ -35,6 +35,8 @@ DOC_CHARS = 100
 """The longest docstring line kept in a stub."""
 CACHED_FILES = 256
 """Files whose definitions :class:`ContextIndex` keeps."""
+RECENT_FILES = 3
+"""Recently used open documents whose definitions a document may quote."""
 CHARS_PER_TOKEN = 3
 """Characters of stubs gathered per token of the header's budget (stubs average 3-4;
 the header is then cut to the budget in tokens)."""
@@ -336,9 +338,10 @@ class _Header:
 class CrossFile:
     """Each document's prompt header of other workspace files' definitions.
 
-    A header is built again only when the document's import lines, the budget or one
-    of the files it quotes (by modification time) changed: typing elsewhere in the
-    document leaves it, and so the prompt's first tokens, as they were.
+    A header is built again only when the document's import lines, the budget, one of
+    the files it quotes (by modification time) or the stubs it quotes from recently
+    used open documents changed: typing elsewhere in the document leaves it, and so
+    the prompt's first tokens, as they were.
     """
 
     def __init__(self, tokenizer: Tokenizer, fmt: PromptFormat) -> None:
@@ -347,13 +350,28 @@ class CrossFile:
         self.roots: list[Path] = []
         self.index = ContextIndex()
         self._headers: dict[str, _Header] = {}
+        self._texts: dict[str, dict[str, str]] = {}
 
-    def header(self, key: str, text: str, path: str | None, share: float, budget: int) -> list[int]:
-        """Token ids of the header for document ``key`` (empty: none applies)."""
+    def header(
+        self,
+        key: str,
+        text: str,
+        path: str | None,
+        share: float,
+        budget: int,
+        recent: tuple[tuple[str, str], ...] = (),
+    ) -> list[int]:
+        """Token ids of the header for document ``key`` (empty: none applies).
+
+        ``recent``: other open documents, (path, text), most recently used first: a
+        function or class one of the first :data:`RECENT_FILES` defines and this
+        document uses, not imported (a file being written alongside), is quoted too.
+        """
         if share <= 0 or not self.roots or path is None or not path.endswith((".py", ".pyi")):
             return []
         limit = int(budget * min(share, 0.75))
-        lines = tuple(_IMPORT_LINE.findall(text))
+        current = Path(path).resolve()
+        lines = (*_IMPORT_LINE.findall(text), *self._recent_stubs(text, current, recent))
         cached = self._headers.get(key)
         if (
             cached is not None
@@ -361,12 +379,56 @@ class CrossFile:
             and all(_mtime(p) == m for p, m in cached.files)
         ):
             return cached.ids
-        current = Path(path).resolve()
         snippets = self.index.snippets(text, current, self.roots, limit * CHARS_PER_TOKEN)
+        quoted = {s.source for s in snippets}
+        snippets += [
+            Snippet(_relative_path(p, self.roots), stub, p)
+            for p, stub in self._recent(text, current, recent)
+            if p not in quoted
+        ]
         ids = self._fit(snippets, current, limit)
         files = tuple((s.source, _mtime(s.source)) for s in snippets)
         self._headers[key] = _Header(lines, limit, files, ids)
         return ids
+
+    def _recent(
+        self, text: str, current: Path, recent: tuple[tuple[str, str], ...]
+    ) -> list[tuple[Path, str]]:
+        """(file, stubs) of the recent documents' definitions ``text`` uses."""
+        out = []
+        for other_path, other_text in recent[:RECENT_FILES]:
+            other = Path(other_path).resolve()
+            if other == current or other.suffix not in (".py", ".pyi"):
+                continue
+            if not any(other.is_relative_to(r) for r in self.roots):
+                continue
+            defs = self._defs_of_text(other_text)
+            used = [
+                stub
+                for name, stub in defs.items()
+                if re.search(rf"(?<![\w.]){re.escape(name)}\b", text)
+                and not re.search(
+                    rf"^\s*(?:async\s+)?(?:def|class)\s+{re.escape(name)}\b", text, re.M
+                )
+            ]
+            if used:
+                out.append((other, "\n".join(used)))
+        return out
+
+    def _recent_stubs(
+        self, text: str, current: Path, recent: tuple[tuple[str, str], ...]
+    ) -> tuple[str, ...]:
+        return tuple(stub for _, stub in self._recent(text, current, recent))
+
+    def _defs_of_text(self, text: str) -> dict[str, str]:
+        """Definitions of an open document's text (the last few texts cached)."""
+        found = self._texts.get(text)
+        if found is None:
+            found = definitions(text)
+            self._texts[text] = found
+            while len(self._texts) > RECENT_FILES * 2:
+                self._texts.pop(next(iter(self._texts)))
+        return found
 
     def _fit(self, snippets: list[Snippet], current: Path, limit: int) -> list[int]:
         """The header's ids, its last snippets dropped until it fits ``limit`` tokens."""

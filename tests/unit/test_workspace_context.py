@@ -179,3 +179,28 @@ def test_a_document_header_stays_while_typing_and_follows_its_imports(tmp_path: 
     assert cross.header("k", text, None, 0.25, 4000) == []  # no file
     assert cross.header("k", text, main + "x", 0.25, 4000) == []  # not Python
     assert len(cross.header("k", text, main, 0.25, 200)) <= 50  # cut to its share
+
+
+def test_definitions_of_recently_used_open_files_that_the_document_uses(tmp_path: Path) -> None:
+    project(tmp_path)
+    cross = CrossFile(Chars(), PLAIN)
+    cross.roots = [tmp_path]
+    main = str(tmp_path / "app" / "main.py")
+    draft = str(tmp_path / "app" / "draft.py")  # open, not imported (written alongside)
+    draft_text = (
+        "def shape_area(w: float, h: float) -> float:\n    return w * h\n\n\ndef unused(): ...\n"
+    )
+    text = "total = shape_area(2, 3) + 1\n"
+    header = "".join(map(chr, cross.header("k", text, main, 0.25, 4000, ((draft, draft_text),))))
+    assert "# --- app/draft.py ---\ndef shape_area(w: float, h: float) -> float:" in header
+    assert "unused" not in header  # not used here
+    # A name this document defines itself is not quoted from elsewhere.
+    own = "def shape_area(): ...\n" + text
+    assert cross.header("k2", own, main, 0.25, 4000, ((draft, draft_text),)) == []
+    # Outside the workspace, or the document itself: nothing.
+    outside = str(tmp_path.parent / "elsewhere.py")
+    assert cross.header("k3", text, main, 0.25, 4000, ((outside, draft_text),)) == []
+    # The draft's signature changes: the header follows.
+    changed = draft_text.replace("h: float", "h: float = 1.0")
+    again = "".join(map(chr, cross.header("k", text, main, 0.25, 4000, ((draft, changed),))))
+    assert "h: float = 1.0" in again
