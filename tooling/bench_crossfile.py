@@ -67,22 +67,31 @@ class Outcome:
 
 
 def find_sites(root: Path, rng: random.Random, n: int) -> list[Site]:
-    """Up to ``n`` call sites of cross-file functions, spread over the packages' modules."""
+    """Up to ``n`` call sites of cross-file functions, spread over packages and modules.
+
+    The packages in turn, each time a site from the package's next module (at random
+    within it).
+    """
     from completion.workspace_context import ContextIndex
 
     index = ContextIndex()
-    per_file: list[list[Site]] = []
+    per_package: list[list[list[Site]]] = []
     for package in PACKAGES:
+        modules = []
         for path in sorted((root / package).glob("*.py")):
-            text = path.read_text(encoding="utf-8")
-            per_file.append(_sites(index, root, path, text))
+            found = _sites(index, root, path, path.read_text(encoding="utf-8"))
+            rng.shuffle(found)
+            if found:
+                modules.append(found)
+        per_package.append(modules)
     sites: list[Site] = []
-    for found in per_file:
-        rng.shuffle(found)
-    while len(sites) < n and any(per_file):
-        for found in per_file:
-            if found and len(sites) < n:
+    while len(sites) < n and any(per_package):
+        for modules in per_package:
+            if modules and len(sites) < n:
+                found = modules.pop(0)
                 sites.append(found.pop())
+                if found:
+                    modules.append(found)
     return sites
 
 
