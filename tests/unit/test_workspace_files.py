@@ -30,7 +30,8 @@ def tree(root: Path) -> None:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    (root / "src" / "big.py").write_bytes(b"#" * (2 << 20))
+    with (root / "src" / "big.py").open("wb") as big:  # 50 MB, sparse: cheap to make
+        big.truncate(50 << 20)
     os.symlink(root, root / "src" / "loop")  # a link back up: a loop if followed
     os.symlink(root / "nowhere.py", root / "src" / "dangling.py")
 
@@ -52,7 +53,7 @@ def test_the_walk_finds_source_files_and_nothing_ignored(tmp_path: Path) -> None
     names = {p.relative_to(tmp_path).as_posix() for p in files.files}
     assert names == {"src/a.py", "src/pkg/b.py", "kept/d.pyi"}
     assert files.counts.workspaceFiles == 3
-    assert files.counts.workspaceSkipped == 1  # big.py: never read
+    assert files.counts.workspaceSkipped == 1  # big.py (50 MB): never read
 
 
 def test_the_walk_stops_at_max_files(tmp_path: Path) -> None:
