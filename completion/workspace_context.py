@@ -28,6 +28,7 @@ from typing import Any
 
 from .fim import PromptFormat, Tokenizer, context_header
 from .syntax import make_parser
+from .workspace_files import MAX_FILE_BYTES
 
 MAX_METHODS = 8
 """Methods listed in a class's stub."""
@@ -292,7 +293,7 @@ def _relative_path(path: Path, roots: list[Path]) -> str:
 
 def _read(path: Path) -> str | None:
     try:
-        if path.stat().st_size > 1 << 20:
+        if path.stat().st_size > MAX_FILE_BYTES:
             return None
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -371,7 +372,8 @@ class CrossFile:
             return []
         limit = int(budget * min(share, 0.75))
         current = Path(path).resolve()
-        lines = (*_IMPORT_LINE.findall(text), *self._recent_stubs(text, current, recent))
+        alongside = self._recent(text, current, recent)
+        lines = (*_IMPORT_LINE.findall(text), *(stub for _, stub in alongside))
         cached = self._headers.get(key)
         if (
             cached is not None
@@ -383,7 +385,7 @@ class CrossFile:
         quoted = {s.source for s in snippets}
         snippets += [
             Snippet(_relative_path(p, self.roots), stub, p)
-            for p, stub in self._recent(text, current, recent)
+            for p, stub in alongside
             if p not in quoted
         ]
         ids = self._fit(snippets, current, limit)
@@ -414,11 +416,6 @@ class CrossFile:
             if used:
                 out.append((other, "\n".join(used)))
         return out
-
-    def _recent_stubs(
-        self, text: str, current: Path, recent: tuple[tuple[str, str], ...]
-    ) -> tuple[str, ...]:
-        return tuple(stub for _, stub in self._recent(text, current, recent))
 
     def _defs_of_text(self, text: str) -> dict[str, str]:
         """Definitions of an open document's text (the last few texts cached)."""

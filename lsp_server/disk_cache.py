@@ -20,7 +20,9 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,12 +182,12 @@ class DiskCache:
 
         def write(f: asyncio.Future[Any]) -> None:
             if not f.cancelled() and f.exception() is None and f.result() is not None:
-                self._write(lambda: _save(persistence, f.result()))
+                self._write(partial(_save, persistence, f.result()))
 
         released.add_done_callback(write)
         return released
 
-    def _write(self, save: Any) -> None:
+    def _write(self, save: Callable[[], object]) -> None:
         future = asyncio.get_running_loop().run_in_executor(self.disk, save)
         self._writes.add(future)
         future.add_done_callback(self._writes.discard)
@@ -203,7 +205,7 @@ class DiskCache:
                 if uri.startswith("file:"):
                     saved = await self.server.on_worker(engine.release, uri)
                     if saved is not None:
-                        self._write(lambda s=saved: _save(persistence, s))
+                        self._write(partial(_save, persistence, saved))
         if self._writes:
             _, pending = await asyncio.wait(list(self._writes), timeout=SHUTDOWN_SAVE_S)
             if pending:
@@ -213,7 +215,7 @@ class DiskCache:
         """The document's file was deleted: drop its saved cache (on the disk thread)."""
         ready = self._ready()
         if ready is not None:
-            self._write(lambda: ready[0].forget(uri))
+            self._write(partial(ready[0].forget, uri))
 
     ##### Observability #####
 
