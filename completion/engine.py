@@ -31,7 +31,7 @@ from cache import (
     find_rotary,
     rerotation_support,
 )
-from cache.alignment import common_prefix
+from cache.alignment import common_prefix, diff_ids
 
 from . import branching, lean_forward
 from .calibration import Calibration
@@ -220,7 +220,8 @@ class Totals(SpecStats, ConstraintStats):
     workspaceSnippetTokens: int = 0
     """Tokens of other files' definitions put in prompts (summed over prompts)."""
     workspaceChunkTokens: int = 0
-    """Tokens a new prompt cache copied from another document's (a shared start)."""
+    """Tokens a new prompt cache took from another document's: a shared start copied,
+    or other files' context moved by re-rotation."""
     cancelledCompletions: int = 0
     """Completions that stopped because they were cancelled or superseded."""
     forwardsAfterCancel: int = 0
@@ -274,6 +275,18 @@ class Outcome(NamedTuple):
     """The gate fired past ``gate_refresh_tokens``: refresh in the background."""
 
 
+class _Seed(NamedTuple):
+    """Where a new document's prompt cache starts from (:meth:`Engine._seed`)."""
+
+    cache: PromptCache
+    take: int
+    """The other cache's first tokens taken."""
+    reused: int
+    """Tokens of the new prompt they give."""
+    exact: bool
+    """A shared start, copied as it is (else the context, brought by a pie update)."""
+
+
 class Engine:
     """One loaded model serving completions for many documents."""
 
@@ -311,6 +324,7 @@ class Engine:
         """The work running now, checked before every forward (:meth:`_cancellable`)."""
         self._starts: dict[str, int] = {}
         self._synced: dict[str, str] = {}
+        self._context_ends: dict[str, int] = {}
         """Per document: the text its prompt cache was last brought up to date with."""
         self.oracle = MemberOracle()
         """Members of receivers, for the member monitor (a worker process for Python)."""
@@ -1230,41 +1244,83 @@ class Engine:
             return prefill(self.model, ids, kv, start, cancel.check)
 
         self._synced.pop(req.key, None)  # until the sync is whole
-        if not len(pc) and self.effective_strategy(opts.strategy) != "recompute":
-            self._seed(pc, req.key, prompt.ids)
+        strategy = self.effective_strategy(opts.strategy)
+        seeded = None
+        if not len(pc) and strategy != "recompute":
+            seeded = self._seed(pc, req, prompt, strategy)
         result = pc.sync(
             prompt.ids,
             encode,
-            self.effective_strategy(opts.strategy),
+            strategy,
             rerotator=self.rerotator,
             tail=opts.tail_tokens,
             after_edit=opts.after_edit_tokens,
             stale_budget=opts.stale_budget,
         )
+        if seeded is not None:
+            # The seed's update placed the context (reused or encoded); this one kept it.
+            result.reused += seeded.reused - (seeded.reused + seeded.encoded)
+            result.encoded += seeded.encoded
+            result.shifted += seeded.shifted
+            result.ms += seeded.ms
         self._synced[req.key] = req.text
+        self._context_ends[req.key] = prompt.context_end
         return result
 
-    def _seed(self, pc: PromptCache, key: str, ids: list[int]) -> None:
-        """Start an empty prompt cache from another document's that begins the same way.
+    def _seed(
+        self, pc: PromptCache, req: CompletionRequest, prompt: Prompt, strategy: Strategy
+    ) -> SyncResult | None:
+        """Start an empty prompt cache from the other document's that shares most with it.
 
-        Prompts that open with the same other files' context (:mod:`.workspace_context`)
-        share their first tokens; at the same positions after the same tokens their
-        keys and values are the same, so they are copied, not encoded again (at least
-        :data:`SEED_MIN` tokens). The caller holds the locks.
+        Prompts open with other files' context (:mod:`.workspace_context`). A start
+        shared with another document's prompt is copied as it is: at the same positions
+        after the same tokens the keys and values are the same. Otherwise (pie) the
+        other prompt's context is taken and brought to this one's: the files' blocks
+        both quote (runs of :data:`~cache.alignment.MIN_KEEP` tokens or more) are moved
+        by re-rotation, stale (their context differs), the rest encoded; the returned
+        cost adds to the sync's. At least :data:`SEED_MIN` tokens reused, or nothing is
+        done. The caller holds the locks.
         """
-        best, source = 0, None
-        for other_key, other in self.caches.items():
-            if other is not pc and other_key != key and len(other) >= SEED_MIN:
-                n = common_prefix(other.ids, ids)
-                if n > best:
-                    best, source = n, other
-        exported = source.export() if source is not None and best >= SEED_MIN else None
+        seed = self._seed_source(pc, req.key, prompt, strategy == "pie")
+        if seed is None:
+            return None
+        exported = seed.cache.export()
         if exported is None:
-            return
-        n = min(best, len(ids) - 1)  # the last prompt token is always encoded: its logits
+            return None
+        n = seed.take
         layers = [(k[..., :n, :], v[..., :n, :]) for k, v in exported.layers]
         pc.adopt(Exported(exported.ids[:n], exported.stale[:n], layers))
-        self.totals.workspaceChunkTokens += n
+        if seed.exact:
+            self.totals.workspaceChunkTokens += n
+            return None
+        opts = req.options
+        result = pc.sync(
+            prompt.ids[: prompt.context_end],
+            lambda ids, kv, start: prefill(self.model, ids, kv, start),
+            "pie",
+            rerotator=self.rerotator,
+            after_edit=opts.after_edit_tokens,
+        )
+        self.totals.workspaceChunkTokens += result.reused
+        return result
+
+    def _seed_source(self, pc: PromptCache, key: str, prompt: Prompt, chunks: bool) -> _Seed | None:
+        """The other document's cache to start ``pc`` from (:meth:`_seed`), if any."""
+        ids, shared = prompt.ids, prompt.ids[: prompt.context_end]
+        best: _Seed | None = None
+        for other_key, other in self.caches.items():
+            if other is pc or other_key == key or len(other) < SEED_MIN:
+                continue
+            exact = common_prefix(other.ids, ids)
+            if exact >= len(shared) or not chunks or self.rerotator is None:
+                seed = _Seed(other, min(exact, len(ids) - 1), exact, True)
+            else:
+                end = min(self._context_ends.get(other_key, 0), len(other.ids))
+                runs = diff_ids(other.ids[:end], shared)
+                seed = _Seed(other, end, sum(len(r) for r in runs if r.keep), False)
+            if seed.reused >= SEED_MIN and (best is None or seed.reused > best.reused):
+                best = seed
+        return best
 
     def _apply_rules(
         self,
@@ -1316,6 +1372,7 @@ class Engine:
             self.caches.discard(key)
             self._starts.pop(key, None)
             self._synced.pop(key, None)
+            self._context_ends.pop(key, None)
             self._shown.pop(key, None)
             self._recent.pop(key, None)
             self.history.forget(key)
@@ -1393,7 +1450,7 @@ class Engine:
     def tracked_keys(self) -> set[str]:
         """Documents that hold any state in the engine (cache, window, suggestions)."""
         keys = {key for key, _ in self.caches.items()}
-        for held in (self._starts, self._synced, self._shown, self._recent):
+        for held in (self._starts, self._synced, self._context_ends, self._shown, self._recent):
             keys.update(list(held))
         return keys | self.history.keys() | self.workspace.keys()
 

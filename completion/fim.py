@@ -257,6 +257,9 @@ class Prompt:
     healed: str
     """Whitespace cut from the end of the prefix; the completion must re-create it."""
     fim: bool
+    context_end: int = 0
+    """``ids[:context_end]`` are the format's opening tokens and other files' context:
+    the part documents may share, the document's own text starts after it."""
 
 
 HEAL_WORD_CHARS = 32
@@ -346,7 +349,7 @@ def build_prompt(
         start, pre_ids = fit_prefix(tokenizer, prefix, context_tokens, prefer_start)
         if not pre_ids and fmt.start_id is not None and not header:
             pre_ids = [fmt.start_id]
-        return Prompt([*header, *pre_ids], start, cursor, healed, fim=False)
+        return Prompt([*header, *pre_ids], start, cursor, healed, False, len(header))
     fixed = 3 + (1 if fmt.bos_id is not None else 0)
     budget = max(8, context_tokens - fixed)
     suffix = text[cursor:]
@@ -359,10 +362,12 @@ def build_prompt(
     p, s, m = fmt.special_ids
     head = [fmt.bos_id] if fmt.bos_id is not None else []
     if fmt.repo_ids is not None:
-        ids = [*head, *header, p, *pre_ids, s, *suf_ids, m]
+        opening = [*head, *header]
+        ids = [*opening, p, *pre_ids, s, *suf_ids, m]
     else:
-        ids = [*head, p, *header, *pre_ids, s, *suf_ids, m]
-    return Prompt(ids, start, cursor + end, healed, fim=True)
+        opening = [*head, p, *header]
+        ids = [*opening, *pre_ids, s, *suf_ids, m]
+    return Prompt(ids, start, cursor + end, healed, True, len(opening))
 
 
 def context_header(

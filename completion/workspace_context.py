@@ -79,6 +79,9 @@ class Snippet:
     text: str
     source: Path
     """The file itself."""
+    rank: int = 0
+    """Lower is more wanted: the first snippets to go when the header is too long are
+    those of highest rank."""
 
 
 def imports(text: str) -> list[Imported]:
@@ -162,7 +165,8 @@ def _docstring(body: Any) -> str:
     string = first.named_children[0]
     if string.type != "string":
         return ""
-    content = _text(string).strip("\"'rbuRBU")
+    parts = [_text(c) for c in string.named_children if c.type == "string_content"]
+    content = "".join(parts)
     line = next((ln.strip() for ln in content.split("\n") if ln.strip()), "")
     return line[:DOC_CHARS].replace('"""', "'''")
 
@@ -220,26 +224,36 @@ class ContextIndex:
     ) -> list[Snippet]:
         """Stubs of what ``text`` (at ``path``) uses from other workspace files.
 
-        Names ranked by how often the document uses them (ties: import order); a
-        file's stubs stay in one snippet, files in the order of their best name.
+        Names ranked by how often the document uses them (ties: import order) are
+        taken while they fit; a file's stubs stay in one snippet. The layout does not
+        follow the ranks: files in import order, a file's stubs in its own order, so
+        documents that import the same file quote it with the same text (the prompt
+        caches share it, :meth:`~completion.engine.Engine._seed`). ``rank`` keeps the
+        best rank of each file's names.
         """
         if budget_chars <= 0 or not roots:
             return []
         used = Counter(_WORD.findall(text))
-        wanted: list[tuple[int, int, Path, str, str]] = []
-        for order, source in enumerate(self.sources(text, path, roots)):
+        wanted: list[tuple[int, int, Path, str]] = []
+        order: dict[Path, list[str]] = {}  # each file's definitions, in its order
+        for position, source in enumerate(self.sources(text, path, roots)):
             defs = self.definitions_of(source.target)
+            order.setdefault(source.target, list(defs.values()))
             for name in self.used(text, source, everything=True):
-                wanted.append((-used[name], order, source.target, name, defs[name]))
+                wanted.append((-used[name], position, source.target, defs[name]))
         chosen: dict[Path, list[str]] = {}
-        # Names used most first; a file's stubs in its own order of use.
+        rank: dict[Path, int] = {}
         spent = 0
-        for _, _, target, _, stub in sorted(wanted, key=lambda w: (w[0], w[1])):  # stable
+        for best, (_, _, target, stub) in enumerate(sorted(wanted, key=lambda w: w[:2])):
             if spent + len(stub) + 1 > budget_chars or stub in chosen.get(target, []):
                 continue
             chosen.setdefault(target, []).append(stub)
+            rank.setdefault(target, best)
             spent += len(stub) + 1
-        return [Snippet(_relative_path(t, roots), "\n".join(s), t) for t, s in chosen.items()]
+        return [
+            Snippet(_relative_path(t, roots), "\n".join(sorted(s, key=order[t].index)), t, rank[t])
+            for t, s in sorted(chosen.items(), key=lambda item: list(order).index(item[0]))
+        ]
 
     def sources(self, text: str, path: Path | None, roots: list[Path]) -> Iterator[Source]:
         """Each workspace file the document imports from, and how it names what it uses.
@@ -384,8 +398,8 @@ class CrossFile:
         snippets = self.index.snippets(text, current, self.roots, limit * CHARS_PER_TOKEN)
         quoted = {s.source for s in snippets}
         snippets += [
-            Snippet(_relative_path(p, self.roots), stub, p)
-            for p, stub in alongside
+            Snippet(_relative_path(p, self.roots), stub, p, len(snippets) + n)
+            for n, (p, stub) in enumerate(alongside)
             if p not in quoted
         ]
         ids = self._fit(snippets, current, limit)
@@ -428,14 +442,15 @@ class CrossFile:
         return found
 
     def _fit(self, snippets: list[Snippet], current: Path, limit: int) -> list[int]:
-        """The header's ids, its last snippets dropped until it fits ``limit`` tokens."""
+        """The header's ids, its least wanted snippets dropped until it fits ``limit``."""
         root = next((r for r in self.roots if current.is_relative_to(r)), current.parent)
         name = _relative_path(current, self.roots)
         while snippets:
             ids = context_header(self.tokenizer, self.fmt, snippets, root.name, name)
             if len(ids) <= limit:
                 return ids
-            snippets = snippets[:-1]
+            worst = max(snippets, key=lambda s: s.rank)
+            snippets = [s for s in snippets if s is not worst]
         return []
 
     def forget(self, key: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from completion.engine import CompletionOptions, CompletionRequest, Engine
+from completion.engine import CompletionOptions, CompletionRequest, CompletionResult, Engine
 from completion.models import is_converted, load_model, qwen_dir
 
 pytestmark = pytest.mark.model
@@ -81,3 +81,60 @@ def test_qwen_names_the_other_files_function(tmp_path: Path) -> None:
     engine = Engine(load_model("qwen2.5-coder-0.5b", "cpu", "auto"))
     assert engine.format.repo_ids is not None  # the repository format
     check(engine, tmp_path)
+
+
+SHAPES = '''"""Shapes."""
+
+
+def rectangle_area(width: float, height: float) -> float:
+    """The area of a width by height rectangle."""
+    return width * height
+
+
+def circle_circumference(radius: float) -> float:
+    """The length of the circle's border."""
+    return 6.283185 * radius
+'''
+REPORT = (
+    "from textkit import shapes, normalize\n\n\n"
+    "def report(w: float, h: float, v: str) -> str:\n"
+    "    area = shapes.rectangle_area(w, h)\n"
+    "    return f'{area} {normalize.parse_version_tuple(v)}'\n\n\n"
+    "def clean(s: str) -> str:\n"
+    "    return normalize."
+)
+
+
+def complete(engine: Engine, path: Path, text: str, strategy: str = "pie") -> CompletionResult:
+    opts = CompletionOptions(max_tokens=16, members=False, strategy=strategy)
+    req = CompletionRequest(path.as_uri(), text, len(text), opts, language="python", path=str(path))
+    return engine.complete(req)
+
+
+def check_shared_context(engine: Engine, tmp_path: Path) -> None:
+    """A second document quoting a file the first quoted, after other files: moved."""
+    app = workspace(tmp_path)
+    (tmp_path / "textkit" / "shapes.py").write_text(SHAPES)
+    report = tmp_path / "report.py"
+    report.write_text(REPORT)
+    engine.set_workspace([str(tmp_path)])
+    complete(engine, report, REPORT)
+    assert engine.totals.workspaceChunkTokens == 0
+    first = complete(engine, app, APP)
+    moved = engine.totals.workspaceChunkTokens
+    # normalize.py's block, quoted after shapes.py's in the first prompt, first in this one.
+    assert moved >= 60, moved
+    assert first.reused_tokens == moved
+    engine.forget(app.as_uri())
+    cold = complete(engine, app, APP, strategy="recompute")
+    assert first.encoded_tokens + first.reused_tokens == cold.encoded_tokens
+    assert first.text == cold.text
+
+
+def test_a_document_takes_the_context_another_quotes_by_rerotation(tmp_path: Path) -> None:
+    check_shared_context(Engine(load_model("default", "cpu", "auto")), tmp_path)
+
+
+@pytest.mark.skipif(not is_converted(qwen_dir()), reason="Qwen2.5-Coder not installed")
+def test_qwen_takes_the_context_another_quotes_by_rerotation(tmp_path: Path) -> None:
+    check_shared_context(Engine(load_model("qwen2.5-coder-0.5b", "cpu", "auto")), tmp_path)

@@ -26,7 +26,7 @@ import sysconfig
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .bench import report_header
 
@@ -64,6 +64,15 @@ class Outcome:
     with_context: str
     without: str
     header_tokens: int
+    with_ms: float
+    """The first completion with context, from empty caches."""
+    switch_ms: float
+    """The same with the earlier sites' caches kept (a user switching documents)."""
+    switch_taken: int
+    """Prompt tokens that completion took from the other documents' caches."""
+    switch_encoded: int
+    switch_same: bool
+    """Its suggestion is the one from empty caches."""
 
 
 def find_sites(root: Path, rng: random.Random, n: int) -> list[Site]:
@@ -133,15 +142,29 @@ def normalised(text: str) -> str:
     return " ".join(text.split())
 
 
-def run_site(engine: Any, site: Site, root: Path, options: Any) -> Outcome:
-    """Complete one site with and without the workspace context, from empty caches."""
+class Completed(NamedTuple):
+    """One completion and what it cost."""
+
+    result: Any
+    ms: float
+    snippet_tokens: int
+    taken: int
+    """Prompt tokens taken from other documents' caches."""
+
+
+def run_site(engines: tuple[Any, Any], site: Site, root: Path, options: Any) -> Outcome:
+    """One site's suggestions with and without the workspace context, and switching.
+
+    The first engine forgets every document (empty caches); the second completes with
+    context again and keeps the earlier sites' caches (a user switching documents).
+    """
     from dataclasses import replace
 
     from completion.engine import CompletionRequest
 
-    out = []
-    for share in (options.workspace_tokens, 0.0):
-        key = f"file://{root / site.path}"
+    key = f"file://{root / site.path}"
+
+    def complete(engine: Any, share: float) -> Completed:
         req = CompletionRequest(
             key,
             site.text,
@@ -150,11 +173,34 @@ def run_site(engine: Any, site: Site, root: Path, options: Any) -> Outcome:
             language="python",
             path=str(root / site.path),
         )
-        before = engine.totals.workspaceSnippetTokens
-        out.append((engine.complete(req).text, engine.totals.workspaceSnippetTokens - before))
-        engine.forget(key)
-    (with_text, tokens), (without, _) = out
-    return Outcome(site.path, site.name, site.expected, with_text, without, tokens)
+        snippets, taken = engine.totals.workspaceSnippetTokens, engine.totals.workspaceChunkTokens
+        t0 = time.perf_counter()
+        result = engine.complete(req)
+        ms = (time.perf_counter() - t0) * 1000
+        t = engine.totals
+        return Completed(
+            result, ms, t.workspaceSnippetTokens - snippets, t.workspaceChunkTokens - taken
+        )
+
+    cold, switching = engines
+    with_context = complete(cold, options.workspace_tokens)
+    cold.forget(key)
+    without = complete(cold, 0.0)
+    cold.forget(key)
+    switch = complete(switching, options.workspace_tokens)
+    return Outcome(
+        site.path,
+        site.name,
+        site.expected,
+        with_context.result.text,
+        without.result.text,
+        with_context.snippet_tokens,
+        round(with_context.ms, 1),
+        round(switch.ms, 1),
+        switch.taken,
+        switch.result.encoded_tokens,
+        switch.result.text == with_context.result.text,
+    )
 
 
 def summarise(rows: list[Outcome]) -> dict[str, Any]:
@@ -176,8 +222,21 @@ def summarise(rows: list[Outcome]) -> dict[str, Any]:
             "nameRight": sum(named(r.without, r.name) for r in rows),
             "exactLine": sum(exact(r.without, r.expected) for r in rows),
         },
-        "headerTokensMedian": sorted(r.header_tokens for r in rows)[len(rows) // 2] if rows else 0,
+        "headerTokensMedian": _median([r.header_tokens for r in rows]),
+        "switching": {
+            "takenMedian": _median([r.switch_taken for r in rows]),
+            "taken": sum(r.switch_taken for r in rows),
+            "headerTokens": sum(r.header_tokens for r in rows),
+            "encodedMedian": _median([r.switch_encoded for r in rows]),
+            "msMedian": _median([r.switch_ms for r in rows]),
+            "emptyCachesMsMedian": _median([r.with_ms for r in rows]),
+            "sameSuggestion": sum(r.switch_same for r in rows),
+        },
     }
+
+
+def _median(values: list[Any]) -> Any:
+    return sorted(values)[len(values) // 2] if values else 0
 
 
 def run_crossfile(args: argparse.Namespace) -> int:
@@ -191,22 +250,26 @@ def run_crossfile(args: argparse.Namespace) -> int:
     reports = []
     for model in args.models.split(","):
         loaded = load_model(model)
-        engine = Engine(loaded)
-        engine.set_workspace([str(root)])
+        engines = (Engine(loaded), Engine(loaded))
+        for engine in engines:
+            engine.set_workspace([str(root)])
         options = CompletionOptions(
             max_tokens=args.max_tokens, context_tokens=args.context, members=False
         )
         rows = []
         t0 = time.perf_counter()
-        for i, site in enumerate(sites):
-            rows.append(run_site(engine, site, root, options))
+        # In path order: the switching engine then sees a package's files one after
+        # another, as a user working in one part of a project would.
+        for i, site in enumerate(sorted(sites, key=lambda s: s.path)):
+            rows.append(run_site(engines, site, root, options))
             r = rows[-1]
             print(
                 f"[{model} {i + 1}/{len(sites)}] {site.path} {site.name}: "
                 f"with {r.with_context[:40]!r} / without {r.without[:40]!r}",
                 file=sys.stderr,
             )
-        engine.close()
+        for engine in engines:
+            engine.close()
         rep = {
             **report_header("crossfile", loaded),
             "context": args.context,
@@ -238,3 +301,10 @@ def print_report(rep: dict[str, Any]) -> None:
         f"  without:                name right {o['nameRight']}/{n}, exact line {o['exactLine']}/{n}"
     )
     print(f"  header tokens, median {rep['headerTokensMedian']}")
+    sw = rep["switching"]
+    print(
+        f"  switching documents (earlier sites' caches kept): {sw['taken']} of "
+        f"{sw['headerTokens']} header tokens taken from other documents' caches (median "
+        f"{sw['takenMedian']} per site); first completion {sw['msMedian']} ms median against "
+        f"{sw['emptyCachesMsMedian']} ms from empty caches; same suggestion {sw['sameSuggestion']}/{n}"
+    )

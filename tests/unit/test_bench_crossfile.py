@@ -40,9 +40,12 @@ def test_sites_are_calls_of_functions_other_files_define(tmp_path: Path) -> None
 
 def test_hits_need_the_name_and_the_line() -> None:
     rows = [
-        Outcome("a.py", "f", "f(x)", "f(x)", "g(x)", 40),
-        Outcome("a.py", "f", "f(x, y)", "f(x)", "f(x, y)", 40),
+        Outcome("a.py", "f", "f(x)", "f(x)", "g(x)", 40, 900.0, 300.0, 30, 12, True),
+        Outcome("a.py", "f", "f(x, y)", "f(x)", "f(x, y)", 40, 800.0, 850.0, 0, 50, False),
     ]
     s = summarise(rows)
     assert s["withContext"] == {"nameRight": 2, "exactLine": 1}
     assert s["without"] == {"nameRight": 1, "exactLine": 1}
+    assert s["switching"]["taken"] == 30
+    assert s["switching"]["headerTokens"] == 80
+    assert s["switching"]["sameSuggestion"] == 1

@@ -71,7 +71,7 @@ async def fetch(url):
 
 
 class Store(Base):
-    """Keeps things."""
+    r"""Remembers things."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -90,7 +90,7 @@ class Store(Base):
     assert defs["fetch"] == "async def fetch(url):\n    ..."
     assert defs["Store"] == (
         "class Store(Base):\n"
-        '    """Keeps things."""\n'
+        '    """Remembers things."""\n'
         "    def __init__(self, path: str) -> None: ...\n"
         "    def size(self) -> int: ..."
     )
@@ -142,6 +142,22 @@ def test_snippets_rank_used_names_and_fit_the_budget(tmp_path: Path) -> None:
     os.utime(util, ns=(1, 1))
     again = index.snippets(text, main, [tmp_path], 10_000)
     assert again[0].text.startswith("def helper(x: int, y: int = 0)")
+
+
+def test_snippets_keep_import_and_definition_order_whatever_the_ranks(tmp_path: Path) -> None:
+    """Documents that quote a file quote it alike; the ranks choose what goes in."""
+    project(tmp_path)
+    text = "from .sibling import near\nimport pkg.util as u\nu.unused()\nu.unused()\n"
+    main = tmp_path / "app" / "main.py"
+    index = ContextIndex()
+    snippets = index.snippets(text, main, [tmp_path], 10_000)
+    assert [s.path for s in snippets] == ["app/sibling.py", "pkg/util.py"]
+    # "unused" ranks first (used twice), yet the file's own order stays.
+    assert snippets[1].text == "def helper(x: int) -> int:\n    ...\ndef unused():\n    ..."
+    assert snippets[1].rank < snippets[0].rank
+    # With room for one stub only, the best ranked is the one kept.
+    small = index.snippets(text, main, [tmp_path], 25)
+    assert [(s.path, s.text) for s in small] == [("pkg/util.py", "def unused():\n    ...")]
 
 
 def test_headers_in_both_layouts() -> None:
