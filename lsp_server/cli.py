@@ -145,7 +145,13 @@ def _bench_crossfile(bsub: Any) -> None:
         "crossfile", help="calls of functions from other files, with and without their stubs"
     )
     p.add_argument("--models", default="default", help="comma-separated model names")
-    p.add_argument("--positions", type=int, default=40, help="call sites (stdlib packages)")
+    p.add_argument("--positions", type=int, default=40, help="call sites")
+    p.add_argument(
+        "--workspace",
+        type=Path,
+        default=None,
+        help="a project folder (default: nine packages of the standard library)",
+    )
     p.add_argument("--context", type=int, default=1024, help="prompt tokens (contextTokens)")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)

@@ -52,6 +52,9 @@ class Site:
     cursor: int
     name: str
     expected: str
+    unseen: bool = False
+    """The name is nowhere else in the document, imports included: the model cannot
+    copy it from the file (a ``module.name`` used for the first time)."""
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Outcome:
     path: str
     name: str
     expected: str
+    unseen: bool
     with_context: str
     without: str
     header_tokens: int
@@ -75,17 +79,17 @@ class Outcome:
     """Its suggestion is the one from empty caches."""
 
 
-def find_sites(root: Path, rng: random.Random, n: int) -> list[Site]:
+def find_sites(root: Path, rng: random.Random, n: int, packages: list[str]) -> list[Site]:
     """Up to ``n`` call sites of cross-file functions, spread over packages and modules.
 
-    The packages in turn, each time a site from the package's next module (at random
-    within it).
+    The packages (folders under ``root``) in turn, each time a site from the package's
+    next module (at random within it).
     """
     from completion.workspace_context import ContextIndex
 
     index = ContextIndex()
     per_package: list[list[list[Site]]] = []
-    for package in PACKAGES:
+    for package in packages:
         modules = []
         for path in sorted((root / package).glob("*.py")):
             found = _sites(index, root, path, path.read_text(encoding="utf-8"))
@@ -102,6 +106,25 @@ def find_sites(root: Path, rng: random.Random, n: int) -> list[Site]:
                 if found:
                     modules.append(found)
     return sites
+
+
+def project_packages(root: Path) -> list[str]:
+    """The folders of a project that hold Python files (``.`` for its top).
+
+    What the workspace walk skips is skipped (virtual environments, caches, build
+    output, VCS metadata, hidden folders).
+    """
+    from completion.workspace_files import IGNORED_DIRS
+
+    found = {
+        path.parent.relative_to(root).as_posix()
+        for path in root.rglob("*.py")
+        if not any(
+            part in IGNORED_DIRS or part.startswith(".")
+            for part in path.relative_to(root).parts[:-1]
+        )
+    }
+    return sorted(found)
 
 
 def _sites(index: Any, root: Path, path: Path, text: str) -> list[Site]:
@@ -123,9 +146,14 @@ def _sites(index: Any, root: Path, path: Path, text: str) -> list[Site]:
                     if _balanced(rest) and len(rest) < 120:
                         doc = text[: offset + at] + text[offset + len(line) :]
                         rel = path.relative_to(root).as_posix()
-                        sites.append(Site(rel, doc, offset + at, name, rest))
+                        unseen = not _named_elsewhere(doc, name)
+                        sites.append(Site(rel, doc, offset + at, name, rest, unseen))
         offset += len(line) + 1
     return sites
+
+
+def _named_elsewhere(text: str, name: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) is not None
 
 
 def _balanced(rest: str) -> bool:
@@ -192,6 +220,7 @@ def run_site(engines: tuple[Any, Any], site: Site, root: Path, options: Any) -> 
         site.path,
         site.name,
         site.expected,
+        site.unseen,
         with_context.result.text,
         without.result.text,
         with_context.snippet_tokens,
@@ -212,8 +241,14 @@ def summarise(rows: list[Outcome]) -> dict[str, Any]:
     def exact(text: str, expected: str) -> bool:
         return normalised(text.split("\n", 1)[0]) == normalised(expected)
 
+    unseen = [r for r in rows if r.unseen]
     return {
         "positions": len(rows),
+        "unseen": {
+            "positions": len(unseen),
+            "withContextNameRight": sum(named(r.with_context, r.name) for r in unseen),
+            "withoutNameRight": sum(named(r.without, r.name) for r in unseen),
+        },
         "withContext": {
             "nameRight": sum(named(r.with_context, r.name) for r in rows),
             "exactLine": sum(exact(r.with_context, r.expected) for r in rows),
@@ -244,8 +279,12 @@ def run_crossfile(args: argparse.Namespace) -> int:
     from completion.engine import CompletionOptions, Engine
     from completion.models import load_model
 
-    root = Path(sysconfig.get_paths()["stdlib"]).resolve()
-    sites = find_sites(root, random.Random(args.seed), args.positions)
+    if args.workspace is None:
+        root, packages = Path(sysconfig.get_paths()["stdlib"]).resolve(), list(PACKAGES)
+    else:
+        root = args.workspace.resolve()
+        packages = project_packages(root)
+    sites = find_sites(root, random.Random(args.seed), args.positions, packages)
     print(f"{len(sites)} call sites in {root}", file=sys.stderr)
     reports = []
     for model in args.models.split(","):
@@ -272,6 +311,7 @@ def run_crossfile(args: argparse.Namespace) -> int:
             engine.close()
         rep = {
             **report_header("crossfile", loaded),
+            "workspace": str(root),
             "context": args.context,
             "seconds": round(time.perf_counter() - t0, 1),
             **summarise(rows),
@@ -291,7 +331,7 @@ def print_report(rep: dict[str, Any]) -> None:
     n = rep["positions"]
     w, o = rep["withContext"], rep["without"]
     print(
-        f"\n{rep['model']} ({rep['quantize']}), {n} call sites, contextTokens "
+        f"\n{rep['model']} ({rep['quantize']}), {n} call sites in {rep['workspace']}, contextTokens "
         f"{rep['context']}, {rep['date']}"
     )
     print(
@@ -299,6 +339,11 @@ def print_report(rep: dict[str, Any]) -> None:
     )
     print(
         f"  without:                name right {o['nameRight']}/{n}, exact line {o['exactLine']}/{n}"
+    )
+    u = rep["unseen"]
+    print(
+        f"  names in no other line of the file ({u['positions']} sites): name right "
+        f"{u['withContextNameRight']} with context, {u['withoutNameRight']} without"
     )
     print(f"  header tokens, median {rep['headerTokensMedian']}")
     sw = rep["switching"]
