@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -142,6 +143,9 @@ class CompletionOptions:
     """Share of ``context_tokens`` for other workspace files' definitions (0: none)."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     """Complete ``text`` at str offset ``cursor``; ``key`` names the document's cache."""
@@ -162,6 +166,18 @@ class CompletionRequest:
     unsaved: frozenset[str] = frozenset()
     """File paths of open documents with unsaved changes (the oracle reads files from
     disk, so members of types defined there are unknown)."""
+
+    def __post_init__(self) -> None:
+        """Lone surrogates become U+FFFD (JSON lets a client send them; tokenizers refuse).
+
+        One code point and three UTF-8 bytes either way, so ``cursor`` and the tree's
+        byte offsets still fit the text.
+        """
+        if _SURROGATE.search(self.text):
+            object.__setattr__(self, "text", _SURROGATE.sub("\ufffd", self.text))
+        if any(_SURROGATE.search(text) for _, text in self.others):
+            others = tuple((key, _SURROGATE.sub("\ufffd", text)) for key, text in self.others)
+            object.__setattr__(self, "others", others)
 
 
 @dataclass

@@ -111,8 +111,19 @@ def _add_bench_parsers(bsub: Any) -> None:
         _bench_panel,
         _bench_restart,
         _bench_crossfile,
+        _bench_fuzz,
     ):
         add(bsub)
+
+
+def _bench_fuzz(bsub: Any) -> None:
+    """``pie-lsp bench fuzz``."""
+    p = bsub.add_parser("fuzz", help="protocol fuzzing over stdio: hostile and valid messages")
+    p.add_argument("--messages", type=int, default=100_000, help="in all, over the sessions")
+    p.add_argument("--sessions", type=int, default=2, help="server processes per encoding")
+    p.add_argument("--model", default="tiny", help="tiny (a random 2-layer model) or a model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
 
 
 def _bench_step(bsub: Any) -> None:
@@ -503,6 +514,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_panel import run_panel
 
             return run_panel(args)
+        if args.bench_command == "fuzz":
+            from tooling.fuzz_protocol import run_fuzz
+
+            return run_fuzz(args)
         if args.bench_command == "crossfile":
             from tooling.bench_crossfile import run_crossfile
 

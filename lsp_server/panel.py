@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 PANEL = "pie/panelCompletion"
 COPILOT_PANEL = "textDocument/copilotPanelCompletion"
 PROGRESS = "$/progress"
+UINTEGER_MAX = 2**31 - 1
+"""LSP's ``uinteger``: the largest line or character a position may hold."""
 
 
 class PanelParams(NamedTuple):
@@ -56,7 +58,7 @@ def parse_params(raw: Any, default_count: int) -> PanelParams:
         raise JsonRpcInvalidParams('panel params need "textDocument": {"uri": string}')
     if not isinstance(pos, dict) or not all(_natural(pos.get(k)) for k in ("line", "character")):
         raise JsonRpcInvalidParams(
-            'panel params need "position": {"line": int >= 0, "character": int >= 0}'
+            'panel params need "position": {"line": uinteger, "character": uinteger}'
         )
     count = raw.get("count", default_count)
     if isinstance(count, bool) or not isinstance(count, int):
@@ -82,7 +84,7 @@ def _plain(value: Any) -> Any:
 
 
 def _natural(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= UINTEGER_MAX
 
 
 def item_json(ls: PieServer, item: PanelItem, position: types.Position) -> dict[str, Any]:

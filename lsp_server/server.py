@@ -12,6 +12,8 @@ import asyncio
 import hashlib
 import logging
 import re
+import sys
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -19,14 +21,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from lsprotocol import types
 from pygls import uris
 from pygls.capabilities import get_capability
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+    JsonRpcServerNotInitialized,
+)
+from pygls.io_ import StdinAsyncReader, StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from completion.engine import (
     Cancelled,
@@ -44,6 +53,7 @@ from . import __version__, panel
 from .config import Config, parse_config, settings_from_did_change
 from .disk_cache import DiskCache
 from .documents import Document, DocumentStore, UnknownDocumentError
+from .framing import serve_frames
 from .positions import Encoding, PositionError
 from .watching import Watching, on_watched_files
 
@@ -119,7 +129,7 @@ class PieProtocol(LanguageServerProtocol):
             data = {**data, "params": None}
         try:
             return super().structure_message(data)
-        except JsonRpcException as exc:
+        except JsonRpcException as exc:  # pygls' InternalError too: a value out of range
             method = str(data.get("method", ""))
             if "id" in data and "method" in data:
                 error = JsonRpcInvalidParams(f"{method}: the params do not fit the method")
@@ -127,6 +137,48 @@ class PieProtocol(LanguageServerProtocol):
             else:
                 log.error("dropped a malformed %s message: %s", method or "response", exc)
             return _Unreadable(method)
+
+    # pygls keeps its own copy of every open document in its workspace, and to apply a
+    # change to it, it rewrote the change's range in place when a character lay past the
+    # end of a line as *it* splits lines (at "\n" only, where LSP also breaks at a lone
+    # "\r"): the edit pie-lsp then applied was a different one (the protocol fuzzer
+    # found it). pie-lsp keeps the documents (lsp_server/documents.py); pygls keeps none.
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Any:
+        """Hand ``didOpen`` to pie-lsp's handler only."""
+        yield from self._ours(types.TEXT_DOCUMENT_DID_OPEN, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> Any:
+        """Hand ``didChange`` to pie-lsp's handler only."""
+        yield from self._ours(types.TEXT_DOCUMENT_DID_CHANGE, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Any:
+        """Hand ``didClose`` to pie-lsp's handler only."""
+        yield from self._ours(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+    def _ours(self, method: str, params: Any) -> Any:
+        if (handler := self.fm.features.get(method)) is not None:
+            yield handler, (params,), None
+
+    _initialize_seen = False
+
+    def _refusal(self, method: str | None) -> JsonRpcException | None:
+        """The error for a message that comes too early or too late (None: handle it).
+
+        Before ``initialize`` a request is answered ServerNotInitialized, after
+        ``shutdown`` InvalidRequest, as the specification asks (pygls dropped both
+        unanswered); notifications then are dropped, ``exit`` excepted.
+        """
+        if method is None or method == types.EXIT:
+            return None
+        if not self._initialize_seen:
+            return JsonRpcServerNotInitialized(f"{method}: the server is not initialized yet")
+        if self._shutdown:
+            return JsonRpcInvalidRequest(f"{method}: the server is shutting down")
+        return None
 
     def handle_message(self, message: Any) -> None:
         """Handle messages in arrival order; skip those already answered as unreadable.
@@ -142,7 +194,15 @@ class PieProtocol(LanguageServerProtocol):
         """
         if isinstance(message, _Unreadable):
             return
-        if getattr(message, "method", None) in IN_ORDER and not hasattr(message, "id"):
+        method = getattr(message, "method", None)
+        if method == types.INITIALIZE:
+            self._initialize_seen = True
+        refusal = self._refusal(method)
+        if refusal is not None:
+            if hasattr(message, "id"):
+                self._send_response(message.id, error=refusal.to_response_error())
+            return
+        if method in IN_ORDER and not hasattr(message, "id"):
             asyncio.get_running_loop().call_soon(super().handle_message, message)
             return
         super().handle_message(message)
@@ -695,6 +755,27 @@ class PieServer(LanguageServer):
         self.counters["acceptedChars"] += chars
         return {"counted": True, "known": known}
 
+    def _start_io_async(
+        self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
+    ) -> None:
+        """Serve stdio with :func:`~lsp_server.framing.serve_frames`.
+
+        It is pygls' loop, made to find the next frame after a broken one.
+        """
+        self._stop_event = threading.Event()
+        reader = StdinAsyncReader(stdin or sys.stdin.buffer, self.thread_pool)
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        try:
+            asyncio.run(
+                serve_frames(self._stop_event, reader, self.protocol, self.protocol._send_data)
+            )
+        except BrokenPipeError:
+            log.error("the client closed the connection; shutting down")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
     def stats(self) -> dict[str, Any]:
         """The ``pie/stats`` payload."""
         engine = self.engine
@@ -926,5 +1007,7 @@ def _workspace(server: PieServer) -> None:
         on_watched_files(ls, params)
 
     @server.feature(STATS)
-    def stats(ls: PieServer, params: Any) -> dict[str, Any]:
+    async def stats(ls: PieServer, params: Any) -> dict[str, Any]:
+        # async: its first step then runs after the document notifications read before
+        # it (PieProtocol.handle_message); a plain function ran at once, ahead of them.
         return ls.stats()
