@@ -112,8 +112,19 @@ def _add_bench_parsers(bsub: Any) -> None:
         _bench_restart,
         _bench_crossfile,
         _bench_fuzz,
+        _bench_oracle,
     ):
         add(bsub)
+
+
+def _bench_oracle(bsub: Any) -> None:
+    """``pie-lsp bench oracle``."""
+    p = bsub.add_parser(
+        "oracle", help="random edits per encoding: text, tree and cached ids against rebuilds"
+    )
+    p.add_argument("--edits", type=int, default=10_000, help="edits per position encoding")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
 
 
 def _bench_fuzz(bsub: Any) -> None:
@@ -514,6 +525,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_panel import run_panel
 
             return run_panel(args)
+        if args.bench_command == "oracle":
+            from tooling.edit_oracle import run_oracle
+
+            return run_oracle(args)
         if args.bench_command == "fuzz":
             from tooling.fuzz_protocol import run_fuzz
 
