@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 import sys
 import threading
@@ -49,7 +50,7 @@ from completion.engine import (
 from completion.members import dot_before
 from completion.models import load_model
 
-from . import __version__, panel
+from . import __version__, panel, parent
 from .config import Config, parse_config, settings_from_did_change
 from .disk_cache import DiskCache
 from .documents import Document, DocumentStore, UnknownDocumentError
@@ -755,6 +756,28 @@ class PieServer(LanguageServer):
         self.counters["acceptedChars"] += chars
         return {"counted": True, "known": known}
 
+    def watch_parent(self, pid: int) -> None:
+        """Exit when the editor process ``pid`` is gone (:mod:`lsp_server.parent`).
+
+        A ``pid`` not running already (an editor in another process namespace, such as
+        outside the container the server runs in) is not watched.
+        """
+        was_parent = pid == os.getppid()
+        if not parent.alive(pid, was_parent):
+            log.info("processId %d is not a process here: not watched", pid)
+            return
+
+        async def watch() -> None:
+            while parent.alive(pid, was_parent):
+                await asyncio.sleep(parent.POLL_S)
+            log.warning("the editor (process %d) is gone: exiting", pid)
+            logging.shutdown()
+            # Not sys.exit: the thread reading stdin stays blocked while a wrapper holds
+            # the pipe open, and the interpreter would wait for it at exit.
+            os._exit(0 if self.protocol._shutdown else 1)
+
+        self._parent_watch = asyncio.get_running_loop().create_task(watch())
+
     def _start_io_async(
         self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
     ) -> None:
@@ -851,6 +874,8 @@ def _lifecycle(server: PieServer) -> None:
         config, problems = parse_config(params.initialization_options, ls.base_config)
         ls.config = config
         ls.pending_problems = problems
+        if params.process_id is not None:
+            ls.watch_parent(params.process_id)
 
     @server.feature(types.INITIALIZED)
     def initialized(ls: PieServer, params: types.InitializedParams) -> None:
