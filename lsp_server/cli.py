@@ -113,8 +113,20 @@ def _add_bench_parsers(bsub: Any) -> None:
         _bench_crossfile,
         _bench_fuzz,
         _bench_oracle,
+        _bench_load,
     ):
         add(bsub)
+
+
+def _bench_load(bsub: Any) -> None:
+    """``pie-lsp bench load``."""
+    p = bsub.add_parser("load", help="a typing storm and a long session: latency, lag, memory")
+    p.add_argument("--model", default="default", help="a model, or tiny (a random 2-layer one)")
+    p.add_argument("--quiet-s", type=float, default=60, help="quiet typing first (5 keys/s)")
+    p.add_argument("--storm-s", type=float, default=60, help="the storm")
+    p.add_argument("--keys-per-s", type=float, default=50, help="the storm's typing rate")
+    p.add_argument("--long-s", type=float, default=600, help="quiet typing after the storm")
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
 
 
 def _bench_oracle(bsub: Any) -> None:
@@ -525,6 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tooling.bench_panel import run_panel
 
             return run_panel(args)
+        if args.bench_command == "load":
+            from tooling.bench_load import run_load
+
+            return run_load(args)
         if args.bench_command == "oracle":
             from tooling.edit_oracle import run_oracle
 

@@ -74,14 +74,22 @@ class Document:
         """Syntax tree of the current text; None without a parser.
 
         Parsed on first read, then reparsed incrementally (from the edited old tree) on
-        the first read after edits; reads without edits in between reuse the tree.
+        the first read after edits, from scratch when that tree has errors; reads
+        without edits in between reuse the tree.
         """
         if self.parser is None:
             return None
         if self._tree is None:
             self._tree = self.parser.parse(self._source())
         elif self._stale:
-            self._tree = self.parser.parse(self._source(), self._tree)
+            source = self._source()
+            tree = self.parser.parse(source, self._tree)
+            if tree.root_node.has_error:
+                # Error recovery can end differently when it starts from an old tree
+                # (tree-sitter/tree-sitter#4001; the edit oracle met it after quote and
+                # NUL edits): a text with errors is parsed again from scratch.
+                tree = self.parser.parse(source)
+            self._tree = tree
         self._stale = False
         return self._tree
 
