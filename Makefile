@@ -9,7 +9,7 @@ TORCH_ARGS ?=
 # `make test QWEN=0` skips installing the opt-in Qwen2.5-Coder model (its FIM tests then skip).
 QWEN ?= 1
 
-.PHONY: help setup demo test lint typecheck unit e2e editors vscode bench bench-neovim clean
+.PHONY: help setup demo test lint typecheck unit e2e editors vscode bench bench-neovim stress clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,6 +60,11 @@ vscode: setup  ## VS Code extension: npm ci, type-check, lint, unit tests, .vsix
 
 bench-neovim: setup  ## keystroke to visible ghost text in headless Neovim
 	$(BIN)/pie-lsp bench neovim
+
+stress: setup  ## reliability figures: fuzzing, the edit oracle, load (~20 min); JSON in bench-results/
+	$(BIN)/pie-lsp bench fuzz --messages 100000
+	$(BIN)/pie-lsp bench oracle --edits 10000
+	$(BIN)/pie-lsp bench load
 
 bench: setup  ## baseline benchmark; figures to stdout and bench-results/
 	$(BIN)/pie-lsp bench baseline
