@@ -14,12 +14,9 @@ from typing import Any
 
 import pytest
 
+from tooling.wire import frame
+
 pytestmark = [pytest.mark.e2e]
-
-
-def frame(obj: dict[str, Any]) -> bytes:
-    body = json.dumps(obj).encode()
-    return f"Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 def read_message(stream: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from completion.syntax import make_parser
 from lsp_server.documents import Document, DocumentStore, UnknownDocumentError
+from tooling.edit_oracle import nodes
 
 ENCODINGS = ("utf-8", "utf-16", "utf-32")
 CODECS = {"utf-8": ("utf-8", 1), "utf-16": ("utf-16-le", 2), "utf-32": ("utf-32-le", 4)}
@@ -78,27 +79,6 @@ def inside_crlf(text: str, offset: int) -> bool:
 
 
 ##### tree comparison #####
-
-
-def nodes(tree):
-    out = []
-    cursor = tree.walk()
-    while True:
-        node = cursor.node
-        out.append(
-            (
-                node.type,
-                node.start_byte,
-                node.end_byte,
-                tuple(node.start_point),
-                tuple(node.end_point),
-            )
-        )
-        if cursor.goto_first_child():
-            continue
-        while not cursor.goto_next_sibling():
-            if not cursor.goto_parent():
-                return out
 
 
 def assert_same_tree(doc: Document) -> None:
