@@ -105,16 +105,24 @@ def converted_dir_for(gguf: Path) -> Path:
 
 
 def is_converted(out_dir: Path, stamp: dict[str, Any] | None = None) -> bool:
-    """Whether ``out_dir`` holds a finished conversion (of the source in ``stamp``)."""
+    """Whether ``out_dir`` holds a finished conversion (of the source in ``stamp``).
+
+    Its weight files must have the sizes they were written with: one truncated or
+    deleted since makes the directory unconverted, so the next start converts again.
+    """
     marker = out_dir / SOURCE_STAMP
     if not marker.is_file() or not (out_dir / "config.json").is_file():
         return False
-    if stamp is None:
-        return True
     try:
-        return bool(json.loads(marker.read_text()) == stamp)
+        written = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
+    # The weights as written (a truncated or deleted file is converted again).
+    for name, size in written.get("files", {}).items():
+        path = out_dir / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return stamp is None or {k: written.get(k) for k in stamp} == stamp
 
 
 def convert_gguf(gguf: Path, out_dir: Path, progress: Progress = _no_progress) -> Path:
@@ -158,7 +166,8 @@ def convert_gguf(gguf: Path, out_dir: Path, progress: Progress = _no_progress) -
         progress(f"Converting {gguf.name}: writing safetensors", 80)
         fresh.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        (tmp / SOURCE_STAMP).write_text(json.dumps(stamp, indent=1))
+        files = {p.name: p.stat().st_size for p in sorted(tmp.glob("*.safetensors"))}
+        (tmp / SOURCE_STAMP).write_text(json.dumps({**stamp, "files": files}, indent=1))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     except ModelLoadError:
