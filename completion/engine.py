@@ -1454,6 +1454,19 @@ class Engine:
                 self._starts.setdefault(saved.key, saved.start)
             return True
 
+    def release_memory(self) -> int:
+        """Drop every prompt cache and return the device's cached blocks (out of memory).
+
+        Returns the bytes the caches held. Run it on the completion thread.
+        """
+        with self._lock:
+            held = self.caches.nbytes()
+            self.caches.clear()
+            self._synced.clear()
+        if self.model.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return held
+
     def configure_caches(self, max_documents: int, max_bytes: int, clear: bool) -> None:
         """New cache budgets (and drop every cache, e.g. for a new strategy)."""
         with self._lock:

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from functools import partial
 from typing import Any, BinaryIO, NamedTuple
 
+import torch
 from lsprotocol import types
 from pygls import uris
 from pygls.capabilities import get_capability
@@ -712,6 +713,17 @@ class PieServer(LanguageServer):
             raise
         except Cancelled:
             return doc, offset, None
+        except torch.OutOfMemoryError as exc:
+            self.counters["errors"] += 1
+            freed = await loop.run_in_executor(self.worker, engine.release_memory)
+            log.error("%s ran out of memory: %s", what, exc)
+            self.show(
+                f"out of memory on {engine.describe().get('device')}: the prompt caches "
+                f"({freed / 2**20:.0f} MB) were dropped and the next request rebuilds them; "
+                "if it happens again, lower completion.contextTokens or cache.maxMemoryMB",
+                types.MessageType.Error,
+            )
+            raise RequestFailed(f"{what} failed: out of memory") from exc
         except Exception as exc:
             self.counters["errors"] += 1
             log.exception("%s failed", what)

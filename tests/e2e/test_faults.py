@@ -164,3 +164,22 @@ def test_the_worker_raising_mid_decode_fails_one_request_only(tiny: Path, tmp_pa
         for wire in (faulty, clean):
             if wire.proc.poll() is None:
                 wire.proc.kill()
+
+
+def test_out_of_memory_drops_the_caches_says_so_and_the_next_request_is_served(
+    tiny: Path, tmp_path: Path
+) -> None:
+    uri = (tmp_path / "doc.py").as_uri()
+    wire = start(str(tiny), PYTHONPATH=INJECT, PIE_TEST_FAULT="oom-once")
+    try:
+        open_doc(wire, uri, TEXT)
+        first = complete(wire, "c1", uri, TEXT)
+        assert "out of memory" in first["error"]["message"]
+        assert "were dropped" in wait_shown(wire, "out of memory")
+        stats = wire.stats("s")
+        assert stats is not None and stats["totals"]["cacheBytes"] == 0
+        assert "result" in complete(wire, "c2", uri, TEXT)
+        assert stop(wire) == 0
+    finally:
+        if wire.proc.poll() is None:
+            wire.proc.kill()

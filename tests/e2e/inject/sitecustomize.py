@@ -1,6 +1,7 @@
 """Faults injected into a server started with this folder on PYTHONPATH (tests only).
 
 ``PIE_TEST_FAULT``: ``decode-once``: the first completion's decode raises mid-way;
+``oom-once``: it runs out of memory (as CUDA reports it) instead;
 ``no-network``: every outward socket connection and name lookup fails and is written
 to ``PIE_TEST_NET_LOG``.
 """
@@ -9,7 +10,9 @@ import os
 
 FAULT = os.environ.get("PIE_TEST_FAULT", "")
 
-if FAULT == "decode-once":
+if FAULT in ("decode-once", "oom-once"):
+    import torch
+
     from completion import engine
 
     _original = engine.Engine._apply_rules
@@ -18,6 +21,8 @@ if FAULT == "decode-once":
     def _apply_rules(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         _calls["n"] += 1
         if _calls["n"] == 1:
+            if FAULT == "oom-once":
+                raise torch.OutOfMemoryError("injected: CUDA out of memory")
             raise RuntimeError("injected fault in the decode")
         return _original(self, *args, **kwargs)
 
