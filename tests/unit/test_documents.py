@@ -243,11 +243,13 @@ def test_incremental_tree_matches_fresh_parse(data):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_incremental_tree_matches_fresh_parse_with_quotes(data):
-    """All snippets, quotes included: the document's tree equals a fresh parse.
+    """All snippets, quotes included: where the text parses without errors, the tree
+    equals a fresh parse.
 
-    tree-sitter's incremental reparse of a text with errors can end differently from a
-    fresh parse (tree-sitter/tree-sitter#4001); the document parses such a text again
-    from scratch, so its tree is always the fresh one.
+    With errors, tree-sitter's incremental error recovery can end differently
+    (tree-sitter/tree-sitter#4001): the document parses from scratch after edits of
+    quotes, backslashes, ``#`` and NUL (tested below), not after every edit (its cost:
+    docs/architecture.md), so there the tree only has to cover the text.
     """
     doc = Document.open("file:///t.py", PY_SOURCE, 1, "python")
     expected = PY_SOURCE
@@ -260,7 +262,12 @@ def test_incremental_tree_matches_fresh_parse_with_quotes(data):
         expected = old[:a] + inserted + old[b:]
         edit = doc.apply_change(start, end, inserted, encoding)
         check_edit(edit, old, expected, a, b, inserted)
-        assert_same_tree(doc)
+        fresh = make_parser("python").parse(expected.encode("utf-8"))
+        assert doc.tree is not None
+        if not fresh.root_node.has_error:
+            assert nodes(doc.tree) == nodes(fresh), repr(doc.text)
+        else:
+            assert doc.tree.root_node.end_byte == fresh.root_node.end_byte
 
 
 def test_quote_edits_tree_equals_a_fresh_parse_where_incremental_parsing_does_not():
