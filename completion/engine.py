@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,7 +66,7 @@ from .suggestion_memory import (
     token_margins,
     typed_through,
 )
-from .syntax import grammar_name
+from .syntax import exact_tree, grammar_name
 from .syntax_check import SyntaxChecker
 from .verify import AheadDraft, DraftRows, SpecStats, forward_with_draft, speculative_generate
 from .workspace_context import CrossFile
@@ -291,6 +291,12 @@ class Outcome(NamedTuple):
     """The gate fired past ``gate_refresh_tokens``: refresh in the background."""
 
 
+def _exact_tree(req: CompletionRequest) -> CompletionRequest:
+    """``req`` with the tree a fresh parse gives (:func:`completion.syntax.exact_tree`)."""
+    tree = exact_tree(req.tree, req.text, req.language)
+    return req if tree is req.tree else replace(req, tree=tree)
+
+
 class _Seed(NamedTuple):
     """Where a new document's prompt cache starts from (:meth:`Engine._seed`)."""
 
@@ -377,6 +383,7 @@ class Engine:
         """
         cancel = cancel or CancelToken()
         t0 = time.perf_counter()
+        req = _exact_tree(req)
         if not alternatives:
             reused = self._typed_through(req, t0)
             if reused is not None:
@@ -435,6 +442,7 @@ class Engine:
         """
         cancel = cancel or CancelToken()
         t0 = time.perf_counter()
+        req = _exact_tree(req)
         plan = self._plan(req)
         guards = plan.guards
         checker = guards.syntax if guards is not None else None

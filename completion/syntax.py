@@ -17,7 +17,7 @@ import importlib
 import logging
 from functools import cache
 
-from tree_sitter import Language, Parser
+from tree_sitter import Language, Parser, Tree
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +115,18 @@ def make_parser(language_id: str) -> Parser | None:
     """A fresh parser for ``language_id``, or None without a (loadable) grammar."""
     language = get_language(language_id)
     return Parser(language) if language is not None else None
+
+
+def exact_tree(tree: Tree | None, text: str, language_id: str) -> Tree | None:
+    """``tree`` (an incremental reparse of ``text``) as a fresh parse would give it.
+
+    Where the text parses without errors the incremental tree is the fresh one; with
+    errors, tree-sitter's incremental error recovery can end differently
+    (tree-sitter/tree-sitter#4001), so ``text`` is parsed again from scratch (about
+    10 ms for 2,000 lines: the caller runs this off the event loop, only for requests
+    that run).
+    """
+    if tree is None or not tree.root_node.has_error:
+        return tree
+    parser = make_parser(language_id)
+    return parser.parse(text.encode("utf-8", "surrogatepass")) if parser is not None else tree

@@ -42,13 +42,6 @@ class TextEdit:
     inserted: str
 
 
-VOLATILE = frozenset("'\"`\\#\x00")
-"""Characters that open or close strings and comments (and NUL): an edit with one can
-change how text far from it parses, where tree-sitter's incremental error recovery may
-not end as a fresh parse does (a fresh parse costs ~10 ms for 2,000 lines, the
-incremental one ~0.5 ms: it is kept for every other edit)."""
-
-
 @dataclass
 class Document:
     """Text, version, language and (lazily parsed) syntax tree of one open document.
@@ -67,9 +60,6 @@ class Document:
     _tree: Tree | None = field(default=None, repr=False)
     """The last tree parsed, edited (not reparsed) by every change since when ``_stale``."""
     _stale: bool = field(default=False, repr=False)
-    _volatile: bool = field(default=False, repr=False)
-    """An edit since the last parse added or removed a character that can change how
-    text far from it reads (:data:`VOLATILE`)."""
     _index: LineIndex | None = field(default=None, repr=False)
 
     @classmethod
@@ -84,25 +74,18 @@ class Document:
         """Syntax tree of the current text; None without a parser.
 
         Parsed on first read, then reparsed incrementally (from the edited old tree) on
-        the first read after edits; from scratch when that tree has errors and an edit
-        added or removed a :data:`VOLATILE` character or the text holds a NUL. Reads
-        without edits in between reuse the tree.
+        the first read after edits; reads without edits in between reuse the tree.
+        Where the text has errors, tree-sitter's incremental error recovery can end
+        differently from a fresh parse: the engine, off the event loop, parses such a
+        text again (:func:`completion.syntax.exact_tree`).
         """
         if self.parser is None:
             return None
         if self._tree is None:
             self._tree = self.parser.parse(self._source())
         elif self._stale:
-            source = self._source()
-            tree = self.parser.parse(source, self._tree)
-            if tree.root_node.has_error and (self._volatile or "\x00" in self.text):
-                # Error recovery can end differently when it starts from an old tree
-                # (tree-sitter/tree-sitter#4001; the edit oracle met it after quote
-                # edits and in a text with NULs): parsed again from scratch then.
-                tree = self.parser.parse(source)
-            self._tree = tree
+            self._tree = self.parser.parse(self._source(), self._tree)
         self._stale = False
-        self._volatile = False
         return self._tree
 
     def _source(self) -> bytes:
@@ -154,7 +137,6 @@ class Document:
             inserted=inserted,
         )
         self.text = old[:a] + inserted + old[b:]
-        self._volatile = self._volatile or not VOLATILE.isdisjoint(inserted + old[a:b])
         self._edit_tree(edit)
         return edit
 

@@ -4,7 +4,9 @@ Random edits in one position encoding over several documents (code with emoji, C
 combining marks, CRLF and lone CR), with completions and cancelled completions in
 between. After every step: the document's text equals the replay of the edits
 (:class:`tooling.fuzz_protocol.Replay`, written apart from the server's position code),
-its tree-sitter tree equals a fresh parse of that text (kinds, byte ranges, points), and
+the tree completions decode against (the document's incremental tree, parsed again by
+the engine where it has errors: :func:`completion.syntax.exact_tree`) equals a fresh
+parse of that text (kinds, byte ranges, points), and
 after every completion the prompt cache's token ids equal the prompt built from scratch,
 its keys and values as many as its ids. ``pie-lsp bench oracle`` runs it long; the test
 suite runs it short (tests/test_edit_oracle.py).
@@ -108,7 +110,7 @@ def run_stream(
     ``engine`` (None: no completions) completes every ``complete_every`` edits, one
     time in three cancelled partway.
     """
-    from completion.syntax import make_parser
+    from completion.syntax import exact_tree, make_parser
     from lsp_server.documents import Document
 
     rng = random.Random(seed)
@@ -136,7 +138,8 @@ def run_stream(
             _example(counts, f"text after edit {counts.edits}: {doc.text!r} != {mine.text!r}")
             doc.replace_all(mine.text)
         assert parser is not None
-        if doc.tree is not None and nodes(doc.tree) != nodes(
+        used = exact_tree(doc.tree, doc.text, "python")  # the tree completions decode against
+        if used is not None and nodes(used) != nodes(
             parser.parse(doc.text.encode("utf-8", "surrogatepass"))
         ):
             counts.tree_divergences += 1

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from completion.syntax import make_parser
+from completion.syntax import exact_tree, make_parser
 from lsp_server.documents import Document, DocumentStore, UnknownDocumentError
 from tooling.edit_oracle import nodes
 
@@ -243,13 +243,12 @@ def test_incremental_tree_matches_fresh_parse(data):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_incremental_tree_matches_fresh_parse_with_quotes(data):
-    """All snippets, quotes included: where the text parses without errors, the tree
-    equals a fresh parse.
+    """All snippets, quotes included: the tree completions use equals a fresh parse.
 
-    With errors, tree-sitter's incremental error recovery can end differently
-    (tree-sitter/tree-sitter#4001): the document parses from scratch after edits of
-    quotes, backslashes, ``#`` and NUL (tested below), not after every edit (its cost:
-    docs/architecture.md), so there the tree only has to cover the text.
+    That is the document's incremental tree where the text has no errors; with errors,
+    tree-sitter's incremental error recovery can end differently
+    (tree-sitter/tree-sitter#4001), and the engine parses the text again
+    (:func:`completion.syntax.exact_tree`).
     """
     doc = Document.open("file:///t.py", PY_SOURCE, 1, "python")
     expected = PY_SOURCE
@@ -263,19 +262,14 @@ def test_incremental_tree_matches_fresh_parse_with_quotes(data):
         edit = doc.apply_change(start, end, inserted, encoding)
         check_edit(edit, old, expected, a, b, inserted)
         fresh = make_parser("python").parse(expected.encode("utf-8"))
-        assert doc.tree is not None
+        assert nodes(exact_tree(doc.tree, doc.text, "python")) == nodes(fresh)
         if not fresh.root_node.has_error:
             assert nodes(doc.tree) == nodes(fresh), repr(doc.text)
-        else:
-            assert doc.tree.root_node.end_byte == fresh.root_node.end_byte
 
 
-def test_quote_edits_tree_equals_a_fresh_parse_where_incremental_parsing_does_not():
-    """After quote edits the tree equals a fresh parse, not tree-sitter's incremental one.
-
-    With tree-sitter 0.26 an independent incremental replay of these edits differs from
-    a fresh parse (tree-sitter/tree-sitter#4001); the document's tree does not.
-    """
+def test_quote_edits_where_incremental_parsing_differs_from_a_fresh_parse():
+    """After these quote edits tree-sitter's incremental tree (the document's) differs
+    from a fresh parse (tree-sitter 0.26); the tree completions use does not."""
     src = "def f():\n    a = 1\n    b = 2\n\nclass C:\n    x = 1\n"
     parser = make_parser("python")
     tree = parser.parse(src.encode("utf-8"))
@@ -291,15 +285,29 @@ def test_quote_edits_tree_equals_a_fresh_parse_where_incremental_parsing_does_no
     assert doc.tree is not None
     doc.apply_change((4, 1), (4, 1), '"""', "utf-16")
     assert doc.text == text
-    assert_same_tree(doc)
+    assert nodes(doc.tree) == nodes(tree)  # exactly what the incremental API gives
+    fresh = parser.parse(text.encode("utf-8"))
+    assert nodes(exact_tree(doc.tree, doc.text, "python")) == nodes(fresh)
 
 
-def test_an_error_recovery_that_incremental_parsing_ends_differently() -> None:
-    """Found by the edit oracle (tooling/edit_oracle.py) at 10,000 edits: NULs, a flag."""
-    doc = Document.open("file:///t.py", "\x00\x00🇫é\r\nimport os\n ", 1, "python")
+@pytest.mark.parametrize(
+    ("before", "start", "inserted"),
+    [
+        ("\x00\x00🇫é\r\nimport os\n ", (0, 0), "ạ̈[]<|file_sep|>\r"),
+        (
+            "\"éạ̈x🇫🇷ạ̈s =<f<|file_sep|><|\r\n好，世界'\n<fim_mi<fim_middle> f(a, b):\nb):\n",
+            (0, 1),
+            "é",
+        ),
+    ],
+)
+def test_error_recoveries_the_edit_oracle_found(before, start, inserted) -> None:
+    """Texts the edit oracle (tooling/edit_oracle.py) found where they differ."""
+    doc = Document.open("file:///t.py", before, 1, "python")
     assert doc.tree is not None
-    doc.apply_change((0, 0), (0, 0), "ạ̈[]<|file_sep|>\r", "utf-16")
-    assert_same_tree(doc)
+    doc.apply_change(start, start, inserted, "utf-16")
+    fresh = make_parser("python").parse(doc.text.encode("utf-8"))
+    assert nodes(exact_tree(doc.tree, doc.text, "python")) == nodes(fresh)
 
 
 def test_typing_a_line_keeps_tree_in_step():
