@@ -143,6 +143,15 @@ class CompletionOptions:
     """Share of ``context_tokens`` for other workspace files' definitions (0: none)."""
 
 
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; the prompt caches were dropped (``freed`` bytes)."""
+
+    def __init__(self, freed: int, device: str) -> None:
+        super().__init__(f"out of memory on {device}")
+        self.freed = freed
+        self.device = device
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -346,8 +355,9 @@ class Engine:
         """The work running now, checked before every forward (:meth:`_cancellable`)."""
         self._starts: dict[str, int] = {}
         self._synced: dict[str, str] = {}
-        self._context_ends: dict[str, int] = {}
         """Per document: the text its prompt cache was last brought up to date with."""
+        self._context_ends: dict[str, int] = {}
+        """Per document: where its last prompt's shared context ends (``Prompt.context_end``)."""
         self.oracle = MemberOracle()
         """Members of receivers, for the member monitor (a worker process for Python)."""
         self._merges_dot: bool | None = None
@@ -379,11 +389,18 @@ class Engine:
         ``alternatives``: also produce up to that many other suggestions, each decoded
         from one of the next most likely first tokens (cycling through suggestions).
         A prompt with nothing to start from (no text before the cursor, and a model
-        with no start token) gets an empty suggestion, never an error.
+        with no start token) gets an empty suggestion, never an error. Out of memory
+        on the device, every prompt cache is dropped and :class:`OutOfMemory` raised.
         """
+        with self._releasing_memory():
+            return self._complete(_exact_tree(req), cancel, alternatives)
+
+    def _complete(
+        self, req: CompletionRequest, cancel: CancelToken | None, alternatives: int
+    ) -> CompletionResult:
+        """:meth:`complete` for a request whose tree is already exact."""
         cancel = cancel or CancelToken()
         t0 = time.perf_counter()
-        req = _exact_tree(req)
         if not alternatives:
             reused = self._typed_through(req, t0)
             if reused is not None:
@@ -438,11 +455,20 @@ class Engine:
         verified in a few forwards. Either way the first item is what :meth:`complete`
         gives (speculation is lossless). Other models decode the other drafts one after
         another. All pass the same stop rules and guards. ``on_item`` gets each item as
-        it is ready. Raises :class:`Cancelled` when cancelled.
+        it is ready. Raises :class:`Cancelled` when cancelled, :class:`OutOfMemory`
+        as :meth:`complete` does.
         """
-        cancel = cancel or CancelToken()
+        with self._releasing_memory():
+            return self._panel(_exact_tree(req), count, cancel or CancelToken(), on_item)
+
+    def _panel(
+        self,
+        req: CompletionRequest,
+        count: int,
+        cancel: CancelToken,
+        on_item: Callable[[PanelItem], None],
+    ) -> PanelResult:
         t0 = time.perf_counter()
-        req = _exact_tree(req)
         plan = self._plan(req)
         guards = plan.guards
         checker = guards.syntax if guards is not None else None
@@ -454,7 +480,7 @@ class Engine:
         if count > 1 and plan.prompt.ids and batched:
             best = self._panel_batch(req, plan, count, board, cancel, t0)
         if best is None:
-            best = self.complete(req, cancel)
+            best = self._complete(req, cancel, 0)
         board.show_best(best.text)
         if count > 1 and plan.prompt.ids and not batched:
             with self._locked(req.key, cancel) as pc:
@@ -1282,8 +1308,9 @@ class Engine:
             stale_budget=opts.stale_budget,
         )
         if seeded is not None:
-            # The seed's update placed the context (reused or encoded); this one kept it.
-            result.reused += seeded.reused - (seeded.reused + seeded.encoded)
+            # This sync kept the whole context the seed's placed: only the seed's
+            # reused part was reused, its encoded part was encoded.
+            result.reused -= seeded.encoded
             result.encoded += seeded.encoded
             result.shifted += seeded.shifted
             result.ms += seeded.ms
@@ -1462,18 +1489,23 @@ class Engine:
                 self._starts.setdefault(saved.key, saved.start)
             return True
 
-    def release_memory(self) -> int:
-        """Drop every prompt cache and return the device's cached blocks (out of memory).
+    @contextmanager
+    def _releasing_memory(self) -> Iterator[None]:
+        """On running out of device memory: drop the caches, raise :class:`OutOfMemory`.
 
-        Returns the bytes the caches held. Run it on the completion thread.
+        The device's cached blocks are returned too; the exception carries the bytes
+        the caches held.
         """
-        with self._lock:
-            held = self.caches.nbytes()
-            self.caches.clear()
-            self._synced.clear()
-        if self.model.device.type == "cuda":
-            torch.cuda.empty_cache()
-        return held
+        try:
+            yield
+        except torch.OutOfMemoryError as exc:
+            with self._lock:
+                held = self.caches.nbytes()
+                self.caches.clear()
+                self._synced.clear()
+            if self.model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise OutOfMemory(held, self.model.device.type) from exc
 
     def configure_caches(self, max_documents: int, max_bytes: int, clear: bool) -> None:
         """New cache budgets (and drop every cache, e.g. for a new strategy)."""

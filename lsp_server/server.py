@@ -24,7 +24,6 @@ from dataclasses import asdict
 from functools import partial
 from typing import Any, BinaryIO, NamedTuple
 
-import torch
 from lsprotocol import types
 from pygls import uris
 from pygls.capabilities import get_capability
@@ -46,6 +45,7 @@ from completion.engine import (
     CompletionRequest,
     CompletionResult,
     Engine,
+    OutOfMemory,
     Totals,
 )
 from completion.members import dot_before
@@ -131,7 +131,7 @@ class PieProtocol(LanguageServerProtocol):
             data = {**data, "params": None}
         try:
             return super().structure_message(data)
-        except JsonRpcException as exc:  # pygls' InternalError too: a value out of range
+        except JsonRpcException as exc:
             method = str(data.get("method", ""))
             if "id" in data and "method" in data:
                 error = JsonRpcInvalidParams(f"{method}: the params do not fit the method")
@@ -713,14 +713,13 @@ class PieServer(LanguageServer):
             raise
         except Cancelled:
             return doc, offset, None
-        except torch.OutOfMemoryError as exc:
+        except OutOfMemory as exc:
             self.counters["errors"] += 1
-            freed = await loop.run_in_executor(self.worker, engine.release_memory)
-            log.error("%s ran out of memory: %s", what, exc)
+            log.error("%s ran out of memory: %s", what, exc.__cause__)
             self.show(
-                f"out of memory on {engine.describe().get('device')}: the prompt caches "
-                f"({freed / 2**20:.0f} MB) were dropped and the next request rebuilds them; "
-                "if it happens again, lower completion.contextTokens or cache.maxMemoryMB",
+                f"{exc}: the prompt caches ({exc.freed / 2**20:.0f} MB) were dropped and "
+                "the next request rebuilds them; if it happens again, lower "
+                "completion.contextTokens or cache.maxMemoryMB",
                 types.MessageType.Error,
             )
             raise RequestFailed(f"{what} failed: out of memory") from exc
@@ -788,6 +787,7 @@ class PieServer(LanguageServer):
             # the pipe open, and the interpreter would wait for it at exit.
             os._exit(0 if self.protocol._shutdown else 1)
 
+        # Held: the loop keeps only a weak reference to a task.
         self._parent_watch = asyncio.get_running_loop().create_task(watch())
 
     def _start_io_async(
